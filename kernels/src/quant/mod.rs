@@ -1,0 +1,1 @@
+//! Block layouts and the scalar reference quantizers (the specification of each type).

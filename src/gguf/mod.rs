@@ -1,0 +1,1 @@
+//! The GGUF v3 file format.

@@ -1,0 +1,2 @@
+//! The `chatglm` command-line tool.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The ChatGLM2/3 model.

@@ -1,0 +1,1 @@
+//! SentencePiece BPE tokenizer and ChatGLM chat formats.

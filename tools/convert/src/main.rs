@@ -1,0 +1,2 @@
+//! `chatglm-convert`: Hugging Face ChatGLM2/3 checkpoint -> GGUF.
+fn main() {}
