@@ -9,6 +9,7 @@
 //!   reference quantizers (`quantize_row_q4_0_ref` and friends).
 #![deny(unsafe_code)]
 
+pub mod matmul;
 pub mod quant;
 pub mod types;
 
