@@ -1,0 +1,1 @@
+//! Hugging Face checkpoint readers: safetensors and PyTorch `.bin`, single or sharded.
