@@ -5,6 +5,7 @@
 //! - [`model`]: the ChatGLM2/3 forward pass over weights viewed in place in the mapped file.
 #![deny(unsafe_code)]
 
+pub mod arch;
 pub mod gguf;
 pub mod model;
 pub mod tokenizer;
