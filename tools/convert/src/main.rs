@@ -1,2 +1,212 @@
 //! `chatglm-convert`: Hugging Face ChatGLM2/3 checkpoint -> GGUF.
-fn main() {}
+//!
+//! ```text
+//! chatglm-convert HF_DIR -o OUT.gguf -q q4_0
+//! chatglm-convert --synthetic chatglm2-6b -q q4_0 -o synthetic-q4_0.gguf
+//! ```
+
+use chatglm::arch::Family;
+use chatglm::tokenizer::proto::SpmModel;
+use chatglm_convert::checkpoint::Checkpoint;
+use chatglm_convert::config::HfConfig;
+use chatglm_convert::convert::{convert, ConvertOptions, Progress, Source};
+use chatglm_convert::error::ConvertError;
+use chatglm_convert::plan::{ModelShape, TensorPlan};
+use chatglm_convert::synthetic::{placeholder_tokenizer, Preset};
+use chatglm_kernels::GgmlType;
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Convert a Hugging Face ChatGLM2/ChatGLM3 checkpoint into one GGUF file.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Checkpoint directory: config.json, tokenizer.model, and *.safetensors or
+    /// pytorch_model*.bin (sharded or not).
+    #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    model_dir: Option<PathBuf>,
+
+    /// Output file [default: <model name>-<type>.gguf in the current directory].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+
+    /// Type of the weight matrices (norms and biases stay f32).
+    #[arg(short = 'q', long = "type", value_enum, default_value_t = QType::Q4_0)]
+    qtype: QType,
+
+    /// Write only ggml's standard block layouts, for llama.cpp and other GGUF tools.
+    #[arg(long)]
+    portable: bool,
+
+    /// Prompt format of the checkpoint; `auto` reads it from the directory.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Auto)]
+    family: FamilyArg,
+
+    /// Write a model of this shape with seeded random weights and a placeholder tokenizer
+    /// instead of converting a checkpoint (for benchmarks and demos).
+    #[arg(long, value_name = "PRESET", value_parser = clap::builder::PossibleValuesParser::new(Preset::NAMES))]
+    synthetic: Option<String>,
+
+    /// Seed of the synthetic weights.
+    #[arg(long, default_value_t = 42, requires = "synthetic")]
+    seed: u64,
+
+    /// Threads for quantization [default: all cores].
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum QType {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+}
+
+impl QType {
+    fn ggml(self) -> GgmlType {
+        match self {
+            QType::F32 => GgmlType::F32,
+            QType::F16 => GgmlType::F16,
+            QType::Q8_0 => GgmlType::Q8_0,
+            QType::Q4_0 => GgmlType::Q4_0,
+            QType::Q4_1 => GgmlType::Q4_1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FamilyArg {
+    Auto,
+    Chatglm2,
+    Chatglm3,
+}
+
+/// A progress bar over the bytes written, with the tensor being written as its message.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&mut self, plan: &[TensorPlan]) {
+        let total: usize = plan.iter().map(TensorPlan::bytes).sum();
+        self.0.set_length(total as u64);
+        self.0.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+
+    fn tensor_done(&mut self, t: &TensorPlan) {
+        self.0.inc(t.bytes() as u64);
+        self.0.set_message(t.name.clone());
+    }
+}
+
+fn run(args: Args) -> Result<(), ConvertError> {
+    let ty = args.qtype.ggml();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+
+    let (shape, spm, name, ckpt) = if let Some(preset) = &args.synthetic {
+        let preset = Preset::from_name(preset)
+            .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
+        let name = format!("synthetic-{}", preset.name());
+        (preset.shape(), placeholder_tokenizer(preset.sp_vocab_size()), name, None)
+    } else {
+        let dir = args.model_dir.clone().unwrap_or_default();
+        if !dir.is_dir() {
+            return Err(ConvertError::Invalid(format!(
+                "{}: not a directory (expected a Hugging Face checkpoint directory)",
+                dir.display()
+            )));
+        }
+        let config = HfConfig::from_file(&dir.join("config.json"))?;
+        config.validate()?;
+        let family = match args.family {
+            FamilyArg::Chatglm2 => Family::ChatGlm2,
+            FamilyArg::Chatglm3 => Family::ChatGlm3,
+            FamilyArg::Auto => chatglm_convert::config::detect_family(&dir, &config)?,
+        };
+        let tok_path = dir.join("tokenizer.model");
+        let spm = SpmModel::from_file(&tok_path)?;
+        let ckpt = Checkpoint::open(&dir)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "chatglm".into());
+        (ModelShape::from_config(&config, family), spm, name, Some(ckpt))
+    };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name())));
+    let opts = ConvertOptions { output: output.clone(), matrix_type: ty, portable: args.portable, threads, name };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // If no handler can be installed, Ctrl-C kills the process; the temporary file is
+        // then left behind, but never a half-written file under the output name.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    eprintln!(
+        "converting {} -> {} ({}, {} layers, hidden {}, {} threads)",
+        args.model_dir
+            .as_ref()
+            .map_or_else(|| format!("synthetic {}", args.synthetic.as_deref().unwrap_or("")), |d| d.display().to_string()),
+        output.display(),
+        ty,
+        shape.num_layers,
+        shape.hidden_size,
+        threads,
+    );
+    let start = Instant::now();
+    let mut bar = Bar(ProgressBar::new(0));
+    let source = match &ckpt {
+        Some(c) => Source::Checkpoint(c),
+        None => Source::Synthetic { seed: args.seed },
+    };
+    let result = convert(source, &shape, &spm, &opts, &mut bar, &cancel);
+    bar.0.finish_and_clear();
+    let summary = result?;
+    for t in summary.plan.iter().filter(|t| t.fallback.is_some()) {
+        eprintln!(
+            "note: {} stored as {}: {}",
+            t.name,
+            t.ty,
+            t.fallback.as_deref().unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "wrote {} tensors, {:.2} GB, to {} in {:.1} s",
+        summary.plan.len(),
+        summary.file_bytes as f64 / 1e9,
+        output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatglm-convert: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

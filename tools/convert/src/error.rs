@@ -1,0 +1,66 @@
+//! The converter's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a conversion. Each variant names the file, key or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The checkpoint's config.json is unreadable or describes a model the runtime cannot run.
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The checkpoint's weights are unreadable.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The tokenizer.model is unreadable.
+    #[error("tokenizer.model: {0}")]
+    Tokenizer(#[from] chatglm::tokenizer::TokenizerError),
+    /// Writing GGUF failed.
+    #[error("gguf: {0}")]
+    Gguf(#[from] chatglm::gguf::GgufError),
+    /// A tensor could not be quantized (for example it holds NaN or infinity).
+    #[error("tensor {tensor}: {source}")]
+    Quantize {
+        /// The Hugging Face tensor name.
+        tensor: String,
+        /// The cause.
+        source: chatglm_kernels::KernelError,
+    },
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("tensor {0} is missing from the checkpoint")]
+    MissingTensor(String),
+    /// A tensor has another shape than config.json implies.
+    #[error("tensor {name} has shape {found:?}, config.json implies {expected:?}")]
+    ShapeMismatch {
+        /// The Hugging Face tensor name.
+        name: String,
+        /// The shape config.json implies.
+        expected: Vec<usize>,
+        /// The shape in the checkpoint.
+        found: Vec<usize>,
+    },
+    /// The checkpoint holds a tensor this converter does not know (for example a P-Tuning
+    /// prefix encoder); converting without it would silently change the model.
+    #[error("tensor {0} is not part of a ChatGLM2/3 model this converter knows")]
+    UnexpectedTensor(String),
+    /// The arguments or inputs are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The user interrupted the conversion; nothing was written under the output name.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl ConvertError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ConvertError::Io { path: path.into(), source }
+    }
+}

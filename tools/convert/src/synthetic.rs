@@ -1,0 +1,240 @@
+//! Synthetic models: the real shapes with seeded random weights and a placeholder tokenizer,
+//! for benchmarks and demos (real weights cannot be downloaded everywhere).
+
+use crate::plan::{ModelShape, Role, TensorPlan};
+use chatglm::arch::Family;
+use chatglm::tokenizer::proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
+
+/// A named synthetic preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The ChatGLM2-6B shape: 28 layers, hidden 4096, 32 heads, 2 kv groups, ffn 13696.
+    ChatGlm2_6b,
+    /// The ChatGLM3-6B shape (as ChatGLM2-6B, with the ChatGLM3 prompt format, context 8192).
+    ChatGlm3_6b,
+    /// A tiny ChatGLM2-shaped model (hidden 128, 2 layers) for demos and tests.
+    Tiny,
+}
+
+impl Preset {
+    /// Every preset name accepted by `--synthetic`.
+    pub const NAMES: [&'static str; 3] = ["chatglm2-6b", "chatglm3-6b", "tiny"];
+
+    /// Parses a preset name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "chatglm2-6b" => Some(Preset::ChatGlm2_6b),
+            "chatglm3-6b" => Some(Preset::ChatGlm3_6b),
+            "tiny" => Some(Preset::Tiny),
+            _ => None,
+        }
+    }
+
+    /// The preset's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::ChatGlm2_6b => "chatglm2-6b",
+            Preset::ChatGlm3_6b => "chatglm3-6b",
+            Preset::Tiny => "tiny",
+        }
+    }
+
+    /// Size of the placeholder SentencePiece vocabulary (the real models have 64789 pieces).
+    pub fn sp_vocab_size(self) -> usize {
+        match self {
+            Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => 64789,
+            Preset::Tiny => 1000,
+        }
+    }
+
+    /// The model's shape.
+    pub fn shape(self) -> ModelShape {
+        match self {
+            Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => ModelShape {
+                family: if self == Preset::ChatGlm2_6b { Family::ChatGlm2 } else { Family::ChatGlm3 },
+                vocab_size: 65024,
+                hidden_size: 4096,
+                num_layers: 28,
+                num_heads: 32,
+                num_kv_groups: 2,
+                head_dim: 128,
+                ffn_hidden_size: 13696,
+                context_length: if self == Preset::ChatGlm2_6b { 32768 } else { 8192 },
+                rms_eps: 1e-5,
+                rope_ratio: None,
+            },
+            Preset::Tiny => ModelShape {
+                family: Family::ChatGlm2,
+                vocab_size: 1024,
+                hidden_size: 128,
+                num_layers: 2,
+                num_heads: 4,
+                num_kv_groups: 2,
+                head_dim: 32,
+                ffn_hidden_size: 320,
+                context_length: 2048,
+                rms_eps: 1e-5,
+                rope_ratio: None,
+            },
+        }
+    }
+}
+
+/// A placeholder SentencePiece BPE model of `size` pieces: `<unk> <s> </s>`, the 256 byte
+/// pieces, `▁` and the printable ASCII characters, then filler pieces made of lower-case
+/// letters (with and without a leading `▁`) so that text encodes into something word-like.
+/// Identity normalization with a dummy prefix, byte fallback: the settings ChatGLM's own
+/// tokenizer uses.
+pub fn placeholder_tokenizer(size: usize) -> SpmModel {
+    let mut pieces: Vec<SpmPiece> = Vec::with_capacity(size);
+    let mut push = |piece: String, kind: PieceType, pieces: &mut Vec<SpmPiece>| {
+        let score = if matches!(kind, PieceType::Normal) { -(pieces.len() as f32) } else { 0.0 };
+        pieces.push(SpmPiece { piece, score, kind });
+    };
+    push("<unk>".into(), PieceType::Unknown, &mut pieces);
+    push("<s>".into(), PieceType::Control, &mut pieces);
+    push("</s>".into(), PieceType::Control, &mut pieces);
+    for b in 0..=255u8 {
+        push(format!("<0x{b:02X}>"), PieceType::Byte, &mut pieces);
+    }
+    push("\u{2581}".into(), PieceType::Normal, &mut pieces);
+    for c in '!'..='~' {
+        push(c.to_string(), PieceType::Normal, &mut pieces);
+    }
+    // Filler: "▁a".."▁z", "aa".."zz", "▁aa".., "aaa".. in order until the vocabulary is full.
+    let letters: Vec<char> = ('a'..='z').collect();
+    let mut len = 1;
+    'fill: while pieces.len() < size {
+        let count = letters.len().pow(len as u32);
+        for prefix in ["\u{2581}", ""] {
+            if len == 1 && prefix.is_empty() {
+                continue; // single letters are already in the ASCII set
+            }
+            for mut k in 0..count {
+                if pieces.len() >= size {
+                    break 'fill;
+                }
+                let mut word = String::from(prefix);
+                let mut chars = Vec::with_capacity(len);
+                for _ in 0..len {
+                    chars.push(letters[k % letters.len()]);
+                    k /= letters.len();
+                }
+                word.extend(chars.iter().rev());
+                push(word, PieceType::Normal, &mut pieces);
+            }
+        }
+        len += 1;
+    }
+    pieces.truncate(size);
+    SpmModel {
+        pieces,
+        normalizer: NormalizerSpec {
+            name: "identity".into(),
+            precompiled_charsmap: Vec::new(),
+            add_dummy_prefix: true,
+            remove_extra_whitespaces: false,
+            escape_whitespaces: true,
+        },
+        trainer: TrainerSpec {
+            model_type: ModelType::Bpe,
+            vocab_size: size as i32,
+            byte_fallback: true,
+            split_digits: true,
+            treat_whitespace_as_suffix: false,
+            allow_whitespace_only_pieces: true,
+            unk_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+            pad_id: -1,
+            unk_surface: " \u{2047} ".into(),
+        },
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64, Steele et al. 2014).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_symmetric(&mut self) -> f32 {
+        // 24 random bits -> [0, 1), then to [-1, 1).
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Fills `out` with the values of tensor number `index` of the plan. Matrices are uniform with
+/// standard deviation `1/sqrt(cols)` (so activations keep their scale through the layers),
+/// norms are 1 with ±10% noise, biases are small. Every row has its own stream seeded from
+/// `(seed, index, row)`, so the values do not depend on how rows are split between threads.
+pub fn fill_tensor(plan: &TensorPlan, index: usize, seed: u64, out: &mut [f32], threads: usize) {
+    let cols = plan.cols().max(1);
+    let (scale, offset) = match plan.role {
+        Role::Matrix => ((3.0 / cols as f32).sqrt(), 0.0),
+        Role::Norm => (0.1, 1.0),
+        Role::Bias => (0.02, 0.0),
+    };
+    let fill_rows = |first_row: usize, chunk: &mut [f32]| {
+        for (r, row) in chunk.chunks_mut(cols).enumerate() {
+            let row_id = (first_row + r) as u64;
+            let mut rng = SplitMix64(
+                seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+                    ^ row_id.wrapping_mul(0x9FB2_1C65_1E98_DF25),
+            );
+            for v in row {
+                *v = offset + scale * rng.next_symmetric();
+            }
+        }
+    };
+    let rows = out.len() / cols;
+    let threads = threads.clamp(1, rows.max(1));
+    let rows_per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (i, chunk) in out.chunks_mut(rows_per * cols).enumerate() {
+            let fill_rows = &fill_rows;
+            s.spawn(move || fill_rows(i * rows_per, chunk));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::build_plan;
+    use chatglm_kernels::GgmlType;
+
+    #[test]
+    fn placeholder_vocab_has_the_asked_size_and_unique_pieces() {
+        for size in [300, 1000, 64789] {
+            let m = placeholder_tokenizer(size);
+            assert_eq!(m.pieces.len(), size);
+            let mut seen = std::collections::HashSet::new();
+            assert!(m.pieces.iter().all(|p| seen.insert(p.piece.clone())));
+        }
+    }
+
+    #[test]
+    fn values_do_not_depend_on_thread_count() {
+        let plan = build_plan(&Preset::Tiny.shape(), GgmlType::Q4_0);
+        let t = &plan[2];
+        let mut a = vec![0.0; t.numel()];
+        let mut b = vec![0.0; t.numel()];
+        fill_tensor(t, 2, 7, &mut a, 1);
+        fill_tensor(t, 2, 7, &mut b, 3);
+        assert_eq!(a, b);
+        let mut c = vec![0.0; t.numel()];
+        fill_tensor(t, 2, 8, &mut c, 1);
+        assert_ne!(a, c);
+        let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
+        let want = 1.0 / (t.cols() as f32).sqrt();
+        assert!((std - want).abs() < 0.1 * want, "std {std} want {want}");
+    }
+}
