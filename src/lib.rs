@@ -7,6 +7,7 @@
 
 pub mod gguf;
 pub mod model;
+pub mod sampler;
 pub mod tokenizer;
 
 mod mmap;
