@@ -131,7 +131,11 @@ impl RunState {
             hidden: buf(rows(config.hidden_size)?)?,
             logits: buf(rows(config.vocab_size)?)?,
             out_rows: 0,
-            residuals: buf((config.num_layers + 1) * config.hidden_size)?,
+            residuals: buf(config
+                .num_layers
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(config.hidden_size))
+                .ok_or(ModelError::Overflow("residual trace"))?)?,
             cache: KvCache::new(
                 kv_type,
                 config.num_layers,

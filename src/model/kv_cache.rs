@@ -155,8 +155,9 @@ impl KvCache {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        // Cannot overflow: `new` allocated this many bytes.
-        2 * self.layers * self.capacity * self.groups * self.head_dim * elem
+        [self.layers, self.capacity, self.groups, self.head_dim, elem]
+            .iter()
+            .fold(2usize, |acc, &x| acc.saturating_mul(x))
     }
 
     /// Number of leading positions that hold a P-Tuning prefix (0 without one).

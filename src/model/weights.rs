@@ -195,14 +195,36 @@ struct Loader<'a, F> {
 }
 
 impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
-    /// Looks `name` up and checks its dims (ggml order) and byte range.
-    fn entry(&self, name: &str, dims: &[u64]) -> Result<TensorEntry, ModelError> {
+    /// Looks `name` up and checks, in this order: dims (ggml order), type (one of `types`),
+    /// rows of whole blocks, byte range inside the storage, byte length.
+    fn entry(
+        &self,
+        name: &str,
+        dims: &[u64],
+        types: &[GgmlType],
+        expected_types: &'static str,
+    ) -> Result<TensorEntry, ModelError> {
         let e = (self.lookup)(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         if e.dims != dims {
             return Err(ModelError::TensorShape {
                 name: name.to_string(),
                 expected: dims.to_vec(),
                 got: e.dims,
+            });
+        }
+        if !types.contains(&e.ty) {
+            return Err(ModelError::TensorType {
+                name: name.to_string(),
+                ty: e.ty,
+                expected: expected_types,
+            });
+        }
+        let cols = dims.first().copied().unwrap_or(1);
+        if cols % e.ty.block_size() as u64 != 0 {
+            return Err(ModelError::RowNotBlocks {
+                name: name.to_string(),
+                ty: e.ty,
+                cols: cols as usize,
             });
         }
         if e.range.start > e.range.end || e.range.end > self.bytes.len() {
@@ -228,22 +250,12 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
 
     /// A 2-D weight of `rows x cols`, any supported matrix type.
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
-        let e = self.entry(name, &[cols as u64, rows as u64])?;
-        if !MATRIX_TYPES.contains(&e.ty) {
-            return Err(ModelError::TensorType {
-                name: name.to_string(),
-                ty: e.ty,
-                expected: "f32, f16, q4_0, q4_1 or q8_0",
-            });
-        }
-        // Each row must be a whole number of blocks (the kernels check it again).
-        if cols % e.ty.block_size() != 0 {
-            return Err(ModelError::RowNotBlocks {
-                name: name.to_string(),
-                ty: e.ty,
-                cols,
-            });
-        }
+        let e = self.entry(
+            name,
+            &[cols as u64, rows as u64],
+            &MATRIX_TYPES,
+            "f32, f16, q4_0, q4_1 or q8_0",
+        )?;
         Ok(Matrix {
             name: name.to_string(),
             ty: e.ty,
@@ -255,14 +267,7 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
 
     /// A 1-D F32 tensor of `len` elements, decoded to `Vec<f32>`.
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let e = self.entry(name, &[len as u64])?;
-        if e.ty != GgmlType::F32 {
-            return Err(ModelError::TensorType {
-                name: name.to_string(),
-                ty: e.ty,
-                expected: "f32",
-            });
-        }
+        let e = self.entry(name, &[len as u64], &[GgmlType::F32], "f32")?;
         let data = self
             .bytes
             .get(e.range.clone())
