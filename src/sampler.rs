@@ -194,7 +194,13 @@ impl Sampler {
                 .map(|(i, &l)| (i as u32, l / self.config.temperature)),
         );
         top_k(&mut self.candidates, self.config.top_k);
-        softmax_sorted(&mut self.candidates);
+        if self.config.top_k > 0 || self.config.top_p < 1.0 {
+            // Nucleus sampling needs decreasing order; after top-k, sorting also makes the
+            // draw independent of how the selection left the candidates. Without either, the
+            // candidates stay in id order (no sort of the whole vocabulary).
+            self.candidates.sort_unstable_by(by_value_desc);
+        }
+        softmax(&mut self.candidates);
         top_p(&mut self.candidates, self.config.top_p);
         Ok(draw(&self.candidates, self.rng.next_f64()))
     }
@@ -248,18 +254,17 @@ fn by_value_desc(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// Keeps the `k` largest candidates (all if `k == 0`), sorted descending.
+/// Keeps the `k` largest candidates (all if `k == 0` or `k >= len`), in no particular order.
 fn top_k(c: &mut Vec<(u32, f32)>, k: usize) {
     if k > 0 && k < c.len() {
         c.select_nth_unstable_by(k - 1, by_value_desc);
         c.truncate(k);
     }
-    c.sort_unstable_by(by_value_desc);
 }
 
-/// Replaces the (descending) logits by their softmax.
-fn softmax_sorted(c: &mut [(u32, f32)]) {
-    let max = c.first().map_or(0.0, |x| x.1);
+/// Replaces the logits by their softmax (shifted by the maximum; sums in f64).
+fn softmax(c: &mut [(u32, f32)]) {
+    let max = c.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for x in c.iter_mut() {
         x.1 = (x.1 - max).exp();
@@ -370,24 +375,41 @@ mod tests {
     }
 
     #[test]
-    fn top_k_keeps_the_k_largest_sorted() {
+    fn top_k_keeps_the_k_largest() {
         let mut c: Vec<(u32, f32)> = [0.5, 2.0, -1.0, 2.0, 1.0]
             .iter()
             .enumerate()
             .map(|(i, &v)| (i as u32, v))
             .collect();
         top_k(&mut c, 3);
+        c.sort_unstable_by(by_value_desc);
         assert_eq!(c, vec![(1, 2.0), (3, 2.0), (4, 1.0)]);
+        // Ties at the cut keep the lower id.
+        let mut t = vec![(0, 1.0), (1, 2.0), (2, 1.0), (3, 1.0)];
+        top_k(&mut t, 2);
+        t.sort_unstable_by(by_value_desc);
+        assert_eq!(t, vec![(1, 2.0), (0, 1.0)]);
         let mut all = vec![(0, 1.0), (1, 3.0)];
         top_k(&mut all, 0);
-        assert_eq!(all, vec![(1, 3.0), (0, 1.0)]);
+        assert_eq!(all.len(), 2);
+        top_k(&mut all, 5);
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn temperature_softmax_probabilities() {
+        // Logits [1, 0] at temperature 0.5 are [2, 0]: p0 = 1 / (1 + e^-2) = 0.880797.
+        let mut c = vec![(0, 1.0 / 0.5), (1, 0.0 / 0.5)];
+        softmax(&mut c);
+        assert!((c[0].1 - 0.880_797).abs() < 1e-6);
+        assert!((c[1].1 - 0.119_203).abs() < 1e-6);
     }
 
     #[test]
     fn softmax_then_top_p_keeps_smallest_reaching_prefix() {
         // logits ln(0.5), ln(0.3), ln(0.2): probabilities 0.5, 0.3, 0.2.
         let mut c = vec![(2, 0.5f32.ln()), (0, 0.3f32.ln()), (1, 0.2f32.ln())];
-        softmax_sorted(&mut c);
+        softmax(&mut c);
         for (x, p) in c.iter().zip([0.5, 0.3, 0.2]) {
             assert!((x.1 - p).abs() < 1e-6);
         }
