@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod gguf;
 pub mod model;
+pub mod sampler;
 pub mod tokenizer;
 
 mod mmap;

@@ -1,1 +1,226 @@
-//! The ChatGLM2/3 model.
+//! The ChatGLM2/3 model: configuration, weights viewed in place, KV cache and forward pass.
+//!
+//! The structure follows llama2.c's `run.c`: a [`ModelConfig`] (the blueprint), the
+//! [`ModelWeights`] (views into one byte buffer), a [`RunState`] (every activation buffer and
+//! the [`KvCache`], allocated once per session) and [`Model::forward`], one straight loop over
+//! the layers. The reference is the Hugging Face code (THUDM `modeling_chatglm.py`).
+//!
+//! Tensor names are llama.cpp's GGUF names for `chatglm`. Shapes are given as `[rows, cols]`
+//! (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden, `V` vocab, `a` heads,
+//! `g` kv groups, `d` head_dim, `F` ffn:
+//!
+//! | name | shape | type |
+//! |---|---|---|
+//! | `token_embd.weight` | `[V, H]` | any matrix type |
+//! | `blk.N.attn_norm.weight` | `[H]` | f32 |
+//! | `blk.N.attn_qkv.weight` | `[(a + 2g) d, H]`, rows Q \| K \| V | any |
+//! | `blk.N.attn_qkv.bias` | `[(a + 2g) d]` | f32 |
+//! | `blk.N.attn_output.weight` | `[H, a d]` | any |
+//! | `blk.N.ffn_norm.weight` | `[H]` | f32 |
+//! | `blk.N.ffn_up.weight` | `[2F, H]`, gate rows first, then up | any |
+//! | `blk.N.ffn_down.weight` | `[H, F]` | any |
+//! | `output_norm.weight` | `[H]` | f32 |
+//! | `output.weight` | `[V, H]` | any |
+//!
+//! "Any" is f32, f16, q4_0, q4_1 or q8_0; every product goes through
+//! [`chatglm_kernels::matmul`], so this module does not care which.
+
+mod config;
+mod forward;
+mod kv_cache;
+mod ops;
+mod weights;
+
+pub use config::{ConfigError, ModelConfig, ModelFamily, RopeScaling};
+pub use forward::{Logits, RunState, StateOptions};
+pub use kv_cache::{KvCache, KvType};
+pub use weights::{ModelWeights, Storage, TensorEntry};
+
+use chatglm_kernels::{GgmlType, KernelError};
+use std::ops::Range;
+
+/// Errors from loading weights and running the model. Each names what went wrong (the tensor,
+/// the token, the position).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The configuration is inconsistent.
+    #[error("invalid model config: {0}")]
+    Config(#[from] ConfigError),
+    /// A tensor the model needs is not in the file.
+    #[error("tensor `{0}` is missing")]
+    MissingTensor(String),
+    /// A tensor has the wrong shape.
+    #[error(
+        "tensor `{name}` has dims {got:?}, expected {expected:?} (ggml order, dims[0] = columns)"
+    )]
+    TensorShape {
+        /// Tensor name.
+        name: String,
+        /// Expected dims, ggml order.
+        expected: Vec<u64>,
+        /// Dims found, ggml order.
+        got: Vec<u64>,
+    },
+    /// A tensor has a type this position does not accept.
+    #[error("tensor `{name}` has type {ty}, expected {expected}")]
+    TensorType {
+        /// Tensor name.
+        name: String,
+        /// Type found.
+        ty: GgmlType,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// A tensor's byte length does not match its type and shape.
+    #[error("tensor `{name}` ({ty}) has {got} bytes, expected {expected:?}")]
+    TensorSize {
+        /// Tensor name.
+        name: String,
+        /// Its type.
+        ty: GgmlType,
+        /// Bytes its type and shape need (`None` if not a whole number of blocks).
+        expected: Option<u64>,
+        /// Bytes it has.
+        got: u64,
+    },
+    /// A matrix's rows are not a whole number of blocks of its type.
+    #[error("tensor `{name}` ({ty}) has rows of {cols} elements, not a whole number of blocks")]
+    RowNotBlocks {
+        /// Tensor name.
+        name: String,
+        /// Its type.
+        ty: GgmlType,
+        /// Row length in elements.
+        cols: usize,
+    },
+    /// A tensor's byte range lies outside the storage.
+    #[error("tensor `{name}`: bytes {range:?} are outside the {storage_len}-byte storage")]
+    TensorData {
+        /// Tensor name.
+        name: String,
+        /// The range asked for.
+        range: Range<usize>,
+        /// Size of the storage.
+        storage_len: usize,
+    },
+    /// A kernel refused a product (for example a type it does not implement yet).
+    #[error("kernel error on tensor `{tensor}`: {source}")]
+    Kernel {
+        /// The weight involved.
+        tensor: String,
+        /// What the kernel said.
+        source: KernelError,
+    },
+    /// [`Model::forward`] was called with no tokens.
+    #[error("no tokens to process")]
+    EmptyInput,
+    /// A token id is not below the vocabulary size.
+    #[error("token id {token} (input index {index}) is outside the vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// Index in the input.
+        index: usize,
+        /// The id.
+        token: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// The tokens do not fit in the context the state was created with.
+    #[error("context full: {needed} positions needed, the KV cache holds {capacity}")]
+    ContextFull {
+        /// Positions the call would need.
+        needed: usize,
+        /// Capacity of the cache.
+        capacity: usize,
+    },
+    /// `start_pos` is past the cached positions, which would leave a hole in the cache.
+    #[error("start position {start_pos} is past the {cached} cached positions")]
+    PositionGap {
+        /// The position asked for.
+        start_pos: usize,
+        /// Positions in the cache.
+        cached: usize,
+    },
+    /// [`Logits::All`] for more tokens than the state's batch holds.
+    #[error("{tokens} tokens ask for all logits, but the state's batch holds {batch} rows")]
+    BatchTooSmall {
+        /// Tokens in the call.
+        tokens: usize,
+        /// The state's batch size.
+        batch: usize,
+    },
+    /// The state was created for a model of another configuration.
+    #[error("run state was created for a different model configuration")]
+    StateMismatch,
+    /// The context or batch asked for a state is not usable.
+    #[error("invalid state option `{what}` = {value} (allowed 1..={max})")]
+    StateOption {
+        /// Which option.
+        what: &'static str,
+        /// Value given.
+        value: usize,
+        /// Largest accepted value.
+        max: usize,
+    },
+    /// A buffer handed in has the wrong length.
+    #[error("{what}: expected {expected} values, got {got}")]
+    BufferSize {
+        /// Which buffer.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// A size computation overflows.
+    #[error("size overflow: {0}")]
+    Overflow(&'static str),
+    /// A buffer could not be allocated.
+    #[error("cannot allocate {bytes} bytes for the {what}")]
+    Alloc {
+        /// Which buffer.
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+    },
+}
+
+/// A loaded model: configuration and weights, read-only. Share it (`Arc<Model>`) between
+/// sessions; each session owns a [`RunState`].
+#[derive(Debug)]
+pub struct Model {
+    weights: ModelWeights,
+}
+
+impl Model {
+    /// Checks `config`, resolves every tensor through `lookup` (see [`ModelWeights::load`])
+    /// and returns the model.
+    pub fn load(
+        config: &ModelConfig,
+        storage: Storage,
+        lookup: impl Fn(&str) -> Option<TensorEntry>,
+    ) -> Result<Self, ModelError> {
+        Ok(Self::from_weights(ModelWeights::load(
+            config, storage, lookup,
+        )?))
+    }
+
+    /// Wraps weights already loaded.
+    pub fn from_weights(weights: ModelWeights) -> Self {
+        Self { weights }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.weights.config()
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    /// A fresh run state (activation buffers and an empty KV cache) for this model.
+    pub fn new_state(&self, options: StateOptions) -> Result<RunState, ModelError> {
+        RunState::new(self.config(), options)
+    }
+}

@@ -1,0 +1,319 @@
+//! The key/value cache: for every layer and position, the keys (after RoPE) and values of the
+//! kv groups only (multi-query attention: 2 groups x 128 for the 6B model, 28 KiB per position
+//! in f16). Allocated once for the context asked for; never grows.
+
+use super::ModelError;
+use half::f16;
+
+/// Element type of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Half precision (the default; what chatglm.cpp and llama.cpp use).
+    #[default]
+    F16,
+    /// Single precision: twice the memory, no rounding of keys and values.
+    F32,
+}
+
+/// One of the two cache tensors, `(layers, capacity, kv_dim)`.
+#[derive(Debug, Clone)]
+enum Buf {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Buf {
+    /// A zeroed buffer of `len` elements; an allocation failure is an error, not an abort.
+    fn new(ty: KvType, len: usize) -> Result<Self, ModelError> {
+        Ok(match ty {
+            KvType::F16 => Buf::F16(zeroed(len, f16::ZERO)?),
+            KvType::F32 => Buf::F32(zeroed(len, 0.0)?),
+        })
+    }
+
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Buf::F16(b) => {
+                for (d, &s) in b[at..at + src.len()].iter_mut().zip(src) {
+                    *d = f16::from_f32(s);
+                }
+            }
+            Buf::F32(b) => b[at..at + src.len()].copy_from_slice(src),
+        }
+    }
+
+    fn dot(&self, at: usize, q: &[f32]) -> f32 {
+        match self {
+            Buf::F16(b) => b[at..at + q.len()]
+                .iter()
+                .zip(q)
+                .map(|(k, &q)| k.to_f32() * q)
+                .sum(),
+            Buf::F32(b) => b[at..at + q.len()].iter().zip(q).map(|(k, q)| k * q).sum(),
+        }
+    }
+
+    fn axpy(&self, at: usize, w: f32, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            Buf::F16(b) => {
+                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
+                    *o += w * v.to_f32();
+                }
+            }
+            Buf::F32(b) => {
+                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+}
+
+/// `vec![zero; len]` that reports allocation failure.
+pub(crate) fn zeroed<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, ModelError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| ModelError::Alloc {
+        what: "buffer",
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.resize(len, zero);
+    Ok(v)
+}
+
+/// Keys and values of every layer for up to `capacity` positions.
+///
+/// Positions `0..len()` hold valid entries. The forward pass writes positions in order; a
+/// caller may [`truncate`](KvCache::truncate) to rewind (for example to regenerate a reply).
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    ty: KvType,
+    layers: usize,
+    capacity: usize,
+    groups: usize,
+    head_dim: usize,
+    len: usize,
+    /// Leading positions that hold a P-Tuning prefix (not rotated, not counted by RoPE).
+    prefix: usize,
+    /// Keys after RoPE. (layers, capacity, groups * head_dim)
+    k: Buf,
+    /// Values. (layers, capacity, groups * head_dim)
+    v: Buf,
+}
+
+impl KvCache {
+    /// Allocates a cache for `capacity` positions of `layers` layers of `groups` kv groups of
+    /// `head_dim`.
+    pub fn new(
+        ty: KvType,
+        layers: usize,
+        capacity: usize,
+        groups: usize,
+        head_dim: usize,
+    ) -> Result<Self, ModelError> {
+        let len = layers
+            .checked_mul(capacity)
+            .and_then(|n| n.checked_mul(groups))
+            .and_then(|n| n.checked_mul(head_dim))
+            .ok_or(ModelError::Overflow("kv cache size"))?;
+        Ok(Self {
+            ty,
+            layers,
+            capacity,
+            groups,
+            head_dim,
+            len: 0,
+            prefix: 0,
+            k: Buf::new(ty, len)?,
+            v: Buf::new(ty, len)?,
+        })
+    }
+
+    /// Element type.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
+    }
+
+    /// Number of positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of valid positions (the next position to write).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes used by keys and values together.
+    pub fn bytes(&self) -> usize {
+        let elem = match self.ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        [self.layers, self.capacity, self.groups, self.head_dim, elem]
+            .iter()
+            .fold(2usize, |acc, &x| acc.saturating_mul(x))
+    }
+
+    /// Number of leading positions that hold a P-Tuning prefix (0 without one).
+    pub fn prefix_len(&self) -> usize {
+        self.prefix
+    }
+
+    /// Forgets every position from `len` on (no-op if `len >= self.len()`). To start a new
+    /// conversation but keep a loaded prefix, truncate to [`KvCache::prefix_len`].
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.prefix = self.prefix.min(self.len);
+    }
+
+    /// Forgets everything, a prefix included.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Loads a P-Tuning v2 prefix: `n` virtual positions whose keys and values are given
+    /// directly, laid out `(layers, n, groups * head_dim)`. The cache then holds exactly these
+    /// `n` positions and the prompt follows at cache position `n`. As in the Hugging Face code
+    /// (`ChatGLMModel.get_prompt`), the prefix keys are used as they are (no RoPE) and the real
+    /// tokens keep RoPE positions counted from 0.
+    pub fn load_prefix(
+        &mut self,
+        n: usize,
+        keys: &[f32],
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        let width = self.kv_dim();
+        let expected = self.layers * n * width;
+        if n > self.capacity {
+            return Err(ModelError::ContextFull {
+                needed: n,
+                capacity: self.capacity,
+            });
+        }
+        for (what, got) in [("prefix keys", keys.len()), ("prefix values", values.len())] {
+            if got != expected {
+                return Err(ModelError::BufferSize {
+                    what,
+                    expected,
+                    got,
+                });
+            }
+        }
+        for layer in 0..self.layers {
+            for pos in 0..n {
+                let src = (layer * n + pos) * width..(layer * n + pos + 1) * width;
+                self.store(layer, pos, &keys[src.clone()], &values[src]);
+            }
+        }
+        self.len = n;
+        self.prefix = n;
+        Ok(())
+    }
+
+    /// `groups * head_dim`: the width of one cached position of one layer.
+    fn kv_dim(&self) -> usize {
+        self.groups * self.head_dim
+    }
+
+    fn offset(&self, layer: usize, pos: usize) -> usize {
+        debug_assert!(layer < self.layers && pos < self.capacity);
+        (layer * self.capacity + pos) * self.kv_dim()
+    }
+
+    /// Stores the keys and values (`groups * head_dim` each) of `pos` in `layer`. The caller
+    /// (the forward pass) has checked `pos < capacity`.
+    pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let at = self.offset(layer, pos);
+        self.k.write(at, k);
+        self.v.write(at, v);
+    }
+
+    /// Marks positions `0..len` valid after the forward pass wrote them.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity);
+        self.len = len;
+    }
+
+    /// `q . k[layer, pos, group]` for one head's query `q` (`head_dim`).
+    pub(crate) fn key_dot(&self, layer: usize, pos: usize, group: usize, q: &[f32]) -> f32 {
+        self.k
+            .dot(self.offset(layer, pos) + group * self.head_dim, q)
+    }
+
+    /// `out += w * v[layer, pos, group]` (`out` is `head_dim`).
+    pub(crate) fn value_axpy(
+        &self,
+        layer: usize,
+        pos: usize,
+        group: usize,
+        w: f32,
+        out: &mut [f32],
+    ) {
+        self.v
+            .axpy(self.offset(layer, pos) + group * self.head_dim, w, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_kv_cache_store_and_read() {
+        for ty in [KvType::F16, KvType::F32] {
+            let mut c = KvCache::new(ty, 2, 3, 2, 4).unwrap();
+            assert_eq!(
+                c.bytes(),
+                2 * 2 * 3 * 8 * if ty == KvType::F16 { 2 } else { 4 }
+            );
+            let k: Vec<f32> = (0..8).map(|i| i as f32 * 0.5).collect();
+            let v: Vec<f32> = (0..8).map(|i| 1.0 - i as f32).collect();
+            c.store(1, 2, &k, &v);
+            // group 1 of the key: [2, 2.5, 3, 3.5]
+            assert_eq!(c.key_dot(1, 2, 1, &[1.0, 0.0, 0.0, 2.0]), 2.0 + 7.0);
+            assert_eq!(c.key_dot(0, 2, 1, &[1.0, 0.0, 0.0, 2.0]), 0.0);
+            let mut out = [1.0; 4];
+            c.value_axpy(1, 2, 0, 2.0, &mut out);
+            assert_eq!(out, [3.0, 1.0, -1.0, -3.0]);
+        }
+    }
+
+    #[test]
+    fn model_kv_cache_prefix_and_truncate() {
+        let mut c = KvCache::new(KvType::F32, 2, 4, 1, 4).unwrap();
+        let keys: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let values = vec![0.0; 16];
+        assert!(matches!(
+            c.load_prefix(2, &keys[..8], &values),
+            Err(ModelError::BufferSize { .. })
+        ));
+        assert!(matches!(
+            c.load_prefix(5, &keys, &values),
+            Err(ModelError::ContextFull { .. })
+        ));
+        c.load_prefix(2, &keys, &values).unwrap();
+        assert_eq!((c.len(), c.prefix_len()), (2, 2));
+        // layer 1, position 1 holds keys 12..16.
+        assert_eq!(c.key_dot(1, 1, 0, &[1.0, 0.0, 0.0, 0.0]), 12.0);
+        c.truncate(5);
+        assert_eq!(c.len(), 2);
+        c.truncate(1);
+        assert_eq!((c.len(), c.prefix_len()), (1, 1));
+        c.clear();
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn model_kv_cache_overflow_is_an_error() {
+        assert!(matches!(
+            KvCache::new(KvType::F16, usize::MAX, 2, 2, 128),
+            Err(ModelError::Overflow(_))
+        ));
+    }
+}

@@ -1,0 +1,284 @@
+//! The model's weights as zero-copy views into one byte buffer (a memory-mapped GGUF file, or
+//! a `Vec<u8>` in tests).
+//!
+//! Each 2-D weight is a [`Matrix`]: its type, shape and byte range in the shared storage. A
+//! [`WeightMatrix`] for the kernels is built from `&storage[range]` at use time, so loading
+//! copies no weight. The few 1-D tensors (norm weights and the QKV bias, F32, under 1 MB for
+//! the 6B model) are decoded once into `Vec<f32>` at load, so nothing assumes the file is
+//! aligned.
+
+use super::{ModelConfig, ModelError};
+use chatglm_kernels::matmul::WeightMatrix;
+use chatglm_kernels::GgmlType;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The byte buffer that holds every tensor: a memory map, a `Vec<u8>`, anything readable as
+/// bytes. Shared read-only, so one model can serve several sessions on several threads.
+pub type Storage = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// What a tensor lookup (the GGUF loader) reports for one tensor name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Dimensions in ggml order: `dims[0]` is the number of columns (the contiguous axis),
+    /// `dims[1]` the number of rows.
+    pub dims: Vec<u64>,
+    /// Byte range of the tensor data in the storage.
+    pub range: Range<usize>,
+}
+
+/// Element types a 2-D weight may have.
+const MATRIX_TYPES: [GgmlType; 5] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+];
+
+/// A 2-D weight: `rows x cols` elements of `ty` at `range` in the storage.
+#[derive(Debug, Clone)]
+pub(crate) struct Matrix {
+    /// GGUF tensor name, for error messages.
+    pub(crate) name: String,
+    pub(crate) ty: GgmlType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    range: Range<usize>,
+}
+
+impl Matrix {
+    /// The kernels' view of this matrix inside `storage`.
+    pub(crate) fn view<'a>(&self, storage: &'a [u8]) -> Result<WeightMatrix<'a>, ModelError> {
+        let data = storage
+            .get(self.range.clone())
+            .ok_or_else(|| ModelError::TensorData {
+                name: self.name.clone(),
+                range: self.range.clone(),
+                storage_len: storage.len(),
+            })?;
+        WeightMatrix::new(self.ty, self.rows, self.cols, data).map_err(|source| {
+            ModelError::Kernel {
+                tensor: self.name.clone(),
+                source,
+            }
+        })
+    }
+}
+
+/// The weights of one transformer layer.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerWeights {
+    /// RMSNorm before attention. (hidden)
+    pub(crate) attn_norm: Vec<f32>,
+    /// Fused QKV projection, rows Q | K | V. (qkv_dim, hidden)
+    pub(crate) attn_qkv: Matrix,
+    /// Bias of the QKV projection. (qkv_dim)
+    pub(crate) attn_qkv_bias: Vec<f32>,
+    /// Attention output projection. (hidden, num_heads * head_dim)
+    pub(crate) attn_output: Matrix,
+    /// RMSNorm before the MLP. (hidden)
+    pub(crate) ffn_norm: Vec<f32>,
+    /// Fused gate and up projections, gate rows first. (2 * ffn, hidden)
+    pub(crate) ffn_up: Matrix,
+    /// Down projection. (hidden, ffn)
+    pub(crate) ffn_down: Matrix,
+}
+
+/// All weights of a model, viewing one shared [`Storage`].
+pub struct ModelWeights {
+    config: ModelConfig,
+    storage: Storage,
+    /// Token embedding. (vocab, hidden)
+    pub(crate) token_embd: Matrix,
+    pub(crate) layers: Vec<LayerWeights>,
+    /// Final RMSNorm. (hidden)
+    pub(crate) output_norm: Vec<f32>,
+    /// Output layer (not tied to the embedding). (vocab, hidden)
+    pub(crate) output: Matrix,
+}
+
+impl std::fmt::Debug for ModelWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelWeights")
+            .field("config", &self.config)
+            .field("storage_bytes", &self.bytes().len())
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelWeights {
+    /// Resolves every tensor of `config` through `lookup` (GGUF / llama.cpp names, see the
+    /// module docs of [`crate::model`]) and checks that each one exists, has exactly the
+    /// expected shape and a supported type, and lies inside `storage`. Errors name the tensor.
+    pub fn load(
+        config: &ModelConfig,
+        storage: Storage,
+        lookup: impl Fn(&str) -> Option<TensorEntry>,
+    ) -> Result<Self, ModelError> {
+        config.validate()?;
+        let bytes: &[u8] = (*storage).as_ref();
+        let h = config.hidden_size;
+        let v = config.vocab_size;
+        let f = config.ffn_hidden_size;
+        let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
+        let loader = Loader {
+            bytes,
+            lookup: &lookup,
+        };
+
+        let token_embd = loader.matrix("token_embd.weight", v, h)?;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let name = |t: &str| format!("blk.{l}.{t}");
+            layers.push(LayerWeights {
+                attn_norm: loader.vector(&name("attn_norm.weight"), h)?,
+                attn_qkv: loader.matrix(&name("attn_qkv.weight"), qkv, h)?,
+                attn_qkv_bias: loader.vector(&name("attn_qkv.bias"), qkv)?,
+                attn_output: loader.matrix(&name("attn_output.weight"), h, config.q_dim())?,
+                ffn_norm: loader.vector(&name("ffn_norm.weight"), h)?,
+                ffn_up: loader.matrix(
+                    &name("ffn_up.weight"),
+                    f.checked_mul(2).ok_or(ModelError::Overflow("ffn rows"))?,
+                    h,
+                )?,
+                ffn_down: loader.matrix(&name("ffn_down.weight"), h, f)?,
+            });
+        }
+        let output_norm = loader.vector("output_norm.weight", h)?;
+        let output = loader.matrix("output.weight", v, h)?;
+        Ok(Self {
+            config: config.clone(),
+            storage,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+        })
+    }
+
+    /// The configuration the weights were checked against.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The whole storage buffer.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.storage).as_ref()
+    }
+
+    /// Name and type of every 2-D weight, in file order, for display (`chatglm info`).
+    pub fn matrix_types(&self) -> Vec<(String, GgmlType)> {
+        let mut out = vec![(self.token_embd.name.clone(), self.token_embd.ty)];
+        for layer in &self.layers {
+            for m in [
+                &layer.attn_qkv,
+                &layer.attn_output,
+                &layer.ffn_up,
+                &layer.ffn_down,
+            ] {
+                out.push((m.name.clone(), m.ty));
+            }
+        }
+        out.push((self.output.name.clone(), self.output.ty));
+        out
+    }
+}
+
+/// Shared state of one [`ModelWeights::load`] call.
+struct Loader<'a, F> {
+    bytes: &'a [u8],
+    lookup: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
+    /// Looks `name` up and checks, in this order: dims (ggml order), type (one of `types`),
+    /// rows of whole blocks, byte range inside the storage, byte length.
+    fn entry(
+        &self,
+        name: &str,
+        dims: &[u64],
+        types: &[GgmlType],
+        expected_types: &'static str,
+    ) -> Result<TensorEntry, ModelError> {
+        let e = (self.lookup)(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if e.dims != dims {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: dims.to_vec(),
+                got: e.dims,
+            });
+        }
+        if !types.contains(&e.ty) {
+            return Err(ModelError::TensorType {
+                name: name.to_string(),
+                ty: e.ty,
+                expected: expected_types,
+            });
+        }
+        let cols = dims.first().copied().unwrap_or(1);
+        if cols % e.ty.block_size() as u64 != 0 {
+            return Err(ModelError::RowNotBlocks {
+                name: name.to_string(),
+                ty: e.ty,
+                cols: cols as usize,
+            });
+        }
+        if e.range.start > e.range.end || e.range.end > self.bytes.len() {
+            return Err(ModelError::TensorData {
+                name: name.to_string(),
+                range: e.range,
+                storage_len: self.bytes.len(),
+            });
+        }
+        let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let expected = elements.and_then(|n| e.ty.bytes_for(n));
+        let got = (e.range.end - e.range.start) as u64;
+        if expected != Some(got) {
+            return Err(ModelError::TensorSize {
+                name: name.to_string(),
+                ty: e.ty,
+                expected,
+                got,
+            });
+        }
+        Ok(e)
+    }
+
+    /// A 2-D weight of `rows x cols`, any supported matrix type.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+        let e = self.entry(
+            name,
+            &[cols as u64, rows as u64],
+            &MATRIX_TYPES,
+            "f32, f16, q4_0, q4_1 or q8_0",
+        )?;
+        Ok(Matrix {
+            name: name.to_string(),
+            ty: e.ty,
+            rows,
+            cols,
+            range: e.range,
+        })
+    }
+
+    /// A 1-D F32 tensor of `len` elements, decoded to `Vec<f32>`.
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let e = self.entry(name, &[len as u64], &[GgmlType::F32], "f32")?;
+        let data = self
+            .bytes
+            .get(e.range.clone())
+            .ok_or_else(|| ModelError::TensorData {
+                name: name.to_string(),
+                range: e.range.clone(),
+                storage_len: self.bytes.len(),
+            })?;
+        Ok(data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
