@@ -141,14 +141,10 @@ pub fn placeholder_tokenizer(size: usize) -> SpmModel {
             vocab_size: size as i32,
             byte_fallback: true,
             split_digits: true,
-            treat_whitespace_as_suffix: false,
             allow_whitespace_only_pieces: true,
-            unk_id: 0,
-            bos_id: 1,
-            eos_id: 2,
-            pad_id: -1,
-            unk_surface: " \u{2047} ".into(),
+            ..TrainerSpec::default()
         },
+        denormalizer: None,
     }
 }
 

@@ -1,0 +1,116 @@
+//! `chatglm info -m FILE [--json]`.
+
+use super::CliError;
+use chatglm::gguf::{Array, GgufFile, Value};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `chatglm info`.
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// The GGUF file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A short rendering of a metadata value: long arrays are summarised.
+fn show(value: &Value) -> String {
+    match value {
+        Value::Array(a) => {
+            let len = array_len(a);
+            match a {
+                Array::String(v) if len <= 8 => format!("{v:?}"),
+                _ if len <= 8 => format!("{:?}", a),
+                _ => format!("[{len} x {}]", array_kind(a)),
+            }
+        }
+        Value::String(s) => format!("{s:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn array_len(a: &Array) -> usize {
+    a.len()
+}
+
+fn array_kind(a: &Array) -> &'static str {
+    a.type_name()
+}
+
+fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::json;
+    match value {
+        Value::U8(v) => json!(v),
+        Value::I8(v) => json!(v),
+        Value::U16(v) => json!(v),
+        Value::I16(v) => json!(v),
+        Value::U32(v) => json!(v),
+        Value::I32(v) => json!(v),
+        Value::U64(v) => json!(v),
+        Value::I64(v) => json!(v),
+        Value::F32(v) => json!(v),
+        Value::F64(v) => json!(v),
+        Value::Bool(v) => json!(v),
+        Value::String(v) => json!(v),
+        Value::Array(a) => json!({ "type": a.type_name(), "len": a.len() }),
+    }
+}
+
+/// Runs `chatglm info`.
+pub fn run(args: &InfoArgs) -> Result<(), CliError> {
+    let file = GgufFile::open(&args.model)
+        .map_err(|source| CliError::Gguf { path: args.model.display().to_string(), source })?;
+    let total_bytes: u64 = file.tensors().iter().map(|t| t.size_bytes).sum();
+    let total_params: u64 = file.tensors().iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let metadata: serde_json::Map<String, serde_json::Value> =
+            file.metadata().iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+        let tensors: Vec<serde_json::Value> = file
+            .tensors()
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "type": t.ty.name(), "dims": t.dims,
+                    "offset": t.offset, "bytes": t.size_bytes,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "file": args.model.display().to_string(),
+            "version": file.version(),
+            "metadata": metadata,
+            "tensors": tensors,
+            "tensor_count": file.tensors().len(),
+            "parameters": total_params,
+            "tensor_bytes": total_bytes,
+        });
+        writeln!(out, "{doc}")?;
+        return Ok(());
+    }
+    writeln!(out, "file: {}", args.model.display())?;
+    writeln!(out, "GGUF version {}, {} metadata keys, {} tensors", file.version(), file.metadata().len(), file.tensors().len())?;
+    writeln!(out, "\nmetadata:")?;
+    for (k, v) in file.metadata() {
+        writeln!(out, "  {k:<44} {}", show(v))?;
+    }
+    writeln!(out, "\ntensors:")?;
+    writeln!(out, "  {:<28} {:<6} {:>22} {:>14}", "name", "type", "shape (ggml order)", "bytes")?;
+    for t in file.tensors() {
+        let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
+        writeln!(out, "  {:<28} {:<6} {:>22} {:>14}", t.name, t.ty.name(), dims.join(" x "), t.size_bytes)?;
+    }
+    writeln!(
+        out,
+        "\ntotal: {} tensors, {} parameters ({:.2} B), {} bytes ({:.2} GB)",
+        file.tensors().len(),
+        total_params,
+        total_params as f64 / 1e9,
+        total_bytes,
+        total_bytes as f64 / 1e9
+    )?;
+    Ok(())
+}
