@@ -194,7 +194,11 @@ pub struct HfConfig {
 }
 
 /// Fields of the first-generation ChatGLM-6B config that ChatGLM2/3 do not have.
-const V1_FIELDS: [&str; 3] = ["position_encoding_2d", "inner_hidden_size", "max_sequence_length"];
+const V1_FIELDS: [&str; 3] = [
+    "position_encoding_2d",
+    "inner_hidden_size",
+    "max_sequence_length",
+];
 
 impl HfConfig {
     /// Reads and parses `config.json` (does not [`validate`](Self::validate) it).
@@ -372,9 +376,21 @@ impl HfConfig {
         }
         // Every tensor size must fit in memory arithmetic.
         let products = [
-            ("padded_vocab_size", self.padded_vocab_size, self.hidden_size),
-            ("ffn_hidden_size", self.ffn_hidden_size.saturating_mul(2), self.hidden_size),
-            ("num_attention_heads", self.qkv_rows_checked(), self.hidden_size),
+            (
+                "padded_vocab_size",
+                self.padded_vocab_size,
+                self.hidden_size,
+            ),
+            (
+                "ffn_hidden_size",
+                self.ffn_hidden_size.saturating_mul(2),
+                self.hidden_size,
+            ),
+            (
+                "num_attention_heads",
+                self.qkv_rows_checked(),
+                self.hidden_size,
+            ),
         ];
         for (field, rows, cols) in products {
             // Elements of a tensor, which must be addressable as f32.
@@ -423,7 +439,11 @@ impl HfConfig {
     /// first, layers in order), as the reference `modeling_chatglm.py` names them. Call on a
     /// validated config.
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, v, f) = (self.hidden_size, self.padded_vocab_size, self.ffn_hidden_size);
+        let (h, v, f) = (
+            self.hidden_size,
+            self.padded_vocab_size,
+            self.ffn_hidden_size,
+        );
         let q = self.num_attention_heads * self.kv_channels;
         let mut out = vec![
             (
@@ -453,7 +473,10 @@ impl HfConfig {
                 (format!("{p}.mlp.dense_4h_to_h.weight"), vec![h, f]),
             ]);
         }
-        out.push(("transformer.encoder.final_layernorm.weight".to_owned(), vec![h]));
+        out.push((
+            "transformer.encoder.final_layernorm.weight".to_owned(),
+            vec![h],
+        ));
         out.push(("transformer.output_layer.weight".to_owned(), vec![v, h]));
         out
     }
@@ -553,15 +576,20 @@ pub fn family(
             Family::ChatGlm3 => "defines",
             Family::ChatGlm2 => "does not define",
         };
-        return decided(family, format!("tokenization_chatglm.py {how} the role tokens"));
+        return decided(
+            family,
+            format!("tokenization_chatglm.py {how} the role tokens"),
+        );
     }
 
     let tokenizer_config_path = dir.join("tokenizer_config.json");
     let tokenizer_config: Option<serde_json::Value> = match read_text(&tokenizer_config_path)? {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: tokenizer_config_path.clone(),
-            source,
-        })?),
+        Some(text) => Some(
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: tokenizer_config_path.clone(),
+                source,
+            })?,
+        ),
         None => None,
     };
     if let Some(tc) = &tokenizer_config {

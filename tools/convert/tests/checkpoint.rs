@@ -8,7 +8,11 @@ use chatglm_convert::checkpoint::{Checkpoint, DType, WeightFormat};
 use serde_json::Value;
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/golden")).join(name)
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/golden"
+    ))
+    .join(name)
 }
 
 fn golden(name: &str) -> Value {
@@ -34,7 +38,10 @@ const MODELS: [&str; 3] = ["glm2-tiny", "glm3-tiny", "glm2-small"];
 fn layouts_are_found() {
     let tiny = Checkpoint::open(&golden_dir("glm2-tiny")).unwrap();
     assert_eq!(tiny.format(), WeightFormat::PyTorch);
-    assert_eq!(tiny.files(), [golden_dir("glm2-tiny").join("pytorch_model.bin")]);
+    assert_eq!(
+        tiny.files(),
+        [golden_dir("glm2-tiny").join("pytorch_model.bin")]
+    );
 
     let glm3 = Checkpoint::open(&golden_dir("glm3-tiny")).unwrap();
     assert_eq!(glm3.format(), WeightFormat::PyTorch);
@@ -68,7 +75,12 @@ fn tensor_directory_matches_golden() {
                     "bfloat16" => DType::BF16,
                     other => panic!("{other}"),
                 };
-                let shape = t["shape"].as_array().unwrap().iter().map(usize_of).collect();
+                let shape = t["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(usize_of)
+                    .collect();
                 (t["name"].as_str().unwrap().to_owned(), dtype, shape)
             })
             .collect();
@@ -83,7 +95,11 @@ fn tensor_directory_matches_golden() {
         for (name, dtype, shape) in &expected {
             let meta = ckpt.get(name).unwrap();
             assert_eq!((&meta.dtype, &meta.shape), (dtype, shape));
-            assert_eq!(ckpt.read_f32(name).unwrap().len(), meta.numel(), "{model} {name}");
+            assert_eq!(
+                ckpt.read_f32(name).unwrap().len(),
+                meta.numel(),
+                "{model} {name}"
+            );
         }
         assert!(ckpt.get("transformer.no_such.weight").is_none());
     }
@@ -135,7 +151,9 @@ fn values_agree_with_the_reference_forward_pass() {
             .read_f32("transformer.embedding.word_embeddings.weight")
             .unwrap();
         let row = &embedding[last_id * hidden..(last_id + 1) * hidden];
-        let residuals = g["hidden_layers_last_position"]["values"].as_array().unwrap();
+        let residuals = g["hidden_layers_last_position"]["values"]
+            .as_array()
+            .unwrap();
         let layer0 = floats(&residuals[0]);
         assert_eq!(row, layer0.as_slice(), "{model}: embedding row {last_id}");
 
@@ -164,7 +182,10 @@ fn safetensors_values_equal_raw_bytes() {
     let dir = golden_dir("glm2-small");
     let ckpt = Checkpoint::open(&dir).unwrap();
     let mut checked = 0;
-    for shard in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
         let bytes = std::fs::read(dir.join(shard)).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Map<String, Value> =
@@ -256,7 +277,10 @@ fn norm_weights_look_like_norm_weights() {
     // dtype) would not average near 1.
     for model in MODELS {
         let ckpt = Checkpoint::open(&golden_dir(model)).unwrap();
-        for t in ckpt.tensors().filter(|t| t.name.ends_with("layernorm.weight")) {
+        for t in ckpt
+            .tensors()
+            .filter(|t| t.name.ends_with("layernorm.weight"))
+        {
             let v = ckpt.read_f32(&t.name).unwrap();
             let mean = v.iter().sum::<f32>() / v.len() as f32;
             assert!((mean - 1.0).abs() < 0.05, "{model} {}: mean {mean}", t.name);

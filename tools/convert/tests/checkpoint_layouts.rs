@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use chatglm_convert::checkpoint::{Checkpoint, CheckpointError, WeightFormat};
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/golden")).join(name)
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/golden"
+    ))
+    .join(name)
 }
 
 /// A fresh, empty directory for one test.
@@ -73,7 +77,12 @@ fn safetensors_preferred_over_bin() {
     copy("glm2-tiny", &["pytorch_model.bin"], &dir);
     let ckpt = Checkpoint::open(&dir).unwrap();
     assert_eq!(ckpt.format(), WeightFormat::Safetensors);
-    assert_eq!(ckpt.get("transformer.encoder.final_layernorm.weight").unwrap().shape, [256]);
+    assert_eq!(
+        ckpt.get("transformer.encoder.final_layernorm.weight")
+            .unwrap()
+            .shape,
+        [256]
+    );
 }
 
 #[test]
@@ -96,7 +105,11 @@ fn numbered_shards_without_index() {
 #[test]
 fn index_naming_a_missing_shard() {
     let dir = scratch("missingshard");
-    copy("glm3-tiny", &["pytorch_model.bin.index.json", GLM3_SHARDS[0]], &dir);
+    copy(
+        "glm3-tiny",
+        &["pytorch_model.bin.index.json", GLM3_SHARDS[0]],
+        &dir,
+    );
     match Checkpoint::open(&dir).unwrap_err() {
         CheckpointError::MissingShard { shard, by } => {
             assert_eq!(shard, GLM3_SHARDS[1]);
@@ -110,8 +123,8 @@ fn index_naming_a_missing_shard() {
 fn index_mapping_a_tensor_to_the_wrong_shard() {
     let dir = scratch("wrongshard");
     copy("glm2-small", &SMALL_SHARDS, &dir);
-    let text = fs::read_to_string(golden_dir("glm2-small").join("model.safetensors.index.json"))
-        .unwrap();
+    let text =
+        fs::read_to_string(golden_dir("glm2-small").join("model.safetensors.index.json")).unwrap();
     let mut index: serde_json::Value = serde_json::from_str(&text).unwrap();
     let tensor = "transformer.output_layer.weight";
     let shard = index["weight_map"][tensor].as_str().unwrap().to_owned();
@@ -119,7 +132,10 @@ fn index_mapping_a_tensor_to_the_wrong_shard() {
     index["weight_map"][tensor] = (*other).into();
     fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     match Checkpoint::open(&dir).unwrap_err() {
-        CheckpointError::TensorNotInShard { tensor: t, shard: s } => {
+        CheckpointError::TensorNotInShard {
+            tensor: t,
+            shard: s,
+        } => {
             assert_eq!(t, tensor);
             assert_eq!(s, dir.join(other));
         }
@@ -143,7 +159,11 @@ fn index_mapping_a_tensor_to_the_wrong_shard() {
         CheckpointError::BadIndex { reason, .. } if reason.contains("not a file name")
     ));
 
-    fs::write(dir.join("model.safetensors.index.json"), "{\"weight_map\": 3}").unwrap();
+    fs::write(
+        dir.join("model.safetensors.index.json"),
+        "{\"weight_map\": 3}",
+    )
+    .unwrap();
     assert!(matches!(
         Checkpoint::open(&dir).unwrap_err(),
         CheckpointError::BadIndex { .. }
@@ -190,7 +210,9 @@ fn file_truncated_after_open_is_an_io_error() {
     copy("glm2-tiny", &["pytorch_model.bin"], &dir);
     let ckpt = Checkpoint::open(&dir).unwrap();
     truncate(&dir.join("pytorch_model.bin"), 0.5);
-    let err = ckpt.read_f32("transformer.output_layer.weight").unwrap_err();
+    let err = ckpt
+        .read_f32("transformer.output_layer.weight")
+        .unwrap_err();
     assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
     assert!(matches!(
         ckpt.read_f32("no.such.tensor").unwrap_err(),
@@ -212,22 +234,40 @@ fn safetensors_header_inconsistencies() {
         assert!(err.to_string().contains(what), "{err}");
         err
     };
-    write(r#"{"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}}"#, 12);
+    write(
+        r#"{"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}}"#,
+        12,
+    );
     let ckpt = Checkpoint::open(&dir).unwrap();
     assert_eq!(ckpt.read_f32("w").unwrap(), [0.0; 6]);
 
-    write(r#"{"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,10]}}"#, 12);
+    write(
+        r#"{"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,10]}}"#,
+        12,
+    );
     expect("needs 12 bytes");
-    write(r#"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, 8);
+    write(
+        r#"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+        8,
+    );
     assert!(matches!(
         expect("I64"),
         CheckpointError::UnsupportedDtype { tensor, .. } if tensor == "w"
     ));
-    write(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#, 20);
+    write(
+        r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+        20,
+    );
     expect("truncated");
-    write(r#"{"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}"#, 4);
+    write(
+        r#"{"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}"#,
+        4,
+    );
     expect("reversed");
-    write(r#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#, 0);
+    write(
+        r#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#,
+        0,
+    );
     expect("overflows");
     write(r#"{"w":{"dtype":"F32"}}"#, 0);
     expect("missing field");

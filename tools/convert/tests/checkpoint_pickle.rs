@@ -9,7 +9,9 @@ use chatglm_convert::checkpoint::{Checkpoint, CheckpointError, DType};
 
 /// A fresh, empty directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("checkpoint_pickle").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("checkpoint_pickle")
+        .join(name);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -164,8 +166,8 @@ struct View {
 /// Writes a `torch.save`-style zip: `<stem>/data.pkl`, `<stem>/data/<key>` entries.
 fn write_bin(path: &Path, stem: &str, pickle: &[u8], storages: &[(&str, Vec<u8>)]) {
     let mut w = zip::ZipWriter::new(File::create(path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     w.start_file(format!("{stem}/data.pkl"), opts).unwrap();
     w.write_all(pickle).unwrap();
     for (key, bytes) in storages {
@@ -232,7 +234,11 @@ fn views() -> Vec<(&'static str, View, bool)> {
         // Broadcast rows (stride 0): x[i][j] = s0[j].
         ("x", v(F32, "0", 24, 0, &[2, 3], &[0, 1]), false),
         // Four dimensions (TUPLE with MARK), permuted.
-        ("q", v(F32, "0", 24, 0, &[2, 1, 3, 4], &[1, 24, 8, 2]), false),
+        (
+            "q",
+            v(F32, "0", 24, 0, &[2, 1, 3, 4], &[1, 24, 8, 2]),
+            false,
+        ),
     ]
 }
 
@@ -248,10 +254,7 @@ fn check_views(ckpt: &Checkpoint) {
     assert_eq!(ckpt.read_f32("t").unwrap(), t);
     assert_eq!(ckpt.get("t").unwrap().shape, [3, 4]);
     assert_eq!(ckpt.read_f32("u").unwrap(), &s0[5..11]);
-    assert_eq!(
-        ckpt.read_f32("h").unwrap(),
-        [s1[1], s1[3], s1[5], s1[7]]
-    );
+    assert_eq!(ckpt.read_f32("h").unwrap(), [s1[1], s1[3], s1[5], s1[7]]);
     assert_eq!(ckpt.get("h").unwrap().dtype, DType::F16);
     assert_eq!(ckpt.read_f32("b").unwrap(), s2);
     assert_eq!(ckpt.get("b").unwrap().dtype, DType::BF16);
@@ -279,7 +282,12 @@ fn views_protocol_2() {
     let dir = scratch("views2");
     let pickle = Pickle::new(false).state_dict(&views());
     // The stem differs from the file name: it must be found, not assumed.
-    write_bin(&dir.join("pytorch_model.bin"), "archive", &pickle, &storages());
+    write_bin(
+        &dir.join("pytorch_model.bin"),
+        "archive",
+        &pickle,
+        &storages(),
+    );
     check_views(&Checkpoint::open(&dir).unwrap());
 }
 
@@ -368,7 +376,12 @@ fn unknown_globals_are_refused() {
     ] {
         let dir = scratch(&format!("global_{name}"));
         let mut p = Pickle::new(proto4);
-        p.ordered_dict().op(b"(").str("w").global(module, name).op(b")R").op(b"u.");
+        p.ordered_dict()
+            .op(b"(")
+            .str("w")
+            .global(module, name)
+            .op(b")R")
+            .op(b"u.");
         write_bin(&dir.join("pytorch_model.bin"), "a", &p.bytes, &storages());
         match Checkpoint::open(&dir).unwrap_err() {
             CheckpointError::ForbiddenGlobal {
@@ -398,7 +411,9 @@ fn malformed_pickles_are_refused_with_their_offset() {
     p.op(b"}q\x01(").str("w").int(7).op(b"u.");
     write_bin(&dir.join("pytorch_model.bin"), "a", &p.bytes, &storages());
     match Checkpoint::open(&dir).unwrap_err() {
-        CheckpointError::Pickle { reason, .. } => assert!(reason.contains("w is a int"), "{reason}"),
+        CheckpointError::Pickle { reason, .. } => {
+            assert!(reason.contains("w is a int"), "{reason}")
+        }
         e => panic!("{e}"),
     }
 }
@@ -415,8 +430,8 @@ fn broken_archives_are_refused() {
 
     // No data.pkl.
     let mut w = zip::ZipWriter::new(File::create(&bin).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     w.start_file("a/data/0", opts).unwrap();
     w.write_all(&[0; 16]).unwrap();
     w.finish().unwrap();

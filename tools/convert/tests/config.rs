@@ -8,7 +8,11 @@ use chatglm_convert::config::{family, ConfigError, Family, HfConfig, TokenIds};
 use serde_json::{json, Value};
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/golden")).join(name)
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/golden"
+    ))
+    .join(name)
 }
 
 fn golden(name: &str) -> Value {
@@ -85,7 +89,10 @@ fn golden_configs_parse_and_validate() {
         assert_eq!(c.multi_query_group_num, field("multi_query_group_num"));
         assert_eq!(c.ffn_hidden_size, field("ffn_hidden_size"));
         assert_eq!(c.seq_length, field("seq_length"));
-        assert_eq!(c.layernorm_epsilon, g["layernorm_epsilon"].as_f64().unwrap());
+        assert_eq!(
+            c.layernorm_epsilon,
+            g["layernorm_epsilon"].as_f64().unwrap()
+        );
         assert_eq!(c.torch_dtype.as_deref(), Some(dtype));
         assert_eq!(c.model_type.as_deref(), Some("chatglm"));
         assert_eq!(c.architectures, ["ChatGLMModel"]);
@@ -158,7 +165,11 @@ fn unsupported_settings_name_their_field() {
         ("add_bias_linear", json!(true), "biases"),
         ("add_qkv_bias", json!(false), "bias"),
         ("rmsnorm", json!(false), "LayerNorm"),
-        ("apply_residual_connection_post_layernorm", json!(true), "residual"),
+        (
+            "apply_residual_connection_post_layernorm",
+            json!(true),
+            "residual",
+        ),
         ("post_layer_norm", json!(false), "final"),
         ("original_rope", json!(false), "rotary"),
         ("kv_channels", json!(126), "multiple of 4"),
@@ -199,7 +210,10 @@ fn unsupported_settings_name_their_field() {
     v.as_object_mut().unwrap().remove("multi_query_attention");
     assert!(matches!(
         parse(&v).unwrap().validate(),
-        Err(ConfigError::Unsupported { field: "multi_query_attention", .. })
+        Err(ConfigError::Unsupported {
+            field: "multi_query_attention",
+            ..
+        })
     ));
 }
 
@@ -224,7 +238,10 @@ fn unparsable_configs_name_the_problem() {
     // First-generation ChatGLM-6B.
     let v1 = json!({"model_type": "chatglm", "hidden_size": 4096, "num_layers": 28,
                     "position_encoding_2d": true, "inner_hidden_size": 16384});
-    assert!(matches!(parse(&v1).unwrap_err(), ConfigError::UnsupportedModel(_)));
+    assert!(matches!(
+        parse(&v1).unwrap_err(),
+        ConfigError::UnsupportedModel(_)
+    ));
 
     assert!(matches!(
         HfConfig::from_file(Path::new("/nonexistent/config.json")).unwrap_err(),

@@ -191,7 +191,9 @@ fn numbered_shards(dir: &Path, naming: &Naming) -> Result<Option<Vec<PathBuf>>, 
             }
         }
     }
-    let stray = shards.iter().find(|(&i, (m, _, _))| i == 0 || i > n || *m != n);
+    let stray = shards
+        .iter()
+        .find(|(&i, (m, _, _))| i == 0 || i > n || *m != n);
     if let Some((_, (_, _, path))) = stray {
         return Err(CheckpointError::BadShardSet {
             dir: dir.to_path_buf(),
@@ -214,7 +216,10 @@ mod tests {
         );
         assert_eq!(parse_shard_name("pytorch_model.bin", n), None);
         assert_eq!(parse_shard_name("pytorch_model-1-of-x.bin", n), None);
-        assert_eq!(parse_shard_name("model-00001-of-00002.safetensors", n), None);
+        assert_eq!(
+            parse_shard_name("model-00001-of-00002.safetensors", n),
+            None
+        );
         assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
         assert!(!is_plain_file_name("../etc/passwd"));
         assert!(!is_plain_file_name(".."));

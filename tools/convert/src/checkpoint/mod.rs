@@ -311,7 +311,11 @@ fn read_tensor(
         return Ok(out); // empty tensor
     };
     if last >= placement.storage_numel {
-        return Err(CheckpointError::bad_tensor(path, &meta.name, "view past its storage"));
+        return Err(CheckpointError::bad_tensor(
+            path,
+            &meta.name,
+            "view past its storage",
+        ));
     }
     let overflow = || CheckpointError::bad_tensor(path, &meta.name, "byte offset overflows");
     let byte_at = |index: u64| {

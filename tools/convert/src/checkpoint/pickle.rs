@@ -204,7 +204,10 @@ impl Machine<'_> {
     // ---- reading the opcode stream ----
 
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.data.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.data.len());
         let Some(end) = end else {
             return self.err(format!(
                 "truncated: {n} bytes wanted, {} left",
@@ -402,7 +405,10 @@ impl Machine<'_> {
             return self.err(format!("REDUCE on a {}, not a global", callable.kind()));
         };
         let Value::Tuple(args) = args else {
-            return self.err(format!("REDUCE arguments are a {}, not a tuple", args.kind()));
+            return self.err(format!(
+                "REDUCE arguments are a {}, not a tuple",
+                args.kind()
+            ));
         };
         let args = args.items.as_slice();
         match global {

@@ -38,7 +38,9 @@ pub(crate) fn read_tensors(path: &Path) -> Result<Vec<FoundTensor>, CheckpointEr
         .map_err(|_| bad(format!("file too short ({file_len} bytes) for a header")))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_BYTES {
-        return Err(bad(format!("header length {header_len} exceeds {MAX_HEADER_BYTES}")));
+        return Err(bad(format!(
+            "header length {header_len} exceeds {MAX_HEADER_BYTES}"
+        )));
     }
     if header_len > file_len.saturating_sub(8) {
         return Err(bad(format!(
@@ -74,7 +76,9 @@ pub(crate) fn read_tensors(path: &Path) -> Result<Vec<FoundTensor>, CheckpointEr
         };
         let [begin, end] = info.data_offsets;
         if begin > end {
-            return Err(bad_tensor(format!("data_offsets [{begin}, {end}] are reversed")));
+            return Err(bad_tensor(format!(
+                "data_offsets [{begin}, {end}] are reversed"
+            )));
         }
         if end > data_len {
             return Err(bad_tensor(format!(

@@ -47,8 +47,7 @@ pub(crate) fn read_tensors(path: &Path) -> Result<Vec<FoundTensor>, CheckpointEr
         ));
     }
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut archive =
-        ZipArchive::new(BufReader::new(file)).map_err(|e| zip_err(describe(&e)))?;
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| zip_err(describe(&e)))?;
 
     // `<stem>/data.pkl`, whatever the stem.
     let pickles: Vec<String> = archive
