@@ -165,11 +165,23 @@ struct View {
 
 /// Writes a `torch.save`-style zip: `<stem>/data.pkl`, `<stem>/data/<key>` entries.
 fn write_bin(path: &Path, stem: &str, pickle: &[u8], storages: &[(&str, Vec<u8>)]) {
+    write_bin_with_order(path, stem, pickle, storages, b"little");
+}
+
+fn write_bin_with_order(
+    path: &Path,
+    stem: &str,
+    pickle: &[u8],
+    storages: &[(&str, Vec<u8>)],
+    byteorder: &[u8],
+) {
     let mut w = zip::ZipWriter::new(File::create(path).unwrap());
     let opts =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     w.start_file(format!("{stem}/data.pkl"), opts).unwrap();
     w.write_all(pickle).unwrap();
+    w.start_file(format!("{stem}/byteorder"), opts).unwrap();
+    w.write_all(byteorder).unwrap();
     for (key, bytes) in storages {
         w.start_file(format!("{stem}/data/{key}"), opts).unwrap();
         w.write_all(bytes).unwrap();
@@ -440,8 +452,6 @@ fn broken_archives_are_refused() {
         CheckpointError::Zip { reason, .. } if reason.contains("data.pkl")
     ));
 
-    // A compressed entry: mark every entry as deflated (method 8) in the local and central
-    // headers.
     let pickle = one_view(View {
         storage_type: F32,
         key: "0",
@@ -450,6 +460,15 @@ fn broken_archives_are_refused() {
         size: &[24],
         stride: &[1],
     });
+    // Big-endian storages.
+    write_bin_with_order(&bin, "a", &pickle, &storages(), b"big");
+    match Checkpoint::open(&dir).unwrap_err() {
+        CheckpointError::Zip { reason, .. } => assert!(reason.contains("big-endian"), "{reason}"),
+        e => panic!("{e}"),
+    }
+
+    // A compressed entry: mark every entry as deflated (method 8) in the local and central
+    // headers.
     write_bin(&bin, "a", &pickle, &storages());
     let mut bytes = fs::read(&bin).unwrap();
     for i in 0..bytes.len() - 4 {

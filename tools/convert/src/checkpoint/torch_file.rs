@@ -68,11 +68,18 @@ pub(crate) fn read_tensors(path: &Path) -> Result<Vec<FoundTensor>, CheckpointEr
             pkl_entry.1
         )));
     }
-    let mut bytes = vec![0u8; pkl_entry.1 as usize];
-    let mut pkl_file = File::open(path).map_err(io)?;
-    pkl_file.seek(SeekFrom::Start(pkl_entry.0)).map_err(io)?;
-    pkl_file.read_exact(&mut bytes).map_err(io)?;
-    drop(pkl_file);
+    let bytes = read_entry(path, pkl_entry)?;
+
+    // `<stem>/byteorder` (torch >= 2.1) says how storages are stored; absent means little.
+    let byteorder_name = format!("{stem}/byteorder");
+    if archive.index_for_name(&byteorder_name).is_some() {
+        let entry = locate(&mut archive, &byteorder_name, file_len).map_err(zip_err)?;
+        if entry.1 > 16 || read_entry(path, entry)? != b"little" {
+            return Err(zip_err(format!(
+                "{byteorder_name} is not \"little\": big-endian storages are not supported"
+            )));
+        }
+    }
 
     let pickled = pickle::load_state_dict(&bytes).map_err(|e| match e {
         PickleError::Malformed { offset, reason } => CheckpointError::Pickle {
@@ -101,6 +108,22 @@ pub(crate) fn read_tensors(path: &Path) -> Result<Vec<FoundTensor>, CheckpointEr
         found.push(place(path, t, storage)?);
     }
     Ok(found)
+}
+
+/// Reads `(start, size)` bytes of `path`.
+fn read_entry(path: &Path, (start, size): (u64, u64)) -> Result<Vec<u8>, CheckpointError> {
+    let io = |e| CheckpointError::io(path, e);
+    let mut bytes = vec![
+        0u8;
+        usize::try_from(size).map_err(|_| CheckpointError::Zip {
+            path: path.to_path_buf(),
+            reason: format!("entry of {size} bytes"),
+        })?
+    ];
+    let mut file = File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    file.read_exact(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 /// The zip error as text.
