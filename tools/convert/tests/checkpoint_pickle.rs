@@ -484,3 +484,79 @@ fn broken_archives_are_refused() {
         e => panic!("{e}"),
     }
 }
+
+/// Peak resident memory of this process, in bytes (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Opening reads no tensor data and reading holds one tensor: a 256 MiB storage read as four
+/// 64 Mi-element views never raises the peak by much more than one f32 result (256 MiB).
+/// Ignored by default because it writes 256 MiB and the peak is per process: run alone with
+/// `cargo test -p chatglm-convert --test checkpoint_pickle -- --ignored --test-threads=1`.
+#[test]
+#[ignore]
+fn streaming_keeps_one_tensor_in_memory() {
+    const QUARTER: i64 = 1 << 25; // elements per view
+    let dir = scratch("streaming");
+    let bin = dir.join("pytorch_model.bin");
+    {
+        let views: Vec<(&str, View, bool)> = ["a", "b", "c", "d"]
+            .iter()
+            .zip([0, QUARTER, 2 * QUARTER, 3 * QUARTER])
+            .map(|(&name, offset)| {
+                let view = View {
+                    storage_type: "HalfStorage",
+                    key: "0",
+                    numel: 4 * QUARTER,
+                    offset,
+                    size: &[1 << 13, 1 << 12],
+                    stride: &[1 << 12, 1],
+                };
+                (name, view, false)
+            })
+            .collect();
+        let pickle = Pickle::new(false).state_dict(&views);
+        // Written in 1 MiB pieces, so that building the file does not raise the peak.
+        let mut w = zip::ZipWriter::new(File::create(&bin).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        w.start_file("big/data.pkl", opts).unwrap();
+        w.write_all(&pickle).unwrap();
+        w.start_file("big/data/0", opts).unwrap();
+        let piece: Vec<u8> = (0..1 << 19)
+            .flat_map(|k| half::f16::from_f32((k % 2048) as f32).to_le_bytes())
+            .collect();
+        for _ in 0..(8 * QUARTER) >> 20 {
+            w.write_all(&piece).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let Some(before) = peak_rss() else { return };
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let after_open = peak_rss().unwrap();
+    assert!(after_open - before < 8 << 20, "open raised the peak by {}", after_open - before);
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        let v = ckpt.read_f32(name).unwrap();
+        let first = (i as i64 * QUARTER) % 2048;
+        assert_eq!(v[0], first as f32);
+        assert_eq!(v[4097], ((first + 4097) % 2048) as f32);
+        assert_eq!(v.len(), QUARTER as usize);
+    }
+    let after_read = peak_rss().unwrap();
+    let one_tensor = (QUARTER as u64) * 4;
+    eprintln!(
+        "peak before {before}, after open {after_open}, after reads {after_read}; one tensor \
+         {one_tensor}"
+    );
+    assert!(
+        after_read - before < one_tensor + (16 << 20),
+        "reading raised the peak by {} for a {one_tensor}-byte tensor",
+        after_read - before
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
