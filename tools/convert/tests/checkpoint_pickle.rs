@@ -424,7 +424,7 @@ fn malformed_pickles_are_refused_with_their_offset() {
     write_bin(&dir.join("pytorch_model.bin"), "a", &p.bytes, &storages());
     match Checkpoint::open(&dir).unwrap_err() {
         CheckpointError::Pickle { reason, .. } => {
-            assert!(reason.contains("w is a int"), "{reason}")
+            assert!(reason.contains("w is of type int"), "{reason}")
         }
         e => panic!("{e}"),
     }
@@ -539,7 +539,11 @@ fn streaming_keeps_one_tensor_in_memory() {
     let Some(before) = peak_rss() else { return };
     let ckpt = Checkpoint::open(&dir).unwrap();
     let after_open = peak_rss().unwrap();
-    assert!(after_open - before < 8 << 20, "open raised the peak by {}", after_open - before);
+    assert!(
+        after_open - before < 8 << 20,
+        "open raised the peak by {}",
+        after_open - before
+    );
     for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
         let v = ckpt.read_f32(name).unwrap();
         let first = (i as i64 * QUARTER) % 2048;

@@ -333,7 +333,7 @@ impl Machine<'_> {
         }
         let (shared, len) = match self.top()? {
             Value::Dict(d) => (Rc::strong_count(d) > 1, d.items.len()),
-            other => return self.err(format!("SETITEM(S) on a {}, not a dict", other.kind())),
+            other => return self.err(format!("SETITEM(S) on type {}, not a dict", other.kind())),
         };
         self.count_copy(shared, len)?;
         if let Some(Value::Dict(d)) = self.stack.last_mut() {
@@ -352,7 +352,7 @@ impl Machine<'_> {
         }
         let (shared, len) = match self.top()? {
             Value::List(l) => (Rc::strong_count(l) > 1, l.items.len()),
-            other => return self.err(format!("APPEND(S) on a {}, not a list", other.kind())),
+            other => return self.err(format!("APPEND(S) on type {}, not a list", other.kind())),
         };
         self.count_copy(shared, len)?;
         if let Some(Value::List(l)) = self.stack.last_mut() {
@@ -402,11 +402,11 @@ impl Machine<'_> {
     /// REDUCE: `callable(*args)` for the allowed callables.
     fn call(&self, callable: Value, args: Value) -> Result<Value, PickleError> {
         let Value::Global(global) = callable else {
-            return self.err(format!("REDUCE on a {}, not a global", callable.kind()));
+            return self.err(format!("REDUCE on type {}, not a global", callable.kind()));
         };
         let Value::Tuple(args) = args else {
             return self.err(format!(
-                "REDUCE arguments are a {}, not a tuple",
+                "REDUCE arguments are of type {}, not a tuple",
                 args.kind()
             ));
         };
@@ -427,13 +427,13 @@ impl Machine<'_> {
         match value {
             Value::Int(i) if *i >= 0 => Ok(*i as u64),
             Value::Int(i) => self.err(format!("{what} is negative ({i})")),
-            other => self.err(format!("{what} is a {}, not an int", other.kind())),
+            other => self.err(format!("{what} is of type {}, not an int", other.kind())),
         }
     }
 
     fn dims(&self, value: &Value, what: &str) -> Result<Vec<usize>, PickleError> {
         let Value::Tuple(t) = value else {
-            return self.err(format!("{what} is a {}, not a tuple", value.kind()));
+            return self.err(format!("{what} is of type {}, not a tuple", value.kind()));
         };
         if t.items.len() > MAX_DIMS {
             return self.err(format!("{what} has more than {MAX_DIMS} dimensions"));
@@ -457,7 +457,7 @@ impl Machine<'_> {
             return self.err(format!("_rebuild_tensor_v2 with {} arguments", args.len()));
         }
         let Value::Storage(storage) = storage else {
-            return self.err(format!("tensor storage is a {}", storage.kind()));
+            return self.err(format!("tensor storage is of type {}", storage.kind()));
         };
         let offset = self.non_negative(offset, "storage_offset")?;
         let shape = self.dims(size, "size")?;
@@ -486,7 +486,10 @@ impl Machine<'_> {
     /// BINPERSID: `('storage', storage_type, key, location, numel)`.
     fn persistent_load(&self, pid: Value) -> Result<StorageRef, PickleError> {
         let Value::Tuple(pid) = pid else {
-            return self.err(format!("persistent id is a {}, not a tuple", pid.kind()));
+            return self.err(format!(
+                "persistent id is of type {}, not a tuple",
+                pid.kind()
+            ));
         };
         match pid.items.as_slice() {
             [Value::Str(tag), Value::Global(Global::Storage(dtype)), Value::Str(key), Value::Str(_location), numel]
@@ -624,7 +627,7 @@ impl Machine<'_> {
                     let _state = self.pop()?;
                     match self.top()? {
                         Value::Dict(_) => {}
-                        other => return self.err(format!("BUILD on a {}", other.kind())),
+                        other => return self.err(format!("BUILD on type {}", other.kind())),
                     }
                 }
                 b's' => {
@@ -695,7 +698,7 @@ fn into_state_dict(root: Value, end: usize) -> Result<Vec<PickledTensor>, Pickle
     };
     let Value::Dict(dict) = root else {
         return Err(err(format!(
-            "the pickle holds a {}, not a state dict",
+            "the pickle holds type {}, not a state dict",
             root.kind()
         )));
     };
@@ -703,11 +706,11 @@ fn into_state_dict(root: Value, end: usize) -> Result<Vec<PickledTensor>, Pickle
     let mut tensors = Vec::with_capacity(dict.items.len());
     for (key, value) in &dict.items {
         let Value::Str(name) = key else {
-            return Err(err(format!("state-dict key is a {}", key.kind())));
+            return Err(err(format!("state-dict key is of type {}", key.kind())));
         };
         let Value::Tensor(t) = value else {
             return Err(err(format!(
-                "state-dict entry {name} is a {}, not a tensor",
+                "state-dict entry {name} is of type {}, not a tensor",
                 value.kind()
             )));
         };
