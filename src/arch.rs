@@ -134,7 +134,7 @@ pub mod tensors {
     }
 }
 
-/// The prompt format (and special-token set) of a model.
+/// The prompt format (and special-token set) of a model: the network is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// ChatGLM2: `[Round N]\n\n问：...\n\n答：` prompts; specials `[MASK] [gMASK] [sMASK] sop eop`.
@@ -152,11 +152,11 @@ impl Family {
         }
     }
 
-    /// Parses [`Family::name`].
+    /// Parses [`Family::name`]; also accepts `glm2`/`2` and `glm3`/`3`, in any case.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "chatglm2" => Some(Family::ChatGlm2),
-            "chatglm3" => Some(Family::ChatGlm3),
+        match s.to_ascii_lowercase().as_str() {
+            "chatglm2" | "glm2" | "2" => Some(Family::ChatGlm2),
+            "chatglm3" | "glm3" | "3" => Some(Family::ChatGlm3),
             _ => None,
         }
     }
@@ -179,5 +179,19 @@ impl Family {
             Family::ChatGlm2 => &GLM2,
             Family::ChatGlm3 => &GLM3,
         }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Family, String> {
+        Family::from_name(s).ok_or_else(|| format!("unknown model family {s:?} (chatglm2 or chatglm3)"))
     }
 }

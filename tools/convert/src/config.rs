@@ -434,91 +434,9 @@ impl HfConfig {
     pub fn rope_ratio(&self) -> f64 {
         self.rope_ratio.unwrap_or(1.0)
     }
-
-    /// The tensors a checkpoint of this model holds (state-dict names and shapes, embedding
-    /// first, layers in order), as the reference `modeling_chatglm.py` names them. Call on a
-    /// validated config.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, v, f) = (
-            self.hidden_size,
-            self.padded_vocab_size,
-            self.ffn_hidden_size,
-        );
-        let q = self.num_attention_heads * self.kv_channels;
-        let mut out = vec![
-            (
-                "transformer.embedding.word_embeddings.weight".to_owned(),
-                vec![v, h],
-            ),
-            (
-                "transformer.rotary_pos_emb.inv_freq".to_owned(),
-                vec![self.kv_channels / 4],
-            ),
-        ];
-        for i in 0..self.num_layers {
-            let p = format!("transformer.encoder.layers.{i}");
-            out.extend([
-                (format!("{p}.input_layernorm.weight"), vec![h]),
-                (
-                    format!("{p}.self_attention.query_key_value.weight"),
-                    vec![self.qkv_rows(), h],
-                ),
-                (
-                    format!("{p}.self_attention.query_key_value.bias"),
-                    vec![self.qkv_rows()],
-                ),
-                (format!("{p}.self_attention.dense.weight"), vec![h, q]),
-                (format!("{p}.post_attention_layernorm.weight"), vec![h]),
-                (format!("{p}.mlp.dense_h_to_4h.weight"), vec![2 * f, h]),
-                (format!("{p}.mlp.dense_4h_to_h.weight"), vec![h, f]),
-            ]);
-        }
-        out.push((
-            "transformer.encoder.final_layernorm.weight".to_owned(),
-            vec![h],
-        ));
-        out.push(("transformer.output_layer.weight".to_owned(), vec![v, h]));
-        out
-    }
 }
 
-/// The two model families: same network, different tokens and prompt formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// ChatGLM2: five special tokens, `[Round N]` prompts.
-    ChatGlm2,
-    /// ChatGLM3: four more role tokens (`<|system|>` ..), role-token prompts.
-    ChatGlm3,
-}
-
-impl Family {
-    /// `"chatglm2"` or `"chatglm3"`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Family::ChatGlm2 => "chatglm2",
-            Family::ChatGlm3 => "chatglm3",
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Family {
-    type Err = String;
-
-    /// Accepts `chatglm2`/`glm2`/`2` and `chatglm3`/`glm3`/`3`, any case.
-    fn from_str(s: &str) -> Result<Family, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "chatglm2" | "glm2" | "2" => Ok(Family::ChatGlm2),
-            "chatglm3" | "glm3" | "3" => Ok(Family::ChatGlm3),
-            _ => Err(format!("unknown model family {s:?} (chatglm2 or chatglm3)")),
-        }
-    }
-}
+pub use chatglm::arch::Family;
 
 /// The family of a checkpoint and the evidence that decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -135,11 +135,14 @@ fn run(args: Args) -> Result<(), ConvertError> {
         }
         let config = HfConfig::from_file(&dir.join("config.json"))?;
         config.validate()?;
-        let family = match args.family {
-            FamilyArg::Chatglm2 => Family::ChatGlm2,
-            FamilyArg::Chatglm3 => Family::ChatGlm3,
-            FamilyArg::Auto => chatglm_convert::config::detect_family(&dir, &config)?,
+        let forced = match args.family {
+            FamilyArg::Chatglm2 => Some(Family::ChatGlm2),
+            FamilyArg::Chatglm3 => Some(Family::ChatGlm3),
+            FamilyArg::Auto => None,
         };
+        let decision = chatglm_convert::config::family(&dir, &config, forced)?;
+        eprintln!("family: {} ({})", decision.family, decision.evidence);
+        let family = decision.family;
         let tok_path = dir.join("tokenizer.model");
         let spm = SpmModel::from_file(&tok_path)?;
         let ckpt = Checkpoint::open(&dir)?;

@@ -1,6 +1,7 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
+use crate::config::HfConfig;
 use chatglm::arch::{tensors, Family};
 use chatglm_kernels::GgmlType;
 
@@ -33,6 +34,23 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
+    /// The shape of a checkpoint with a validated `config.json` of `family`.
+    pub fn from_config(config: &HfConfig, family: Family) -> Self {
+        ModelShape {
+            family,
+            vocab_size: config.padded_vocab_size,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_layers,
+            num_heads: config.num_attention_heads,
+            num_kv_groups: config.multi_query_group_num,
+            head_dim: config.kv_channels,
+            ffn_hidden_size: config.ffn_hidden_size,
+            context_length: config.seq_length,
+            rms_eps: config.layernorm_epsilon as f32,
+            rope_ratio: config.rope_ratio.map(|r| r as f32),
+        }
+    }
+
     /// Rows of the fused QKV projection: `(a + 2g) * d`.
     pub fn qkv_rows(&self) -> usize {
         (self.num_heads + 2 * self.num_kv_groups) * self.head_dim
