@@ -117,7 +117,12 @@ impl<W: Write> GgufWriter<W> {
             ));
         }
         self.begin_tensor(name)?;
-        self.write_chunk(data)
+        if data.is_empty() {
+            // A zero-byte tensor is complete as soon as it is begun.
+            Ok(())
+        } else {
+            self.write_chunk(data)
+        }
     }
 
     /// Starts writing tensor `name`, which must be the next declared tensor with data; its
