@@ -5,7 +5,9 @@
 
 mod gguf_common;
 
-use chatglm::gguf::{GgufError, GgufFile, Metadata, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN};
+use chatglm::gguf::{
+    GgufError, GgufFile, Metadata, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
+};
 use chatglm_kernels::GgmlType;
 use gguf_common::*;
 
@@ -47,8 +49,14 @@ fn truncated_at_every_offset() {
     let last = f.tensors().iter().max_by_key(|t| t.offset).unwrap();
     let data_end = data_offset + (last.offset + last.size_bytes) as usize;
     let infos_end = tensor_fields(&file, "w8", 1).end;
-    assert!(infos_end < data_offset, "the sample must have padding before the data");
-    assert!(data_end < file.len(), "the sample must have padding after the data");
+    assert!(
+        infos_end < data_offset,
+        "the sample must have padding before the data"
+    );
+    assert!(
+        data_end < file.len(),
+        "the sample must have padding after the data"
+    );
 
     for cut in 0..file.len() {
         let result = parse(&file[..cut]);
@@ -147,7 +155,10 @@ fn absurd_tensor_count() {
         let mut bad = file.clone();
         put_u64(&mut bad, 8, count);
         let e = parse_err(&bad, &["tensor count", "byte 8"]);
-        assert!(matches!(e, GgufError::CountTooLarge { offset: 8, .. }), "{e}");
+        assert!(
+            matches!(e, GgufError::CountTooLarge { offset: 8, .. }),
+            "{e}"
+        );
     }
     // One tensor more than there are: the padding is read as a tensor info and fails.
     let mut bad = file.clone();
@@ -177,13 +188,19 @@ fn absurd_string_lengths() {
         let mut bad = file.clone();
         put_u64(&mut bad, at, len);
         let e = parse_err(&bad, &["\"general.architecture\""]);
-        assert!(matches!(e, GgufError::StringTooLong { len: l, .. } if l == len), "{e}");
+        assert!(
+            matches!(e, GgufError::StringTooLong { len: l, .. } if l == len),
+            "{e}"
+        );
     }
     let mut bad = file.clone();
     let just_too_big = (file.len() - at - 8) as u64 + 1;
     put_u64(&mut bad, at, just_too_big);
     let e = parse_err(&bad, &["\"general.architecture\""]);
-    assert!(matches!(e, GgufError::Truncated { needed, .. } if needed == just_too_big), "{e}");
+    assert!(
+        matches!(e, GgufError::Truncated { needed, .. } if needed == just_too_big),
+        "{e}"
+    );
 
     // A string inside an array.
     let at = string_field(&file, "▁a");
@@ -238,8 +255,13 @@ fn bad_value_types() {
     for id in [13u32, 0xffff_ffff] {
         let mut bad = file.clone();
         put_u32(&mut bad, at, id);
-        let e = parse_err(&bad, &["\"chatglm.block_count\"", "unknown GGUF value type id"]);
-        assert!(matches!(e, GgufError::BadValueType { id: i, offset, .. } if i == id && offset as usize == at));
+        let e = parse_err(
+            &bad,
+            &["\"chatglm.block_count\"", "unknown GGUF value type id"],
+        );
+        assert!(
+            matches!(e, GgufError::BadValueType { id: i, offset, .. } if i == id && offset as usize == at)
+        );
     }
     // An array's element type.
     let at = value_type_field(&file, "tokenizer.ggml.tokens") + 4;
@@ -260,12 +282,17 @@ fn bad_value_types() {
 fn bad_tensor_types() {
     let file = small_file();
     let fields = tensor_fields(&file, "w4", 2);
-    assert_eq!(u32::from_le_bytes(file[fields.ty..fields.ty + 4].try_into().unwrap()), 2);
+    assert_eq!(
+        u32::from_le_bytes(file[fields.ty..fields.ty + 4].try_into().unwrap()),
+        2
+    );
     for id in [4u32, 5, 10, 99, u32::MAX] {
         let mut bad = file.clone();
         put_u32(&mut bad, fields.ty, id);
         let e = parse_err(&bad, &["\"w4\"", &format!("type id {id}")]);
-        assert!(matches!(e, GgufError::UnknownTensorType { ref tensor, id: i } if tensor == "w4" && i == id));
+        assert!(
+            matches!(e, GgufError::UnknownTensorType { ref tensor, id: i } if tensor == "w4" && i == id)
+        );
     }
 }
 
@@ -277,7 +304,9 @@ fn bad_dimension_counts() {
         let mut bad = file.clone();
         put_u32(&mut bad, fields.n_dims, n);
         let e = parse_err(&bad, &["\"norm\"", "dimensions"]);
-        assert!(matches!(e, GgufError::BadDimCount { ref tensor, n_dims } if tensor == "norm" && n_dims == n));
+        assert!(
+            matches!(e, GgufError::BadDimCount { ref tensor, n_dims } if tensor == "norm" && n_dims == n)
+        );
     }
 }
 
@@ -285,18 +314,33 @@ fn bad_dimension_counts() {
 fn dimensions_that_overflow() {
     let file = small_file();
     let fields = tensor_fields(&file, "w4", 2);
-    for dims in [[1u64 << 32, 1 << 32], [u64::MAX - 31, 1], [1 << 63, 0], [32, u64::MAX]] {
+    for dims in [
+        [1u64 << 32, 1 << 32],
+        [u64::MAX - 31, 1],
+        [1 << 63, 0],
+        [32, u64::MAX],
+    ] {
         let mut bad = file.clone();
         put_u64(&mut bad, fields.dims, dims[0]);
         put_u64(&mut bad, fields.dims + 8, dims[1]);
         let e = parse_err(&bad, &["\"w4\"", "overflow"]);
-        assert!(matches!(e, GgufError::ElementCountOverflow { ref tensor, .. } if tensor == "w4"), "{e}");
+        assert!(
+            matches!(e, GgufError::ElementCountOverflow { ref tensor, .. } if tensor == "w4"),
+            "{e}"
+        );
     }
     // A row that is not a whole number of blocks.
     let mut bad = file.clone();
     put_u64(&mut bad, fields.dims, 48);
     let e = parse_err(&bad, &["\"w4\"", "48", "block size 32"]);
-    assert!(matches!(e, GgufError::RowNotBlockMultiple { ty: GgmlType::Q4_0, row_len: 48, .. }));
+    assert!(matches!(
+        e,
+        GgufError::RowNotBlockMultiple {
+            ty: GgmlType::Q4_0,
+            row_len: 48,
+            ..
+        }
+    ));
     // A bigger but valid shape runs past the data section.
     let mut bad = file.clone();
     put_u64(&mut bad, fields.dims + 8, 1000);
@@ -317,27 +361,36 @@ fn offsets_outside_misaligned_or_overlapping() {
         let mut bad = file.clone();
         put_u64(&mut bad, w8.offset, offset);
         let e = parse_err(&bad, &["\"w8\"", "data section"]);
-        assert!(matches!(e, GgufError::TensorOutOfBounds { ref tensor, offset: o, .. } if tensor == "w8" && o == offset));
+        assert!(
+            matches!(e, GgufError::TensorOutOfBounds { ref tensor, offset: o, .. } if tensor == "w8" && o == offset)
+        );
     }
 
     let mut bad = file.clone();
     put_u64(&mut bad, w8.offset, w4_offset + 1);
     let e = parse_err(&bad, &["\"w8\"", "alignment 32"]);
-    assert!(matches!(e, GgufError::MisalignedTensor { alignment: 32, .. }));
+    assert!(matches!(
+        e,
+        GgufError::MisalignedTensor { alignment: 32, .. }
+    ));
 
     // w8 at the same offset as w4.
     let mut bad = file.clone();
     put_u64(&mut bad, w8.offset, w4_offset);
     let e = parse_err(&bad, &["\"w4\"", "\"w8\"", "overlap"]);
-    assert!(matches!(e, GgufError::OverlappingTensors { ref first, ref second, .. }
-        if first == "w4" && second == "w8"));
+    assert!(
+        matches!(e, GgufError::OverlappingTensors { ref first, ref second, .. }
+        if first == "w4" && second == "w8")
+    );
     // w4 (36 bytes) starting one alignment step before w8.
     let w8_offset = get_u64(&file, w8.offset);
     let mut bad = file.clone();
     put_u64(&mut bad, w4.offset, w8_offset - 32);
     let e = parse_err(&bad, &["overlap"]);
-    assert!(matches!(e, GgufError::OverlappingTensors { ref first, first_end, .. }
-        if first == "w4" && first_end == w8_offset + 4));
+    assert!(
+        matches!(e, GgufError::OverlappingTensors { ref first, first_end, .. }
+        if first == "w4" && first_end == w8_offset + 4)
+    );
 }
 
 #[test]
@@ -364,7 +417,10 @@ fn invalid_utf8() {
     let file = small_file();
     let cases: [(&str, &[&str]); 4] = [
         ("test.flag", &["key of metadata entry #3"]),
-        ("chatglm", &["value of metadata key \"general.architecture\""]),
+        (
+            "chatglm",
+            &["value of metadata key \"general.architecture\""],
+        ),
         ("▁a", &["element 1", "\"tokenizer.ggml.tokens\""]),
         ("norm", &["name of tensor #0"]),
     ];
@@ -411,7 +467,10 @@ fn bad_alignment() {
     };
     let mut string_value = Vec::new();
     raw::string(&mut string_value, b"32");
-    let e = parse_err(&alignment_file(8, &string_value), &["general.alignment", "string"]);
+    let e = parse_err(
+        &alignment_file(8, &string_value),
+        &["general.alignment", "string"],
+    );
     assert!(matches!(e, GgufError::TypeMismatch { .. }), "{e}");
     let e = parse_err(
         &alignment_file(5, &(-32i32).to_le_bytes()),
@@ -491,7 +550,13 @@ fn tensor_name_limits() {
 
 #[test]
 fn empty_and_tiny_inputs() {
-    for bytes in [&b""[..], b"G", b"GGUF", b"GGUF\x03\x00\x00\x00", b"GGUF\x03\x00\x00\x00\x00"] {
+    for bytes in [
+        &b""[..],
+        b"G",
+        b"GGUF",
+        b"GGUF\x03\x00\x00\x00",
+        b"GGUF\x03\x00\x00\x00\x00",
+    ] {
         let e = parse(bytes).unwrap_err();
         assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     }
