@@ -481,3 +481,16 @@ fn writer_reports_io_errors() {
     assert!(matches!(e, GgufError::Write(_)));
     assert!(e.to_string().contains("disk full"));
 }
+
+/// Writes the sample files as the fuzzer's seed corpus (`fuzz/seeds/`). Run by hand:
+/// `cargo test -p chatglm --test gguf_writer write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = write_to_vec(&small_metadata(), &small_tensors());
+    std::fs::write(dir.join("small.gguf"), small).unwrap();
+    let full = write_to_vec(&full_metadata(Some(64)), &full_tensors());
+    std::fs::write(dir.join("full.gguf"), full).unwrap();
+}
