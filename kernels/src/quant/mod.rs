@@ -40,7 +40,7 @@ pub mod q4_1;
 pub mod q8_0;
 pub mod q8_1;
 #[cfg(test)]
-mod tests_common;
+pub(crate) mod tests_common;
 
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
