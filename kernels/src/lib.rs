@@ -6,7 +6,10 @@
 //! - [`types`]: the tensor element types ([`GgmlType`]) with their ggml ids and block sizes.
 //! - [`quant`]: the block layouts (`#[repr(C)]`, sizes pinned at compile time) and the scalar
 //!   reference quantizers/dequantizers. These are the specification: their bytes equal ggml's
-//!   reference quantizers (`quantize_row_q4_0_ref` and friends).
+//!   reference quantizers (`quantize_row_q4_0_ref` and friends), and the scalar block dot
+//!   products (the twins of the SIMD kernels).
+//! - [`matmul`]: the weight-matrix times activations interface the model calls, dispatching
+//!   on the weight type.
 #![deny(unsafe_code)]
 
 pub mod matmul;
@@ -49,4 +52,18 @@ pub enum KernelError {
     /// The operation does not support this type.
     #[error("type {0} is not supported here")]
     Unsupported(GgmlType),
+    /// A finite input needs an f16 field (a block's scale, minimum or sum, or an f16 value)
+    /// beyond the f16 range (|x| >= 65520 rounds to infinity). ggml would store an infinite
+    /// scale, which decodes to inf/NaN; this crate refuses instead.
+    #[error("{ty} at index {index}: {what} {value} overflows f16")]
+    F16Overflow {
+        /// The element type being written.
+        ty: GgmlType,
+        /// Index of the first element of the block (of the value, for f16) in the input row.
+        index: usize,
+        /// Which field: "scale", "minimum", "sum" or "value".
+        what: &'static str,
+        /// The f32 value that does not fit.
+        value: f32,
+    },
 }

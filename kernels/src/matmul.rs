@@ -1,9 +1,19 @@
 //! Matrix products between a weight matrix (any [`GgmlType`], rows stored contiguously in the
 //! ggml layout) and f32 activations. This is the narrow interface the model calls; the
 //! implementation behind it (reference scalar now, SIMD and threads later) may change freely.
+//!
+//! This file only dispatches: the arithmetic lives in the per-type files of [`crate::quant`].
+//! Quantized weights multiply quantized activations, as in ggml: each activation row is
+//! quantized once per product (to Q8_0 for Q4_0 and Q8_0 weights, to Q8_1 for Q4_1 weights)
+//! and every weight row is then a sum of integer block dot products. The result therefore
+//! carries the activation quantization error (about 0.3 % of each block's absmax per
+//! element) on top of the weights' own.
 
+use crate::quant::{
+    self, as_blocks, float, q4_0, q4_1, q8_0, q8_1, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0,
+    BlockQ8_1, QK,
+};
 use crate::{GgmlType, KernelError};
-use half::f16;
 
 /// A borrowed weight matrix of `rows` x `cols` elements of type `ty`, row-major, each row a
 /// whole number of blocks. `data` is typically a slice of a memory-mapped file (no alignment
@@ -13,6 +23,7 @@ pub struct WeightMatrix<'a> {
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    row_bytes: usize,
     data: &'a [u8],
 }
 
@@ -43,6 +54,7 @@ impl<'a> WeightMatrix<'a> {
             ty,
             rows,
             cols,
+            row_bytes,
             data,
         })
     }
@@ -69,13 +81,33 @@ impl<'a> WeightMatrix<'a> {
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.data.len() / self.rows.max(1)
+        self.row_bytes
     }
 
     /// The raw bytes of row `r`.
+    ///
+    /// # Panics
+    ///
+    /// If `r >= self.rows()`; [`WeightMatrix::try_row`] returns `None` instead.
     pub fn row(&self, r: usize) -> &'a [u8] {
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The raw bytes of row `r`, or `None` if `r >= self.rows()`.
+    pub fn try_row(&self, r: usize) -> Option<&'a [u8]> {
+        if r >= self.rows {
+            return None;
+        }
+        let start = r.checked_mul(self.row_bytes)?;
+        self.data.get(start..start.checked_add(self.row_bytes)?)
+    }
+
+    /// The rows in order, each `row_bytes()` long.
+    fn rows_iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        // `row_bytes` is 0 only when `cols` is 0, and `chunks_exact(0)` would panic.
+        self.data
+            .chunks_exact(self.row_bytes.max(1))
+            .take(self.rows)
     }
 }
 
@@ -101,81 +133,449 @@ pub fn matvec(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Kern
 
 /// `y[i, r] = sum_c w[r, c] * x[i, c]` for `n` activation rows: `x` is `n x cols`, `y` is
 /// `n x rows`, both row-major.
+///
+/// F32 and F16 weights take the activations as they are. Q4_0 and Q8_0 weights quantize each
+/// activation row to Q8_0 first, Q4_1 weights to Q8_1 (see the module docs); a non-finite
+/// activation, or a block of activations too large for an f16 scale, is an error that names
+/// its index in `x`. Q8_1 is an activation format only: [`KernelError::Unsupported`].
 pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), KernelError> {
-    check_len("activations", n * w.cols, x.len())?;
-    check_len("outputs", n * w.rows, y.len())?;
+    if w.ty == GgmlType::Q8_1 {
+        return Err(KernelError::Unsupported(GgmlType::Q8_1));
+    }
+    check_len("activations", n.checked_mul(w.cols), x.len())?;
+    check_len("outputs", n.checked_mul(w.rows), y.len())?;
+    if y.is_empty() {
+        return Ok(());
+    }
+    if w.cols == 0 {
+        // Empty sums.
+        y.fill(0.0);
+        return Ok(());
+    }
     match w.ty {
-        GgmlType::F32 => {
-            for (xi, yi) in x
-                .chunks_exact(w.cols.max(1))
-                .zip(y.chunks_exact_mut(w.rows.max(1)))
-            {
-                for (r, out) in yi.iter_mut().enumerate() {
-                    let row = w.row(r);
-                    *out = row
-                        .chunks_exact(4)
-                        .zip(xi)
-                        .map(|(b, &xv)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * xv)
-                        .sum();
-                }
-            }
-            Ok(())
-        }
-        GgmlType::F16 => {
-            for (xi, yi) in x
-                .chunks_exact(w.cols.max(1))
-                .zip(y.chunks_exact_mut(w.rows.max(1)))
-            {
-                for (r, out) in yi.iter_mut().enumerate() {
-                    let row = w.row(r);
-                    *out = row
-                        .chunks_exact(2)
-                        .zip(xi)
-                        .map(|(b, &xv)| f16::from_le_bytes([b[0], b[1]]).to_f32() * xv)
-                        .sum();
-                }
-            }
-            Ok(())
-        }
-        other => Err(KernelError::Unsupported(other)),
+        GgmlType::F32 => float_rows(w, x, y, float::vec_dot_f32),
+        GgmlType::F16 => float_rows(w, x, y, float::vec_dot_f16_f32),
+        GgmlType::Q4_0 => quantized_rows::<BlockQ4_0, BlockQ8_0>(
+            w,
+            x,
+            y,
+            q8_0::quantize_row_q8_0,
+            q4_0::vec_dot_q4_0_q8_0,
+        ),
+        GgmlType::Q8_0 => quantized_rows::<BlockQ8_0, BlockQ8_0>(
+            w,
+            x,
+            y,
+            q8_0::quantize_row_q8_0,
+            q8_0::vec_dot_q8_0_q8_0,
+        ),
+        GgmlType::Q4_1 => quantized_rows::<BlockQ4_1, BlockQ8_1>(
+            w,
+            x,
+            y,
+            q8_1::quantize_row_q8_1,
+            q4_1::vec_dot_q4_1_q8_1,
+        ),
+        GgmlType::Q8_1 => Err(KernelError::Unsupported(GgmlType::Q8_1)), // refused above
     }
 }
 
 /// Dequantizes row `r` of `w` into `out` (`out.len() == w.cols()`); used for embedding lookups.
+/// Every type is supported.
 pub fn dequantize_row(w: &WeightMatrix<'_>, r: usize, out: &mut [f32]) -> Result<(), KernelError> {
-    check_len("row output", w.cols, out.len())?;
-    if r >= w.rows {
-        return Err(KernelError::SizeMismatch {
-            what: "row index",
-            expected: w.rows,
-            got: r,
-        });
+    check_len("row output", Some(w.cols), out.len())?;
+    let row = w.try_row(r).ok_or(KernelError::SizeMismatch {
+        what: "row index",
+        expected: w.rows,
+        got: r,
+    })?;
+    quant::dequantize_row(w.ty, row, out)
+}
+
+/// Float weights: one dot product per (activation row, weight row).
+fn float_rows(
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    dot: fn(&[u8], &[f32]) -> Result<f32, KernelError>,
+) -> Result<(), KernelError> {
+    for (xi, yi) in x.chunks_exact(w.cols).zip(y.chunks_exact_mut(w.rows)) {
+        for (out, row) in yi.iter_mut().zip(w.rows_iter()) {
+            *out = dot(row, xi)?;
+        }
     }
-    match w.ty {
-        GgmlType::F32 => {
-            for (o, b) in out.iter_mut().zip(w.row(r).chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-            Ok(())
+    Ok(())
+}
+
+/// Quantized weights: each activation row is quantized once into `act` (blocks of `A`), then
+/// every weight row (blocks of `W`) is one block dot product with it.
+fn quantized_rows<W: Block, A: Block + Default>(
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    quantize: fn(&[f32], &mut [A]) -> Result<(), KernelError>,
+    dot: fn(&[W], &[A]) -> Result<f32, KernelError>,
+) -> Result<(), KernelError> {
+    let mut act = vec![A::default(); w.cols / QK];
+    for (i, (xi, yi)) in x
+        .chunks_exact(w.cols)
+        .zip(y.chunks_exact_mut(w.rows))
+        .enumerate()
+    {
+        quantize(xi, &mut act).map_err(|e| offset_index(e, i * w.cols))?;
+        for (out, row) in yi.iter_mut().zip(w.rows_iter()) {
+            *out = dot(as_blocks::<W>(row)?, &act)?;
         }
-        GgmlType::F16 => {
-            for (o, b) in out.iter_mut().zip(w.row(r).chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-            Ok(())
-        }
-        other => Err(KernelError::Unsupported(other)),
+    }
+    Ok(())
+}
+
+/// Shifts the index of an error about an activation row to its index in the whole input.
+fn offset_index(e: KernelError, base: usize) -> KernelError {
+    match e {
+        KernelError::NonFinite { index, value } => KernelError::NonFinite {
+            index: base + index,
+            value,
+        },
+        KernelError::F16Overflow {
+            ty,
+            index,
+            what,
+            value,
+        } => KernelError::F16Overflow {
+            ty,
+            index: base + index,
+            what,
+            value,
+        },
+        other => other,
     }
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), KernelError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(KernelError::SizeMismatch {
+/// `expected` is `None` when the expected size overflows `usize`.
+fn check_len(what: &'static str, expected: Option<usize>, got: usize) -> Result<(), KernelError> {
+    match expected {
+        Some(expected) if expected == got => Ok(()),
+        expected => Err(KernelError::SizeMismatch {
             what,
-            expected,
+            expected: expected.unwrap_or(usize::MAX),
             got,
-        })
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::tests_common::Lcg;
+    use crate::quant::{quantize_row, BlockQ8_1};
+
+    /// Weights of `ty` from uniform data, and their dequantized f32 values (row-major).
+    fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> (Vec<u8>, Vec<f32>) {
+        // Offset so that Q4_1 blocks have a nonzero minimum to carry.
+        let src: Vec<f32> = rng
+            .uniform_vec(rows * cols, 0.05)
+            .iter()
+            .map(|v| v + 0.01)
+            .collect();
+        let mut bytes = vec![0u8; row_bytes(ty, cols).unwrap() * rows];
+        for (s, b) in src
+            .chunks_exact(cols.max(1))
+            .zip(bytes.chunks_exact_mut(row_bytes(ty, cols).unwrap().max(1)))
+        {
+            quantize_row(ty, s, b).unwrap();
+        }
+        let mut deq = vec![0.0f32; rows * cols];
+        let w = WeightMatrix::new(ty, rows, cols, &bytes).unwrap();
+        for r in 0..rows {
+            dequantize_row(&w, r, &mut deq[r * cols..(r + 1) * cols]).unwrap();
+        }
+        (bytes, deq)
+    }
+
+    /// Activations: uniform in [-3, 3) with one outlier of 40 per 97 values, so blocks have
+    /// very different scales.
+    fn activations(n: usize, cols: usize, rng: &mut Lcg) -> Vec<f32> {
+        let mut x = rng.uniform_vec(n * cols, 3.0);
+        for v in x.iter_mut().step_by(97) {
+            *v = 40.0;
+        }
+        x
+    }
+
+    /// Largest possible |output error| of a quantized product, from the activation
+    /// quantization alone, for one weight row `wr` (dequantized) and one activation row `x`.
+    ///
+    /// The kernel computes exactly (up to f32 rounding) `sum_c wr[c] * xq[c]` where
+    /// `xq = q * f16(d)` is the dequantized activation, and per element (see the q8_0
+    /// round-trip property) `|xq - x| <= e = d (1/2 + 2^-20) + 127 |f16(d) - d|` with
+    /// `d = absmax(block) / 127`. So `|K - sum wr x| <= sum_c |wr[c]| e(block of c)`.
+    /// Q4_1 adds `m * s` per block, where `s = f16(d * sum q)` (f32 d) instead of
+    /// `f16(d) * sum q`: plus `|m| |s - f16(d) sum q|` per block. f32 rounding: the kernel
+    /// rounds about `nb + 4` times in a chain over terms bounded by `sum |wr| (|x| + e)`.
+    fn error_bound(ty: GgmlType, w_bytes_row: &[u8], wr: &[f32], x: &[f32]) -> f64 {
+        let nb = x.len() / QK;
+        let mut bound = 0.0f64;
+        let mut magnitude = 0.0f64;
+        for (b, (wb, xb)) in wr.chunks_exact(QK).zip(x.chunks_exact(QK)).enumerate() {
+            let d = xb.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+            let d16 = half::f16::from_f32(d).to_f32();
+            let e = d as f64 * (0.5 + 2f64.powi(-20)) + 127.0 * (d16 as f64 - d as f64).abs();
+            for (&wv, &xv) in wb.iter().zip(xb) {
+                bound += (wv as f64).abs() * e;
+                magnitude += (wv as f64).abs() * ((xv as f64).abs() + e);
+            }
+            if ty == GgmlType::Q4_1 {
+                let wblocks = as_blocks::<BlockQ4_1>(w_bytes_row).unwrap();
+                let a = BlockQ8_1::quantize(xb.try_into().unwrap());
+                let sum: i32 = a.qs.iter().map(|&q| i32::from(q)).sum();
+                let s_err = (a.s() as f64 - a.d() as f64 * sum as f64).abs();
+                let m = wblocks[b].m().abs() as f64;
+                bound += m * s_err;
+                magnitude += m * s_err;
+            }
+        }
+        bound + magnitude * (nb as f64 + 4.0) * f32::EPSILON as f64
+    }
+
+    #[test]
+    fn quantized_products_match_dequantized_weights_within_the_activation_error() {
+        let mut rng = Lcg(2024);
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_1] {
+            for (rows, cols) in [(1, 32), (5, 96), (8, 224), (3, 32 * 33)] {
+                let (bytes, deq) = weights(ty, rows, cols, &mut rng);
+                let w = WeightMatrix::new(ty, rows, cols, &bytes).unwrap();
+                for n in [0usize, 1, 3] {
+                    let x = activations(n, cols, &mut rng);
+                    let mut y = vec![f32::NAN; n * rows];
+                    matmul(&w, &x, n, &mut y).unwrap();
+                    let mut worst = 0.0f64;
+                    for i in 0..n {
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        for r in 0..rows {
+                            let wr = &deq[r * cols..(r + 1) * cols];
+                            let reference: f64 =
+                                wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let bound = error_bound(ty, w.row(r), wr, xi);
+                            let err = (y[i * rows + r] as f64 - reference).abs();
+                            assert!(
+                                err <= bound,
+                                "{ty} {rows}x{cols} n={n} ({i},{r}): {} vs {reference}, bound {bound}",
+                                y[i * rows + r]
+                            );
+                            worst = worst.max(err / bound);
+                        }
+                    }
+                    // The bound is a worst case; typical errors are far below it, but not
+                    // zero (the activations really are quantized).
+                    if n > 0 {
+                        assert!(worst > 0.0 && worst < 1.0, "{ty} {worst}");
+                    }
+                    if n == 1 {
+                        let mut yv = vec![f32::NAN; rows];
+                        matvec(&w, &x, &mut yv).unwrap();
+                        assert_eq!(yv, y);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_products_match_the_block_dot_of_quantized_activations() {
+        // Tighter check of the integer path: with the activations quantized by hand, the
+        // result is the f64 dot of the two dequantized rows up to f32 rounding.
+        let mut rng = Lcg(77);
+        let (rows, cols) = (4, 160);
+        for (ty, act) in [
+            (GgmlType::Q4_0, GgmlType::Q8_0),
+            (GgmlType::Q8_0, GgmlType::Q8_0),
+            (GgmlType::Q4_1, GgmlType::Q8_1),
+        ] {
+            let (bytes, deq) = weights(ty, rows, cols, &mut rng);
+            let w = WeightMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let x = activations(1, cols, &mut rng);
+            let mut xb = vec![0u8; row_bytes(act, cols).unwrap()];
+            quantize_row(act, &x, &mut xb).unwrap();
+            let mut xq = vec![0.0f32; cols];
+            quant::dequantize_row(act, &xb, &mut xq).unwrap();
+            let mut y = vec![0.0f32; rows];
+            matvec(&w, &x, &mut y).unwrap();
+            for r in 0..rows {
+                let wr = &deq[r * cols..(r + 1) * cols];
+                let exact: f64 = wr.iter().zip(&xq).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = wr
+                    .iter()
+                    .zip(&xq)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                // Q4_1: plus the s term, at most |m| * 2^-10 |s| per block (two f16
+                // roundings); bounded here by 2^-10 of the magnitude of m times the row of xq.
+                let m_term = if ty == GgmlType::Q4_1 {
+                    let wb = as_blocks::<BlockQ4_1>(w.row(r)).unwrap();
+                    wb.iter()
+                        .zip(xq.chunks_exact(QK))
+                        .map(|(b, xs)| {
+                            let s: f64 = xs.iter().map(|&v| v as f64).sum();
+                            (b.m() as f64).abs() * (s.abs() * 2f64.powi(-10) + 2f64.powi(-24))
+                        })
+                        .sum()
+                } else {
+                    0.0
+                };
+                let tol = mag * 10.0 * f32::EPSILON as f64 + m_term;
+                assert!(
+                    (y[r] as f64 - exact).abs() <= tol,
+                    "{ty} row {r}: {} vs {exact}",
+                    y[r]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn float_products() {
+        let mut rng = Lcg(3);
+        for ty in [GgmlType::F32, GgmlType::F16] {
+            for (rows, cols, n) in [(1, 1, 1), (7, 5, 3), (3, 64, 2), (2, 3, 0)] {
+                let (bytes, deq) = weights(ty, rows, cols, &mut rng);
+                let w = WeightMatrix::new(ty, rows, cols, &bytes).unwrap();
+                let x = activations(n, cols, &mut rng);
+                let mut y = vec![f32::NAN; n * rows];
+                matmul(&w, &x, n, &mut y).unwrap();
+                for i in 0..n {
+                    for r in 0..rows {
+                        let (wr, xi) =
+                            (&deq[r * cols..(r + 1) * cols], &x[i * cols..(i + 1) * cols]);
+                        let exact: f64 =
+                            wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let mag: f64 = wr
+                            .iter()
+                            .zip(xi)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        let tol = mag * cols as f64 * f32::EPSILON as f64;
+                        assert!((y[i * rows + r] as f64 - exact).abs() <= tol, "{ty}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_shapes() {
+        for ty in GgmlType::ALL {
+            // cols = 0: every output is an empty sum.
+            let w = WeightMatrix::new(ty, 3, 0, &[]).unwrap();
+            let mut y = [f32::NAN; 6];
+            if ty == GgmlType::Q8_1 {
+                assert_eq!(
+                    matmul(&w, &[], 2, &mut y),
+                    Err(KernelError::Unsupported(ty))
+                );
+                continue;
+            }
+            matmul(&w, &[], 2, &mut y).unwrap();
+            assert_eq!(y, [0.0; 6]);
+            // rows = 0: nothing to write.
+            let w = WeightMatrix::new(ty, 0, 32, &[]).unwrap();
+            matmul(&w, &[1.0; 64], 2, &mut []).unwrap();
+            // n = 0.
+            let bytes = vec![0u8; row_bytes(ty, 32).unwrap()];
+            let w = WeightMatrix::new(ty, 1, 32, &bytes).unwrap();
+            matmul(&w, &[], 0, &mut []).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let bytes = vec![0u8; 2 * 18];
+        let w = WeightMatrix::new(GgmlType::Q4_0, 2, 32, &bytes).unwrap();
+        let mut y = [0.0f32; 4];
+        // Wrong sizes.
+        assert!(matches!(
+            matmul(&w, &[0.0; 63], 2, &mut y),
+            Err(KernelError::SizeMismatch {
+                what: "activations",
+                ..
+            })
+        ));
+        assert!(matches!(
+            matmul(&w, &[0.0; 64], 2, &mut y[..3]),
+            Err(KernelError::SizeMismatch {
+                what: "outputs",
+                ..
+            })
+        ));
+        assert!(matches!(
+            matmul(&w, &[0.0; 64], usize::MAX, &mut y),
+            Err(KernelError::SizeMismatch {
+                what: "activations",
+                ..
+            })
+        ));
+        // A NaN in the second activation row is reported at its index in x.
+        let mut x = [0.5f32; 64];
+        x[40] = f32::NAN;
+        assert!(matches!(
+            matmul(&w, &x, 2, &mut y),
+            Err(KernelError::NonFinite { index: 40, .. })
+        ));
+        // Activations too large for a Q8_0 scale.
+        x[40] = 1e7;
+        assert!(matches!(
+            matmul(&w, &x, 2, &mut y),
+            Err(KernelError::F16Overflow {
+                ty: GgmlType::Q8_0,
+                index: 32,
+                ..
+            })
+        ));
+        // Q8_1 weights are not a thing.
+        let b = vec![0u8; 36];
+        let w = WeightMatrix::new(GgmlType::Q8_1, 1, 32, &b).unwrap();
+        assert_eq!(
+            matvec(&w, &[0.0; 32], &mut y[..1]),
+            Err(KernelError::Unsupported(GgmlType::Q8_1))
+        );
+        // Bad matrix sizes and row indices.
+        assert!(WeightMatrix::new(GgmlType::Q4_0, 2, 32, &bytes[1..]).is_err());
+        assert!(WeightMatrix::new(GgmlType::Q4_0, 2, 31, &bytes).is_err());
+        let w = WeightMatrix::new(GgmlType::Q4_0, 2, 32, &bytes).unwrap();
+        let mut out = [0.0f32; 32];
+        assert!(dequantize_row(&w, 2, &mut out).is_err());
+        assert!(dequantize_row(&w, 0, &mut out[..31]).is_err());
+        assert_eq!(w.try_row(2), None);
+        assert_eq!(w.try_row(1), Some(&bytes[18..]));
+    }
+
+    #[test]
+    fn dequantize_row_for_every_type() {
+        let mut rng = Lcg(11);
+        for ty in GgmlType::ALL {
+            let (rows, cols) = (3, 64);
+            let src = rng.uniform_vec(rows * cols, 2.0);
+            let rb = row_bytes(ty, cols).unwrap();
+            let mut bytes = vec![0u8; rows * rb];
+            for (s, b) in src.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
+                quantize_row(ty, s, b).unwrap();
+            }
+            // At an odd offset, as inside a file.
+            let mut shifted = vec![0u8; 1];
+            shifted.extend_from_slice(&bytes);
+            let w = WeightMatrix::new(ty, rows, cols, &shifted[1..]).unwrap();
+            for r in 0..rows {
+                let mut out = vec![0.0f32; cols];
+                dequantize_row(&w, r, &mut out).unwrap();
+                let mut expected = vec![0.0f32; cols];
+                quant::dequantize_row(ty, &bytes[r * rb..(r + 1) * rb], &mut expected).unwrap();
+                assert_eq!(out, expected, "{ty}");
+                // And close to the source (half a step of the coarsest type, q4_1's 4/15,
+                // or a whole q4_0 step of 2/8 for its clamped values).
+                for (a, b) in out.iter().zip(&src[r * cols..(r + 1) * cols]) {
+                    assert!((a - b).abs() <= 0.25 * 1.001, "{ty}: {a} vs {b}");
+                }
+            }
+        }
     }
 }
