@@ -136,6 +136,70 @@ mod tests {
         assert!(PrecompiledCharsmap::parse(&[4, 0, 0, 0, 1, 2, 3, 4]).is_ok());
     }
 
+    /// Every key stored in the double array, with its value (depth-first, keys up to 12 bytes).
+    fn keys(m: &PrecompiledCharsmap) -> Vec<(Vec<u8>, u32)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(m.unit(0).unwrap().offset() as usize, Vec::new())];
+        while let Some((base, key)) = stack.pop() {
+            for c in 1..=255u8 {
+                let pos = base ^ usize::from(c);
+                let Some(u) = m.unit(pos) else { continue };
+                if u.label() != u32::from(c) {
+                    continue;
+                }
+                let next = pos ^ u.offset() as usize;
+                let mut k = key.clone();
+                k.push(c);
+                if u.has_leaf() {
+                    out.push((k.clone(), m.unit(next).unwrap().value()));
+                }
+                if k.len() < 12 {
+                    stack.push((next, k));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_rule_of_the_nfkc_map_is_found_whole() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/golden/tokenizer_nfkc.model"
+        );
+        let model = crate::tokenizer::SpmModel::from_file(path).unwrap();
+        let m = PrecompiledCharsmap::parse(&model.normalizer.precompiled_charsmap).unwrap();
+        let keys = keys(&m);
+        assert!(keys.len() > 1000, "{} keys", keys.len());
+        let set: std::collections::HashSet<&[u8]> =
+            keys.iter().map(|(k, _)| k.as_slice()).collect();
+        let mut with_shorter_rule = 0;
+        for (key, value) in &keys {
+            let (len, replacement) = m.longest_match(key).unwrap();
+            assert_eq!(len, key.len(), "key {key:?}");
+            let tail = &m.replacements[*value as usize..];
+            assert_eq!(
+                replacement,
+                &tail[..tail.iter().position(|&b| b == 0).unwrap()]
+            );
+            if (1..key.len()).any(|i| set.contains(&key[..i])) {
+                with_shorter_rule += 1;
+            }
+        }
+        // Some rules extend shorter ones, so "longest" is really exercised.
+        assert!(with_shorter_rule > 0);
+        // NFKC facts.
+        let apply = |s: &str| {
+            let (len, r) = m.longest_match(s.as_bytes()).unwrap();
+            (len, String::from_utf8(r.to_vec()).unwrap())
+        };
+        assert_eq!(apply("\u{ff46}x"), (3, "f".to_owned()));
+        assert_eq!(apply("\u{fb01}"), (3, "fi".to_owned()));
+        assert_eq!(apply("\u{2460}"), (3, "1".to_owned()));
+        assert_eq!(apply("\u{3000}"), (3, " ".to_owned()));
+        assert!(m.longest_match(b"a").is_none());
+    }
+
     #[test]
     fn garbage_trie_never_panics() {
         let mut blob = vec![64, 0, 0, 0];

@@ -164,7 +164,10 @@ impl Tokenizer {
     }
 
     /// Reads a `tokenizer.model` file and builds a tokenizer from it.
-    pub fn from_spm_file(path: impl AsRef<Path>, family: ChatFamily) -> Result<Self, TokenizerError> {
+    pub fn from_spm_file(
+        path: impl AsRef<Path>,
+        family: ChatFamily,
+    ) -> Result<Self, TokenizerError> {
         Self::from_spm(SpmModel::from_file(path)?, family)
     }
 
@@ -186,7 +189,10 @@ impl Tokenizer {
         let sp_size = match sp_vocab_size {
             Some(n) => n,
             None => find_specials(&tokens).ok_or_else(|| {
-                TokenizerError::Vocab("the ChatGLM special tokens [MASK] [gMASK] [sMASK] sop eop are missing".to_owned())
+                TokenizerError::Vocab(
+                    "the ChatGLM special tokens [MASK] [gMASK] [sMASK] sop eop are missing"
+                        .to_owned(),
+                )
             })?,
         };
         let vocab = Vocab::new(tokens, scores, types, sp_size, family)?;

@@ -54,7 +54,8 @@ impl Normalizer {
         if let Some(len) = user_defined.longest_match(input) {
             return (&input[..len], len);
         }
-        if let Some((len, replacement)) = self.charsmap.as_ref().and_then(|m| m.longest_match(input))
+        if let Some((len, replacement)) =
+            self.charsmap.as_ref().and_then(|m| m.longest_match(input))
         {
             return (replacement, len);
         }
