@@ -64,14 +64,19 @@ impl Ord for Pair {
     }
 }
 
+/// A byte range `(start, len)` of the normalized text.
+type Range = (u32, u32);
+
+/// For unused pieces formed by a merge: piece id -> the two ranges it was formed from.
+type RevMerge = HashMap<u32, (Range, Range)>;
+
 /// Reusable buffers for one segmentation.
 #[derive(Default)]
 pub(crate) struct BpeScratch {
     symbols: Vec<Symbol>,
     agenda: BinaryHeap<Pair>,
-    /// For unused pieces formed by a merge: piece id -> the two ranges it was formed from.
-    rev_merge: HashMap<u32, ((u32, u32), (u32, u32))>,
-    stack: Vec<(u32, u32)>,
+    rev_merge: RevMerge,
+    stack: Vec<Range>,
 }
 
 /// Segments `normalized` and appends the ids to `out`.
@@ -133,7 +138,7 @@ pub(crate) fn encode(
 
     let add_pair = |symbols: &[Symbol],
                     agenda: &mut BinaryHeap<Pair>,
-                    rev_merge: &mut HashMap<u32, ((u32, u32), (u32, u32))>,
+                    rev_merge: &mut RevMerge,
                     left: u32,
                     right: u32| {
         if left == NONE || right == NONE {
