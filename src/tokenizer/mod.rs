@@ -1,7 +1,366 @@
 //! SentencePiece BPE tokenizer and ChatGLM chat formats.
+//!
+//! A [`Tokenizer`] is built from plain data ([`TokenizerParts`]) so that both a SentencePiece
+//! `tokenizer.model` ([`Tokenizer::from_spm`]) and GGUF metadata ([`Tokenizer::from_parts`]) can
+//! feed it. Encoding reproduces SentencePiece's BPE exactly (normalization, score-ordered merges,
+//! user-defined pieces, byte fallback); decoding reproduces SentencePiece's and the Hugging Face
+//! ChatGLM tokenizers' rules (see [`DecodeMode`]). [`StreamDecoder`] turns ids into text one id at
+//! a time without ever splitting a UTF-8 character.
+//!
+//! The vocabulary layout is the one the Hugging Face ChatGLM tokenizers use and the GGUF file
+//! stores: the `n` SentencePiece pieces, then the ChatGLM special tokens (`[MASK] [gMASK]
+//! [sMASK] sop eop`, and for ChatGLM3 `<|system|> <|user|> <|assistant|> <|observation|>`) with
+//! type [`PieceType::Control`], then optional padding pieces `[PAD{id}]` with type
+//! [`PieceType::Unused`] up to the model's padded vocabulary size. Encoding never produces an id
+//! at or above `n`: those tokens are only inserted by the prompt builders.
 
+mod bpe;
+mod charsmap;
+mod chat;
+mod decode;
 mod error;
+mod matcher;
+mod normalizer;
 pub mod proto;
+mod vocab;
 
+use std::path::Path;
+
+pub use chat::{chatglm2_prompt, ChatMessage, Role};
+pub use decode::{DecodeMode, StreamDecoder};
 pub use error::TokenizerError;
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
+pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
+
+use matcher::PrefixMatcher;
+use normalizer::Normalizer;
+use vocab::Vocab;
+
+/// Which ChatGLM generation the tokenizer belongs to: it fixes the special tokens and the chat
+/// prompt format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChatFamily {
+    /// ChatGLM2: five special tokens, `[Round N]\n\n问：...\n\n答：` prompts.
+    ChatGlm2,
+    /// ChatGLM3: nine special tokens (the ChatGLM2 ones plus four role tokens), role-token prompts.
+    ChatGlm3,
+}
+
+/// Everything a [`Tokenizer`] is built from, as plain data (what a GGUF file stores).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizerParts {
+    /// Piece text of every id: the SentencePiece pieces, the ChatGLM specials, then padding.
+    pub tokens: Vec<String>,
+    /// Score of every id (BPE merges pieces with higher scores first); specials and padding 0.
+    pub scores: Vec<f32>,
+    /// Type of every id.
+    pub types: Vec<PieceType>,
+    /// Number of SentencePiece pieces (`n`; the id of `[MASK]`). `None`: found as the position
+    /// of the last `[MASK] [gMASK] [sMASK] sop eop` run in `tokens`.
+    pub sp_vocab_size: Option<usize>,
+    /// Normalization settings, including the precompiled charsmap (empty for `identity`).
+    pub normalizer: NormalizerSpec,
+    /// SentencePiece's `treat_whitespace_as_suffix` trainer flag (false for ChatGLM).
+    pub treat_whitespace_as_suffix: bool,
+    /// Id of `<s>`, if the model has one.
+    pub bos_id: Option<u32>,
+    /// Id of `</s>`, if the model has one.
+    pub eos_id: Option<u32>,
+    /// Id of the padding piece, if the model has one.
+    pub pad_id: Option<u32>,
+    /// What plain SentencePiece decoding prints for `<unk>` (`None`: `" \u{2047} "`).
+    pub unk_surface: Option<String>,
+    /// The ChatGLM generation.
+    pub family: ChatFamily,
+}
+
+impl TokenizerParts {
+    /// The full ChatGLM vocabulary of a SentencePiece model: its pieces, then the family's
+    /// special tokens (type control, score 0), then, when `padded_vocab_size` is larger,
+    /// `[PAD{id}]` pieces (type unused, score 0) up to that size. This is what the GGUF
+    /// converter writes.
+    pub fn from_spm(
+        model: SpmModel,
+        family: ChatFamily,
+        padded_vocab_size: Option<usize>,
+    ) -> Result<Self, TokenizerError> {
+        if model.trainer.model_type != ModelType::Bpe {
+            return Err(TokenizerError::UnsupportedModel(model.trainer.model_type));
+        }
+        if model
+            .denormalizer
+            .as_ref()
+            .is_some_and(|d| !d.precompiled_charsmap.is_empty())
+        {
+            return Err(TokenizerError::Vocab(
+                "models with a denormalizer are not supported".to_owned(),
+            ));
+        }
+        let n = model.pieces.len();
+        let (mut tokens, mut scores, mut types) = (
+            Vec::with_capacity(n + 9),
+            Vec::with_capacity(n + 9),
+            Vec::with_capacity(n + 9),
+        );
+        for p in model.pieces {
+            tokens.push(p.piece);
+            scores.push(p.score);
+            types.push(p.kind);
+        }
+        for s in vocab::special_tokens(family) {
+            tokens.push(s.to_owned());
+            scores.push(0.0);
+            types.push(PieceType::Control);
+        }
+        if let Some(padded) = padded_vocab_size {
+            if padded < tokens.len() {
+                return Err(TokenizerError::Vocab(format!(
+                    "padded vocabulary size {padded} is smaller than the {} tokens",
+                    tokens.len()
+                )));
+            }
+            for id in tokens.len()..padded {
+                tokens.push(format!("[PAD{id}]"));
+                scores.push(0.0);
+                types.push(PieceType::Unused);
+            }
+        }
+        let id = |v: i32| u32::try_from(v).ok().filter(|&v| (v as usize) < n);
+        let t = &model.trainer;
+        Ok(Self {
+            tokens,
+            scores,
+            types,
+            sp_vocab_size: Some(n),
+            bos_id: id(t.bos_id),
+            eos_id: id(t.eos_id),
+            pad_id: id(t.pad_id),
+            unk_surface: Some(t.unk_surface.clone()),
+            treat_whitespace_as_suffix: t.treat_whitespace_as_suffix,
+            normalizer: model.normalizer,
+            family,
+        })
+    }
+}
+
+/// A SentencePiece BPE tokenizer with the ChatGLM special tokens.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    vocab: Vocab,
+    normalizer: Normalizer,
+    user_defined: PrefixMatcher,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
+    pad_id: Option<u32>,
+    unk_surface: String,
+    family: ChatFamily,
+}
+
+impl Tokenizer {
+    /// Builds a tokenizer from a parsed SentencePiece model (the ChatGLM specials are appended,
+    /// no padding).
+    pub fn from_spm(model: SpmModel, family: ChatFamily) -> Result<Self, TokenizerError> {
+        Self::from_parts(TokenizerParts::from_spm(model, family, None)?)
+    }
+
+    /// Reads a `tokenizer.model` file and builds a tokenizer from it.
+    pub fn from_spm_file(
+        path: impl AsRef<Path>,
+        family: ChatFamily,
+    ) -> Result<Self, TokenizerError> {
+        Self::from_spm(SpmModel::from_file(path)?, family)
+    }
+
+    /// Builds a tokenizer from plain data (for example read from GGUF metadata).
+    pub fn from_parts(parts: TokenizerParts) -> Result<Self, TokenizerError> {
+        let TokenizerParts {
+            tokens,
+            scores,
+            types,
+            sp_vocab_size,
+            normalizer,
+            treat_whitespace_as_suffix,
+            bos_id,
+            eos_id,
+            pad_id,
+            unk_surface,
+            family,
+        } = parts;
+        let sp_size = match sp_vocab_size {
+            Some(n) => n,
+            None => find_specials(&tokens).ok_or_else(|| {
+                TokenizerError::Vocab(
+                    "the ChatGLM special tokens [MASK] [gMASK] [sMASK] sop eop are missing"
+                        .to_owned(),
+                )
+            })?,
+        };
+        let vocab = Vocab::new(tokens, scores, types, sp_size, family)?;
+        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("pad", pad_id)] {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab.pieces.len()) {
+                return Err(TokenizerError::Vocab(format!(
+                    "{name} id {id} is out of range ({} tokens)",
+                    vocab.pieces.len()
+                )));
+            }
+        }
+        let user_defined = PrefixMatcher::new(
+            vocab
+                .pieces
+                .iter()
+                .zip(&vocab.kinds)
+                .take(sp_size)
+                .filter(|(_, &k)| k == PieceType::UserDefined)
+                .map(|(p, _)| p.as_str()),
+        );
+        Ok(Self {
+            normalizer: Normalizer::new(&normalizer, treat_whitespace_as_suffix)?,
+            vocab,
+            user_defined,
+            bos_id,
+            eos_id,
+            pad_id,
+            unk_surface: unk_surface.unwrap_or_else(|| " \u{2047} ".to_owned()),
+            family,
+        })
+    }
+
+    /// The ChatGLM generation this tokenizer was built for.
+    pub fn family(&self) -> ChatFamily {
+        self.family
+    }
+
+    /// Number of ids, including the specials and any padding.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.pieces.len()
+    }
+
+    /// Number of SentencePiece pieces (the id of `[MASK]`).
+    pub fn sp_vocab_size(&self) -> usize {
+        self.vocab.sp_size
+    }
+
+    /// Ids of the ChatGLM special tokens.
+    pub fn special_ids(&self) -> SpecialIds {
+        self.vocab.specials
+    }
+
+    /// Id of the unknown piece.
+    pub fn unk_id(&self) -> u32 {
+        self.vocab.unk_id
+    }
+
+    /// Id of `<s>`, if any.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// Id of `</s>`, if any.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// Id of the padding piece, if any.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// Ids that end a reply: `</s>`, and for ChatGLM3 also `<|user|>` and `<|observation|>`
+    /// (as ChatGLM3's `chat()` does).
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
+        if let Some(r) = self.vocab.specials.roles {
+            ids.extend([r.user, r.observation]);
+        }
+        ids
+    }
+
+    /// The piece text of `id`.
+    pub fn id_to_piece(&self, id: u32) -> Result<&str, TokenizerError> {
+        self.vocab
+            .pieces
+            .get(id as usize)
+            .map(String::as_str)
+            .ok_or(TokenizerError::IdOutOfRange {
+                id,
+                vocab_size: self.vocab.pieces.len(),
+            })
+    }
+
+    /// The type of `id`.
+    pub fn piece_type(&self, id: u32) -> Result<PieceType, TokenizerError> {
+        self.id_to_piece(id)?;
+        Ok(self.vocab.kind(id))
+    }
+
+    /// The id of a piece: a SentencePiece piece (as SentencePiece's `PieceToId`) or a ChatGLM
+    /// special token; `None` for anything else.
+    pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
+        self.vocab.piece_to_id(piece.as_bytes()).or_else(|| {
+            let n = self.vocab.sp_size;
+            self.vocab.pieces[n..n + self.vocab.specials.count() as usize]
+                .iter()
+                .position(|p| p == piece)
+                .map(|i| (n + i) as u32)
+        })
+    }
+
+    /// The text after SentencePiece normalization, with spaces shown as U+2581 (for inspection;
+    /// lossy only if a hostile charsmap produces bytes that are not UTF-8).
+    pub fn normalize(&self, text: &str) -> String {
+        let mut out = Vec::new();
+        self.normalizer
+            .normalize_into(text, &self.user_defined, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Encodes `text` exactly as SentencePiece's `encode(text)` does (no special tokens).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// Appends the SentencePiece ids of `text` to `out`.
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        let mut normalized = Vec::new();
+        self.normalizer
+            .normalize_into(text, &self.user_defined, &mut normalized);
+        let mut scratch = bpe::BpeScratch::default();
+        bpe::encode(
+            &self.vocab,
+            &self.user_defined,
+            &normalized,
+            &mut scratch,
+            out,
+        );
+    }
+
+    /// The pieces of `encode(text)`.
+    pub fn encode_pieces(&self, text: &str) -> Vec<&str> {
+        self.encode(text)
+            .into_iter()
+            .map(|id| self.vocab.pieces[id as usize].as_str())
+            .collect()
+    }
+
+    /// `[gMASK] sop` followed by `encode(text)`: what the Hugging Face ChatGLM tokenizers'
+    /// `encode(text)` returns.
+    pub fn encode_with_prefix(&self, text: &str) -> Vec<u32> {
+        let mut out = self.prompt_prefix().to_vec();
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// `[gMASK] sop`, the start of every ChatGLM prompt.
+    pub fn prompt_prefix(&self) -> [u32; 2] {
+        [self.vocab.specials.gmask, self.vocab.specials.sop]
+    }
+}
+
+/// The id of `[MASK]` in the last `[MASK] [gMASK] [sMASK] sop eop` run of `tokens`.
+fn find_specials(tokens: &[String]) -> Option<usize> {
+    tokens
+        .windows(CHATGLM2_SPECIAL_TOKENS.len())
+        .rposition(|w| w.iter().zip(CHATGLM2_SPECIAL_TOKENS).all(|(a, b)| a == b))
+}

@@ -1,0 +1,314 @@
+//! The vocabulary: pieces, scores and types, the lookup tables SentencePiece builds from them,
+//! and the ChatGLM special tokens appended after the SentencePiece pieces.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::{ChatFamily, PieceType, TokenizerError};
+
+/// The ChatGLM2 special tokens, appended in this order after the SentencePiece vocabulary
+/// (THUDM `tokenization_chatglm.py`, `SPTokenizer.__init__`).
+pub const CHATGLM2_SPECIAL_TOKENS: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
+
+/// The ChatGLM3 role tokens, appended after [`CHATGLM2_SPECIAL_TOKENS`].
+pub const CHATGLM3_ROLE_TOKENS: [&str; 4] =
+    ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
+
+/// Ids of the ChatGLM special tokens (all of them come right after the SentencePiece pieces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// `[MASK]` (= the SentencePiece vocabulary size).
+    pub mask: u32,
+    /// `[gMASK]`, the first token of every prompt.
+    pub gmask: u32,
+    /// `[sMASK]`.
+    pub smask: u32,
+    /// `sop`, the second token of every prompt.
+    pub sop: u32,
+    /// `eop`.
+    pub eop: u32,
+    /// The ChatGLM3 role tokens (`None` for ChatGLM2).
+    pub roles: Option<RoleIds>,
+}
+
+/// Ids of the ChatGLM3 role tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleIds {
+    /// `<|system|>`.
+    pub system: u32,
+    /// `<|user|>`.
+    pub user: u32,
+    /// `<|assistant|>`.
+    pub assistant: u32,
+    /// `<|observation|>`.
+    pub observation: u32,
+}
+
+impl SpecialIds {
+    /// The ids for a SentencePiece vocabulary of `n` pieces.
+    pub(crate) fn after(n: u32, family: ChatFamily) -> Self {
+        Self {
+            mask: n,
+            gmask: n + 1,
+            smask: n + 2,
+            sop: n + 3,
+            eop: n + 4,
+            roles: match family {
+                ChatFamily::ChatGlm2 => None,
+                ChatFamily::ChatGlm3 => Some(RoleIds {
+                    system: n + 5,
+                    user: n + 6,
+                    assistant: n + 7,
+                    observation: n + 8,
+                }),
+            },
+        }
+    }
+
+    /// How many special tokens there are (5 or 9).
+    pub fn count(&self) -> u32 {
+        if self.roles.is_some() {
+            9
+        } else {
+            5
+        }
+    }
+}
+
+/// The special token texts of a family, in id order.
+pub(crate) fn special_tokens(family: ChatFamily) -> impl Iterator<Item = &'static str> {
+    let roles: &[&str] = match family {
+        ChatFamily::ChatGlm2 => &[],
+        ChatFamily::ChatGlm3 => &CHATGLM3_ROLE_TOKENS,
+    };
+    CHATGLM2_SPECIAL_TOKENS.iter().chain(roles).copied()
+}
+
+/// A fast, non-cryptographic hasher for piece lookups (the rustc "Fx" multiply-rotate scheme;
+/// vocabularies are trusted enough that hash flooding is not a concern, and a hostile one can
+/// only make encoding slower).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Piece text -> id.
+pub(crate) type PieceMap = HashMap<Box<[u8]>, u32, BuildHasherDefault<FxHasher>>;
+
+/// The vocabulary and SentencePiece's lookup tables over its first `sp_size` pieces
+/// (`ModelInterface::InitializePieces`, google/sentencepiece `src/model_interface.cc`).
+#[derive(Debug, Clone)]
+pub(crate) struct Vocab {
+    pub(crate) pieces: Vec<String>,
+    /// Scores with -0.0 folded into 0.0 and NaN replaced by -inf, so that a total order on
+    /// them agrees with C++'s `<` on every score a real model has.
+    pub(crate) scores: Vec<f32>,
+    pub(crate) kinds: Vec<PieceType>,
+    /// Number of SentencePiece pieces; ids from here on are ChatGLM specials and padding.
+    pub(crate) sp_size: usize,
+    /// SentencePiece's `pieces_`: normal, user-defined and unused pieces (the ones BPE may form).
+    pub(crate) mergeable: PieceMap,
+    /// SentencePiece's `reserved_id_map_`: unknown, control and byte pieces.
+    pub(crate) reserved: PieceMap,
+    pub(crate) unk_id: u32,
+    /// Id of the byte piece `<0xNN>` for every byte (`None` without byte fallback).
+    pub(crate) byte_ids: Option<Box<[u32; 256]>>,
+    /// For each id, the byte of a byte piece.
+    pub(crate) byte_values: Vec<Option<u8>>,
+    pub(crate) specials: SpecialIds,
+}
+
+/// `<0xNN>` (two upper-case hex digits) -> the byte, as SentencePiece's `PieceToByte`.
+fn piece_to_byte(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+impl Vocab {
+    pub(crate) fn new(
+        pieces: Vec<String>,
+        scores: Vec<f32>,
+        kinds: Vec<PieceType>,
+        sp_size: usize,
+        family: ChatFamily,
+    ) -> Result<Self, TokenizerError> {
+        let err = |what: String| Err(TokenizerError::Vocab(what));
+        if pieces.len() != scores.len() || pieces.len() != kinds.len() {
+            return err(format!(
+                "{} pieces, {} scores and {} types",
+                pieces.len(),
+                scores.len(),
+                kinds.len()
+            ));
+        }
+        if pieces.len() > u32::MAX as usize / 2 {
+            return err(format!("{} pieces is too many", pieces.len()));
+        }
+        let specials = SpecialIds::after(sp_size as u32, family);
+        for (i, name) in special_tokens(family).enumerate() {
+            let id = sp_size + i;
+            if pieces.get(id).map(String::as_str) != Some(name) {
+                return err(format!(
+                    "expected the special token {name:?} at id {id} (after {sp_size} SentencePiece pieces), found {:?}",
+                    pieces.get(id)
+                ));
+            }
+        }
+
+        let mut mergeable = PieceMap::default();
+        let mut reserved = PieceMap::default();
+        let mut unk_id = None;
+        let mut byte_values = vec![None; pieces.len()];
+        let mut byte_found = [false; 256];
+        let mut any_byte = false;
+        for (id, (piece, &kind)) in pieces.iter().zip(&kinds).enumerate().take(sp_size) {
+            if piece.is_empty() {
+                return err(format!("piece {id} is empty"));
+            }
+            let map = match kind {
+                PieceType::Normal | PieceType::UserDefined | PieceType::Unused => &mut mergeable,
+                PieceType::Unknown | PieceType::Control | PieceType::Byte => &mut reserved,
+            };
+            if map.insert(piece.as_bytes().into(), id as u32).is_some() {
+                return err(format!("piece {piece:?} (id {id}) is defined twice"));
+            }
+            match kind {
+                PieceType::Unknown => {
+                    if let Some(first) = unk_id {
+                        return err(format!("two unknown pieces: ids {first} and {id}"));
+                    }
+                    unk_id = Some(id as u32);
+                }
+                PieceType::Byte => {
+                    let Some(b) = piece_to_byte(piece) else {
+                        return err(format!("byte piece {piece:?} (id {id}) is not <0xNN>"));
+                    };
+                    byte_values[id] = Some(b);
+                    byte_found[usize::from(b)] = true;
+                    any_byte = true;
+                }
+                _ => {}
+            }
+        }
+        let Some(unk_id) = unk_id else {
+            return err("no piece has the unknown type".to_owned());
+        };
+        // SentencePiece ties byte pieces to `byte_fallback`: byte pieces exist iff it is on, and
+        // then all 256 must be there. So byte fallback is on exactly when byte pieces exist.
+        let byte_ids = if any_byte {
+            if let Some(b) = byte_found.iter().position(|f| !f) {
+                return err(format!("byte piece <0x{b:02X}> is missing"));
+            }
+            let mut ids = Box::new([0u32; 256]);
+            for (b, slot) in ids.iter_mut().enumerate() {
+                let name = format!("<0x{b:02X}>");
+                *slot = reserved
+                    .get(name.as_bytes())
+                    .or_else(|| mergeable.get(name.as_bytes()))
+                    .copied()
+                    .unwrap_or(unk_id);
+            }
+            Some(ids)
+        } else {
+            None
+        };
+        let scores = scores
+            .into_iter()
+            .map(|s| {
+                if s.is_nan() {
+                    f32::NEG_INFINITY
+                } else if s == 0.0 {
+                    0.0
+                } else {
+                    s
+                }
+            })
+            .collect();
+        Ok(Self {
+            pieces,
+            scores,
+            kinds,
+            sp_size,
+            mergeable,
+            reserved,
+            unk_id,
+            byte_ids,
+            byte_values,
+            specials,
+        })
+    }
+
+    /// SentencePiece's `PieceToId` restricted to the SentencePiece pieces: reserved pieces
+    /// first, then the others, `None` when unknown.
+    pub(crate) fn piece_to_id(&self, piece: &[u8]) -> Option<u32> {
+        self.reserved
+            .get(piece)
+            .or_else(|| self.mergeable.get(piece))
+            .copied()
+    }
+
+    /// The kind of a known id.
+    pub(crate) fn kind(&self, id: u32) -> PieceType {
+        self.kinds
+            .get(id as usize)
+            .copied()
+            .unwrap_or(PieceType::Unused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_piece_names() {
+        assert_eq!(piece_to_byte("<0x0A>"), Some(10));
+        assert_eq!(piece_to_byte("<0xFF>"), Some(255));
+        assert_eq!(piece_to_byte("<0xff>"), None);
+        assert_eq!(piece_to_byte("<0x+F>"), None);
+        assert_eq!(piece_to_byte("<0x0A"), None);
+        assert_eq!(piece_to_byte("<0x100>"), None);
+    }
+}
