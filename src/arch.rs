@@ -192,6 +192,7 @@ impl std::str::FromStr for Family {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Family, String> {
-        Family::from_name(s).ok_or_else(|| format!("unknown model family {s:?} (chatglm2 or chatglm3)"))
+        Family::from_name(s)
+            .ok_or_else(|| format!("unknown model family {s:?} (chatglm2 or chatglm3)"))
     }
 }

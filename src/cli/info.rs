@@ -16,30 +16,20 @@ pub struct InfoArgs {
     json: bool,
 }
 
-/// A short rendering of a metadata value: long arrays are summarised.
+/// Arrays longer than this are summarised as `[len x type]` (a vocabulary has 65k entries).
+const SHOW_ARRAY_MAX: usize = 16;
+
+/// A short text rendering of a metadata value.
 fn show(value: &Value) -> String {
     match value {
-        Value::Array(a) => {
-            let len = array_len(a);
-            match a {
-                Array::String(v) if len <= 8 => format!("{v:?}"),
-                _ if len <= 8 => format!("{:?}", a),
-                _ => format!("[{len} x {}]", array_kind(a)),
-            }
+        Value::Array(a) if a.len() > SHOW_ARRAY_MAX => {
+            format!("[{} x {}]", a.len(), a.element_type().name())
         }
-        Value::String(s) => format!("{s:?}"),
-        other => format!("{other:?}"),
+        other => to_json(other).to_string(),
     }
 }
 
-fn array_len(a: &Array) -> usize {
-    a.len()
-}
-
-fn array_kind(a: &Array) -> &'static str {
-    a.type_name()
-}
-
+/// A metadata value as JSON; long arrays become `{"type", "len"}`.
 fn to_json(value: &Value) -> serde_json::Value {
     use serde_json::json;
     match value {
@@ -55,20 +45,51 @@ fn to_json(value: &Value) -> serde_json::Value {
         Value::F64(v) => json!(v),
         Value::Bool(v) => json!(v),
         Value::String(v) => json!(v),
-        Value::Array(a) => json!({ "type": a.type_name(), "len": a.len() }),
+        Value::Array(a) if a.len() > SHOW_ARRAY_MAX => {
+            json!({ "type": a.element_type().name(), "len": a.len() })
+        }
+        Value::Array(a) => array_json(a),
+    }
+}
+
+fn array_json(a: &Array) -> serde_json::Value {
+    use serde_json::json;
+    match a {
+        Array::U8(v) => json!(v),
+        Array::I8(v) => json!(v),
+        Array::U16(v) => json!(v),
+        Array::I16(v) => json!(v),
+        Array::U32(v) => json!(v),
+        Array::I32(v) => json!(v),
+        Array::U64(v) => json!(v),
+        Array::I64(v) => json!(v),
+        Array::F32(v) => json!(v),
+        Array::F64(v) => json!(v),
+        Array::Bool(v) => json!(v),
+        Array::String(v) => json!(v),
+        Array::Array(v) => serde_json::Value::Array(v.iter().map(array_json).collect()),
     }
 }
 
 /// Runs `chatglm info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
-    let file = GgufFile::open(&args.model)
-        .map_err(|source| CliError::Gguf { path: args.model.display().to_string(), source })?;
+    let file = GgufFile::open(&args.model).map_err(|source| CliError::Gguf {
+        path: args.model.display().to_string(),
+        source,
+    })?;
     let total_bytes: u64 = file.tensors().iter().map(|t| t.size_bytes).sum();
-    let total_params: u64 = file.tensors().iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let total_params: u64 = file
+        .tensors()
+        .iter()
+        .map(|t| t.dims.iter().product::<u64>())
+        .sum();
     let mut out = std::io::stdout().lock();
     if args.json {
-        let metadata: serde_json::Map<String, serde_json::Value> =
-            file.metadata().iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+        let metadata: serde_json::Map<String, serde_json::Value> = file
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.to_owned(), to_json(v)))
+            .collect();
         let tensors: Vec<serde_json::Value> = file
             .tensors()
             .iter()
@@ -92,16 +113,33 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         return Ok(());
     }
     writeln!(out, "file: {}", args.model.display())?;
-    writeln!(out, "GGUF version {}, {} metadata keys, {} tensors", file.version(), file.metadata().len(), file.tensors().len())?;
+    writeln!(
+        out,
+        "GGUF version {}, {} metadata keys, {} tensors",
+        file.version(),
+        file.metadata().len(),
+        file.tensors().len()
+    )?;
     writeln!(out, "\nmetadata:")?;
-    for (k, v) in file.metadata() {
+    for (k, v) in file.metadata().iter() {
         writeln!(out, "  {k:<44} {}", show(v))?;
     }
     writeln!(out, "\ntensors:")?;
-    writeln!(out, "  {:<28} {:<6} {:>22} {:>14}", "name", "type", "shape (ggml order)", "bytes")?;
+    writeln!(
+        out,
+        "  {:<28} {:<6} {:>22} {:>14}",
+        "name", "type", "shape (ggml order)", "bytes"
+    )?;
     for t in file.tensors() {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
-        writeln!(out, "  {:<28} {:<6} {:>22} {:>14}", t.name, t.ty.name(), dims.join(" x "), t.size_bytes)?;
+        writeln!(
+            out,
+            "  {:<28} {:<6} {:>22} {:>14}",
+            t.name,
+            t.ty.name(),
+            dims.join(" x "),
+            t.size_bytes
+        )?;
     }
     writeln!(
         out,

@@ -7,7 +7,7 @@ use crate::metadata::{model_metadata, tokenizer_metadata};
 use crate::plan::{build_plan, is_ignored_hf_tensor, ModelShape, TensorPlan};
 use crate::quantize::encode_rows;
 use crate::synthetic;
-use chatglm::gguf::{GgufWriter, TensorDesc};
+use chatglm::gguf::{GgufWriter, Metadata, TensorDesc};
 use chatglm::tokenizer::proto::SpmModel;
 use chatglm_kernels::GgmlType;
 use std::fs::File;
@@ -75,9 +75,16 @@ struct TempOutput {
 
 impl TempOutput {
     fn new(out: &Path) -> Self {
-        let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let mut name = out
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         name.push(format!(".tmp{}", std::process::id()));
-        TempOutput { tmp: out.with_file_name(name), out: out.to_path_buf(), committed: false }
+        TempOutput {
+            tmp: out.with_file_name(name),
+            out: out.to_path_buf(),
+            committed: false,
+        }
     }
 
     fn commit(mut self) -> Result<(), ConvertError> {
@@ -98,7 +105,9 @@ impl Drop for TempOutput {
 /// Checks that the checkpoint holds exactly the tensors of the plan, with the right shapes.
 fn check_checkpoint(ckpt: &Checkpoint, plan: &[TensorPlan]) -> Result<(), ConvertError> {
     for t in plan {
-        let meta = ckpt.get(&t.hf_name).ok_or_else(|| ConvertError::MissingTensor(t.hf_name.clone()))?;
+        let meta = ckpt
+            .get(&t.hf_name)
+            .ok_or_else(|| ConvertError::MissingTensor(t.hf_name.clone()))?;
         if meta.shape != t.shape {
             return Err(ConvertError::ShapeMismatch {
                 name: t.hf_name.clone(),
@@ -130,11 +139,20 @@ pub fn convert(
     if let Source::Checkpoint(ckpt) = &source {
         check_checkpoint(ckpt, &plan)?;
     }
-    let mut metadata = model_metadata(shape, opts.matrix_type, &opts.name)?;
-    metadata.extend(tokenizer_metadata(spm, shape.family, shape.vocab_size)?);
+    let mut metadata = Metadata::new();
+    for (key, value) in model_metadata(shape, opts.matrix_type, &opts.name)?
+        .into_iter()
+        .chain(tokenizer_metadata(spm, shape.family, shape.vocab_size)?)
+    {
+        metadata.push(key, value)?;
+    }
     let descs: Vec<TensorDesc> = plan
         .iter()
-        .map(|t| TensorDesc { name: t.name.clone(), dims: t.ggml_dims(), ty: t.ty })
+        .map(|t| TensorDesc {
+            name: t.name.clone(),
+            dims: t.ggml_dims(),
+            ty: t.ty,
+        })
         .collect();
 
     let temp = TempOutput::new(&opts.output);
@@ -155,16 +173,26 @@ pub fn convert(
             }
         }
         bytes.resize(t.bytes(), 0);
-        encode_rows(t.ty, &values, t.cols(), &mut bytes, opts.threads)
-            .map_err(|source| ConvertError::Quantize { tensor: t.hf_name.clone(), source })?;
+        encode_rows(t.ty, &values, t.cols(), &mut bytes, opts.threads).map_err(|source| {
+            ConvertError::Quantize {
+                tensor: t.hf_name.clone(),
+                source,
+            }
+        })?;
         writer.write_tensor(&t.name, &bytes)?;
         progress.tensor_done(t);
     }
     let mut out = writer.finish()?;
     out.flush().map_err(|e| ConvertError::io(&temp.tmp, e))?;
-    let file = out.into_inner().map_err(|e| ConvertError::io(&temp.tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| ConvertError::io(&temp.tmp, e))?;
-    let file_bytes = file.metadata().map_err(|e| ConvertError::io(&temp.tmp, e))?.len();
+    let file = out
+        .into_inner()
+        .map_err(|e| ConvertError::io(&temp.tmp, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| ConvertError::io(&temp.tmp, e))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(|e| ConvertError::io(&temp.tmp, e))?
+        .len();
     drop(file);
     temp.commit()?;
     Ok(Summary { plan, file_bytes })

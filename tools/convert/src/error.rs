@@ -61,6 +61,9 @@ pub enum ConvertError {
 impl ConvertError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ConvertError::Io { path: path.into(), source }
+        ConvertError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -124,7 +124,12 @@ fn run(args: Args) -> Result<(), ConvertError> {
         let preset = Preset::from_name(preset)
             .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
         let name = format!("synthetic-{}", preset.name());
-        (preset.shape(), placeholder_tokenizer(preset.sp_vocab_size()), name, None)
+        (
+            preset.shape(),
+            placeholder_tokenizer(preset.sp_vocab_size()),
+            name,
+            None,
+        )
     } else {
         let dir = args.model_dir.clone().unwrap_or_default();
         if !dir.is_dir() {
@@ -150,13 +155,24 @@ fn run(args: Args) -> Result<(), ConvertError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "chatglm".into());
-        (ModelShape::from_config(&config, family), spm, name, Some(ckpt))
+        (
+            ModelShape::from_config(&config, family),
+            spm,
+            name,
+            Some(ckpt),
+        )
     };
     let output = args
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name())));
-    let opts = ConvertOptions { output: output.clone(), matrix_type: ty, portable: args.portable, threads, name };
+    let opts = ConvertOptions {
+        output: output.clone(),
+        matrix_type: ty,
+        portable: args.portable,
+        threads,
+        name,
+    };
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -167,9 +183,10 @@ fn run(args: Args) -> Result<(), ConvertError> {
     }
     eprintln!(
         "converting {} -> {} ({}, {} layers, hidden {}, {} threads)",
-        args.model_dir
-            .as_ref()
-            .map_or_else(|| format!("synthetic {}", args.synthetic.as_deref().unwrap_or("")), |d| d.display().to_string()),
+        args.model_dir.as_ref().map_or_else(
+            || format!("synthetic {}", args.synthetic.as_deref().unwrap_or("")),
+            |d| d.display().to_string()
+        ),
         output.display(),
         ty,
         shape.num_layers,

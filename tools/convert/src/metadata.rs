@@ -9,7 +9,7 @@ use chatglm::tokenizer::proto::{PieceType, SpmModel};
 use chatglm_kernels::GgmlType;
 
 /// Ordered key/value pairs, as they will appear in the file.
-pub type Metadata = Vec<(String, Value)>;
+pub type KeyValues = Vec<(String, Value)>;
 
 /// llama.cpp's `llama_ftype` for a file whose matrices are `ty`.
 pub fn file_type(ty: GgmlType) -> u32 {
@@ -30,21 +30,52 @@ fn u32_of(n: usize, what: &str) -> Result<Value, ConvertError> {
 }
 
 /// `general.*` and `chatglm.*` keys for a model of `shape` whose matrices are `ty`.
-pub fn model_metadata(shape: &ModelShape, ty: GgmlType, name: &str) -> Result<Metadata, ConvertError> {
-    let mut m: Metadata = vec![
-        (keys::GENERAL_ARCHITECTURE.into(), Value::String(ARCHITECTURE.into())),
+pub fn model_metadata(
+    shape: &ModelShape,
+    ty: GgmlType,
+    name: &str,
+) -> Result<KeyValues, ConvertError> {
+    let mut m: KeyValues = vec![
+        (
+            keys::GENERAL_ARCHITECTURE.into(),
+            Value::String(ARCHITECTURE.into()),
+        ),
         (keys::GENERAL_NAME.into(), Value::String(name.into())),
         (keys::GENERAL_FILE_TYPE.into(), Value::U32(file_type(ty))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
-        (keys::CONTEXT_LENGTH.into(), u32_of(shape.context_length, "seq_length")?),
-        (keys::EMBEDDING_LENGTH.into(), u32_of(shape.hidden_size, "hidden_size")?),
-        (keys::FEED_FORWARD_LENGTH.into(), u32_of(shape.ffn_hidden_size, "ffn_hidden_size")?),
-        (keys::BLOCK_COUNT.into(), u32_of(shape.num_layers, "num_layers")?),
-        (keys::HEAD_COUNT.into(), u32_of(shape.num_heads, "num_attention_heads")?),
-        (keys::HEAD_COUNT_KV.into(), u32_of(shape.num_kv_groups, "multi_query_group_num")?),
-        (keys::HEAD_DIM.into(), u32_of(shape.head_dim, "kv_channels")?),
+        (
+            keys::CONTEXT_LENGTH.into(),
+            u32_of(shape.context_length, "seq_length")?,
+        ),
+        (
+            keys::EMBEDDING_LENGTH.into(),
+            u32_of(shape.hidden_size, "hidden_size")?,
+        ),
+        (
+            keys::FEED_FORWARD_LENGTH.into(),
+            u32_of(shape.ffn_hidden_size, "ffn_hidden_size")?,
+        ),
+        (
+            keys::BLOCK_COUNT.into(),
+            u32_of(shape.num_layers, "num_layers")?,
+        ),
+        (
+            keys::HEAD_COUNT.into(),
+            u32_of(shape.num_heads, "num_attention_heads")?,
+        ),
+        (
+            keys::HEAD_COUNT_KV.into(),
+            u32_of(shape.num_kv_groups, "multi_query_group_num")?,
+        ),
+        (
+            keys::HEAD_DIM.into(),
+            u32_of(shape.head_dim, "kv_channels")?,
+        ),
         (keys::RMS_EPS.into(), Value::F32(shape.rms_eps)),
-        (keys::ROPE_DIMENSION_COUNT.into(), u32_of(shape.head_dim / 2, "kv_channels / 2")?),
+        (
+            keys::ROPE_DIMENSION_COUNT.into(),
+            u32_of(shape.head_dim / 2, "kv_channels / 2")?,
+        ),
     ];
     // ChatGLM3 checkpoints multiply the RoPE base by `rope_ratio`; ChatGLM2 (the 32k variant)
     // divides positions by it, which is llama.cpp's linear RoPE scaling.
@@ -55,11 +86,17 @@ pub fn model_metadata(shape: &ModelShape, ty: GgmlType, name: &str) -> Result<Me
     };
     m.push((keys::ROPE_FREQ_BASE.into(), Value::F32(base)));
     if shape.family == Family::ChatGlm2 && ratio != 1.0 {
-        m.push((keys::ROPE_SCALING_TYPE.into(), Value::String("linear".into())));
+        m.push((
+            keys::ROPE_SCALING_TYPE.into(),
+            Value::String("linear".into()),
+        ));
         m.push((keys::ROPE_SCALING_FACTOR.into(), Value::F32(ratio)));
     }
     m.push((keys::ROPE_RATIO.into(), Value::F32(ratio)));
-    m.push((keys::PROMPT_FORMAT.into(), Value::String(shape.family.name().into())));
+    m.push((
+        keys::PROMPT_FORMAT.into(),
+        Value::String(shape.family.name().into()),
+    ));
     Ok(m)
 }
 
@@ -67,7 +104,11 @@ pub fn model_metadata(shape: &ModelShape, ty: GgmlType, name: &str) -> Result<Me
 /// (control pieces, exactly as the Hugging Face tokenizer numbers them), then `[PAD{id}]`
 /// unused pieces up to `vocab_size` so that there is one piece per embedding row (what
 /// llama.cpp's converter writes for this family).
-pub fn tokenizer_metadata(spm: &SpmModel, family: Family, vocab_size: usize) -> Result<Metadata, ConvertError> {
+pub fn tokenizer_metadata(
+    spm: &SpmModel,
+    family: Family,
+    vocab_size: usize,
+) -> Result<KeyValues, ConvertError> {
     let n = spm.pieces.len();
     let specials = family.special_tokens();
     if n + specials.len() > vocab_size {
@@ -97,18 +138,32 @@ pub fn tokenizer_metadata(spm: &SpmModel, family: Family, vocab_size: usize) -> 
     let id = |v: i32, what: &str| -> Result<Option<Value>, ConvertError> {
         match usize::try_from(v) {
             Ok(i) if i < n => Ok(Some(Value::U32(i as u32))),
-            Ok(i) => Err(ConvertError::Invalid(format!("tokenizer {what} {i} is outside the {n} pieces"))),
+            Ok(i) => Err(ConvertError::Invalid(format!(
+                "tokenizer {what} {i} is outside the {n} pieces"
+            ))),
             Err(_) => Ok(None), // -1: not defined
         }
     };
     let t = &spm.trainer;
     let norm = &spm.normalizer;
-    let mut m: Metadata = vec![
+    let mut m: KeyValues = vec![
         (keys::TOKENIZER_MODEL.into(), Value::String("llama".into())),
-        (keys::TOKENIZER_PRE.into(), Value::String("chatglm-spm".into())),
-        (keys::TOKENIZER_TOKENS.into(), Value::Array(Array::String(tokens))),
-        (keys::TOKENIZER_SCORES.into(), Value::Array(Array::F32(scores))),
-        (keys::TOKENIZER_TOKEN_TYPE.into(), Value::Array(Array::I32(types))),
+        (
+            keys::TOKENIZER_PRE.into(),
+            Value::String("chatglm-spm".into()),
+        ),
+        (
+            keys::TOKENIZER_TOKENS.into(),
+            Value::Array(Array::String(tokens)),
+        ),
+        (
+            keys::TOKENIZER_SCORES.into(),
+            Value::Array(Array::F32(scores)),
+        ),
+        (
+            keys::TOKENIZER_TOKEN_TYPE.into(),
+            Value::Array(Array::I32(types)),
+        ),
     ];
     let unk = id(t.unk_id, "unk_id")?;
     for (key, value) in [
@@ -127,18 +182,39 @@ pub fn tokenizer_metadata(spm: &SpmModel, family: Family, vocab_size: usize) -> 
         m.push((keys::TOKENIZER_EOT_ID.into(), Value::U32((n + 6) as u32)));
     }
     m.push((keys::TOKENIZER_ADD_BOS.into(), Value::Bool(false)));
-    m.push((keys::TOKENIZER_ADD_SPACE_PREFIX.into(), Value::Bool(norm.add_dummy_prefix)));
-    m.push((keys::TOKENIZER_REMOVE_EXTRA_WS.into(), Value::Bool(norm.remove_extra_whitespaces)));
+    m.push((
+        keys::TOKENIZER_ADD_SPACE_PREFIX.into(),
+        Value::Bool(norm.add_dummy_prefix),
+    ));
+    m.push((
+        keys::TOKENIZER_REMOVE_EXTRA_WS.into(),
+        Value::Bool(norm.remove_extra_whitespaces),
+    ));
     if !norm.precompiled_charsmap.is_empty() {
         m.push((
             keys::TOKENIZER_PRECOMPILED_CHARSMAP.into(),
             Value::Array(Array::U8(norm.precompiled_charsmap.clone())),
         ));
     }
-    m.push((keys::TOKENIZER_ESCAPE_WS.into(), Value::Bool(norm.escape_whitespaces)));
-    m.push((keys::TOKENIZER_WS_AS_SUFFIX.into(), Value::Bool(t.treat_whitespace_as_suffix)));
-    m.push((keys::TOKENIZER_BYTE_FALLBACK.into(), Value::Bool(t.byte_fallback)));
-    m.push((keys::TOKENIZER_NORMALIZER.into(), Value::String(norm.name.clone())));
-    m.push((keys::TOKENIZER_SP_VOCAB_SIZE.into(), u32_of(n, "SentencePiece vocabulary size")?));
+    m.push((
+        keys::TOKENIZER_ESCAPE_WS.into(),
+        Value::Bool(norm.escape_whitespaces),
+    ));
+    m.push((
+        keys::TOKENIZER_WS_AS_SUFFIX.into(),
+        Value::Bool(t.treat_whitespace_as_suffix),
+    ));
+    m.push((
+        keys::TOKENIZER_BYTE_FALLBACK.into(),
+        Value::Bool(t.byte_fallback),
+    ));
+    m.push((
+        keys::TOKENIZER_NORMALIZER.into(),
+        Value::String(norm.name.clone()),
+    ));
+    m.push((
+        keys::TOKENIZER_SP_VOCAB_SIZE.into(),
+        u32_of(n, "SentencePiece vocabulary size")?,
+    ));
     Ok(m)
 }

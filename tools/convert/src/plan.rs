@@ -140,7 +140,14 @@ pub fn build_plan(shape: &ModelShape, matrix_type: GgmlType) -> Vec<TensorPlan> 
                 }
             }
         };
-        plan.push(TensorPlan { name, hf_name, shape: dims, role, ty, fallback });
+        plan.push(TensorPlan {
+            name,
+            hf_name,
+            shape: dims,
+            role,
+            ty,
+            fallback,
+        });
     };
     push(
         tensors::TOKEN_EMBD.into(),
@@ -149,7 +156,12 @@ pub fn build_plan(shape: &ModelShape, matrix_type: GgmlType) -> Vec<TensorPlan> 
         Role::Matrix,
     );
     for i in 0..shape.num_layers {
-        push(tensors::attn_norm(i), hf_layer(i, "input_layernorm.weight"), vec![h], Role::Norm);
+        push(
+            tensors::attn_norm(i),
+            hf_layer(i, "input_layernorm.weight"),
+            vec![h],
+            Role::Norm,
+        );
         push(
             tensors::attn_qkv(i),
             hf_layer(i, "self_attention.query_key_value.weight"),
@@ -193,7 +205,12 @@ pub fn build_plan(shape: &ModelShape, matrix_type: GgmlType) -> Vec<TensorPlan> 
         vec![h],
         Role::Norm,
     );
-    push(tensors::OUTPUT.into(), "transformer.output_layer.weight".into(), vec![v, h], Role::Matrix);
+    push(
+        tensors::OUTPUT.into(),
+        "transformer.output_layer.weight".into(),
+        vec![v, h],
+        Role::Matrix,
+    );
     plan
 }
 
@@ -229,11 +246,17 @@ mod tests {
         assert_eq!(plan.len(), 199);
         let params: usize = plan.iter().map(TensorPlan::numel).sum();
         assert_eq!(params, 6_243_584_000);
-        let qkv = plan.iter().find(|t| t.name == "blk.0.attn_qkv.weight").unwrap();
+        let qkv = plan
+            .iter()
+            .find(|t| t.name == "blk.0.attn_qkv.weight")
+            .unwrap();
         assert_eq!(qkv.shape, vec![4608, 4096]);
         assert_eq!(qkv.ggml_dims(), vec![4096, 4608]);
         assert!(plan.iter().all(|t| t.fallback.is_none()));
-        let norm = plan.iter().find(|t| t.name == "output_norm.weight").unwrap();
+        let norm = plan
+            .iter()
+            .find(|t| t.name == "output_norm.weight")
+            .unwrap();
         assert_eq!(norm.ty, GgmlType::F32);
     }
 
@@ -243,10 +266,16 @@ mod tests {
         s.num_layers = 1;
         s.ffn_hidden_size = 100;
         let plan = build_plan(&s, GgmlType::Q8_0);
-        let down = plan.iter().find(|t| t.name == "blk.0.ffn_down.weight").unwrap();
+        let down = plan
+            .iter()
+            .find(|t| t.name == "blk.0.ffn_down.weight")
+            .unwrap();
         assert_eq!(down.ty, GgmlType::F16);
         assert!(down.fallback.as_deref().unwrap().contains("100"));
-        let up = plan.iter().find(|t| t.name == "blk.0.ffn_up.weight").unwrap();
+        let up = plan
+            .iter()
+            .find(|t| t.name == "blk.0.ffn_up.weight")
+            .unwrap();
         assert_eq!(up.ty, GgmlType::Q8_0);
     }
 }

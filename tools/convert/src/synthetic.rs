@@ -3,7 +3,9 @@
 
 use crate::plan::{ModelShape, Role, TensorPlan};
 use chatglm::arch::Family;
-use chatglm::tokenizer::proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
+use chatglm::tokenizer::proto::{
+    ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
+};
 
 /// A named synthetic preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,11 @@ impl Preset {
     pub fn shape(self) -> ModelShape {
         match self {
             Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => ModelShape {
-                family: if self == Preset::ChatGlm2_6b { Family::ChatGlm2 } else { Family::ChatGlm3 },
+                family: if self == Preset::ChatGlm2_6b {
+                    Family::ChatGlm2
+                } else {
+                    Family::ChatGlm3
+                },
                 vocab_size: 65024,
                 hidden_size: 4096,
                 num_layers: 28,
@@ -59,7 +65,11 @@ impl Preset {
                 num_kv_groups: 2,
                 head_dim: 128,
                 ffn_hidden_size: 13696,
-                context_length: if self == Preset::ChatGlm2_6b { 32768 } else { 8192 },
+                context_length: if self == Preset::ChatGlm2_6b {
+                    32768
+                } else {
+                    8192
+                },
                 rms_eps: 1e-5,
                 rope_ratio: None,
             },
@@ -87,8 +97,12 @@ impl Preset {
 /// tokenizer uses.
 pub fn placeholder_tokenizer(size: usize) -> SpmModel {
     let mut pieces: Vec<SpmPiece> = Vec::with_capacity(size);
-    let mut push = |piece: String, kind: PieceType, pieces: &mut Vec<SpmPiece>| {
-        let score = if matches!(kind, PieceType::Normal) { -(pieces.len() as f32) } else { 0.0 };
+    let push = |piece: String, kind: PieceType, pieces: &mut Vec<SpmPiece>| {
+        let score = if matches!(kind, PieceType::Normal) {
+            -(pieces.len() as f32)
+        } else {
+            0.0
+        };
         pieces.push(SpmPiece { piece, score, kind });
     };
     push("<unk>".into(), PieceType::Unknown, &mut pieces);
