@@ -3,7 +3,7 @@
 
 mod model_common;
 
-use chatglm::model::{KvType, Logits, Model, ModelConfig, ModelFamily, RopeScaling, StateOptions};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, Family, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use half::f16;
 use model_common::{f32s, max_abs_diff, Builder};
@@ -19,7 +19,7 @@ fn data(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn config(family: ModelFamily) -> ModelConfig {
+fn config(family: Family) -> ModelConfig {
     ModelConfig {
         family,
         vocab_size: V,
@@ -50,7 +50,7 @@ struct Case {
 /// Reads the layout documented in `chatglm-cpp-data/README.md`. The file has no output layer:
 /// the test adds `output.weight` = the first 5 rows of the identity, so the logits are the
 /// first 5 hidden values and the hidden states themselves are compared.
-fn read_case(body: &[u8], family: ModelFamily, ty: GgmlType) -> Case {
+fn read_case(body: &[u8], family: Family, ty: GgmlType) -> Case {
     assert_eq!(body.len(), 30548);
     let f = |off: usize, n: usize| f32s(&body[off..off + 4 * n]);
     let i = |off: usize| i32::from_le_bytes(body[off..off + 4].try_into().unwrap()) as u32;
@@ -119,7 +119,7 @@ fn run(case: &Case, kv_type: KvType, prefix: Option<(usize, &[f32], &[f32])>) ->
 #[test]
 fn model_glm2_chatglm_cpp_vectors() {
     let body = data("glm2_model.data");
-    let case = read_case(&body, ModelFamily::ChatGLM2, GgmlType::F32);
+    let case = read_case(&body, Family::ChatGlm2, GgmlType::F32);
     assert_eq!(case.x1, [0, 1, 2]);
     assert_eq!((case.x2, case.x3), (3, 4));
     let errs = run(&case, KvType::F32, None);
@@ -137,7 +137,7 @@ fn model_glm2_chatglm_cpp_vectors() {
 #[test]
 fn model_glm2_chatglm_cpp_vectors_f16_weights() {
     let body = data("glm2_model.data");
-    let case = read_case(&body, ModelFamily::ChatGLM2, GgmlType::F16);
+    let case = read_case(&body, Family::ChatGlm2, GgmlType::F16);
     let errs = run(&case, KvType::F16, None);
     eprintln!("glm2 f16 weights, f16 cache: max abs errors {errs:?}");
     for e in errs {
@@ -172,7 +172,7 @@ fn model_glm3_ptuning_v2_chatglm_cpp_vectors() {
             }
         }
     }
-    let case = read_case(body, ModelFamily::ChatGLM3, GgmlType::F32);
+    let case = read_case(body, Family::ChatGlm3, GgmlType::F32);
     let errs = run(&case, KvType::F32, Some((5, &keys, &values)));
     eprintln!("glm3 p-tuning v2, f32 cache: max abs errors {errs:?}");
     for e in errs {

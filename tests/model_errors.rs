@@ -3,7 +3,7 @@
 mod model_common;
 
 use chatglm::model::{
-    ConfigError, KvType, Logits, Model, ModelConfig, ModelError, ModelFamily, RopeScaling,
+    ConfigError, KvType, Logits, Model, ModelConfig, ModelError, Family, RopeScaling,
     StateOptions, TensorEntry,
 };
 use chatglm_kernels::GgmlType;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 fn config() -> ModelConfig {
     ModelConfig {
-        family: ModelFamily::ChatGLM3,
+        family: Family::ChatGlm3,
         vocab_size: 6,
         hidden_size: 32,
         num_layers: 2,

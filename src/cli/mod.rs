@@ -16,7 +16,4 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
-    /// Anything else, already worded for the user.
-    #[error("{0}")]
-    Other(String),
 }

@@ -1,15 +1,7 @@
 //! The model blueprint: every size the forward pass needs, checked once by
 //! [`ModelConfig::validate`] so that the rest of the model can rely on it.
 
-/// Which ChatGLM generation a model belongs to. The architecture is the same; the family
-/// decides the chat format and how `rope_ratio` is applied (see [`RopeScaling`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelFamily {
-    /// ChatGLM2-6B (and ChatGLM2-6B-32k).
-    ChatGLM2,
-    /// ChatGLM3-6B (base, chat, 32k, 128k).
-    ChatGLM3,
-}
+pub use crate::arch::Family;
 
 /// How a checkpoint's `rope_ratio` stretches the rotary embedding.
 ///
@@ -31,7 +23,7 @@ pub enum RopeScaling {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// Model generation.
-    pub family: ModelFamily,
+    pub family: Family,
     /// Rows of the embedding and output matrices (`padded_vocab_size`, 65024 for the 6B models).
     pub vocab_size: usize,
     /// Width of the residual stream (4096).
@@ -206,7 +198,7 @@ mod tests {
 
     fn small() -> ModelConfig {
         ModelConfig {
-            family: ModelFamily::ChatGLM2,
+            family: Family::ChatGlm2,
             vocab_size: 2240,
             hidden_size: 256,
             num_layers: 3,

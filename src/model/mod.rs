@@ -31,7 +31,7 @@ mod kv_cache;
 mod ops;
 mod weights;
 
-pub use config::{ConfigError, ModelConfig, ModelFamily, RopeScaling};
+pub use config::{ConfigError, Family, ModelConfig, RopeScaling};
 pub use forward::{Logits, RunState, StateOptions};
 pub use kv_cache::{KvCache, KvType};
 pub use weights::{ModelWeights, Storage, TensorEntry};

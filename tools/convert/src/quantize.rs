@@ -13,7 +13,7 @@ pub fn encode_rows(
     threads: usize,
 ) -> Result<(), KernelError> {
     let row_bytes = chatglm_kernels::matmul::row_bytes(ty, cols)?;
-    let rows = if cols == 0 { 0 } else { values.len() / cols };
+    let rows = values.len().checked_div(cols).unwrap_or(0);
     if rows * cols != values.len() || out.len() != rows * row_bytes {
         return Err(KernelError::SizeMismatch {
             what: "encoded tensor bytes",
