@@ -27,6 +27,7 @@
 
 mod config;
 mod forward;
+mod gguf;
 mod kv_cache;
 mod ops;
 mod weights;
@@ -46,6 +47,17 @@ pub enum ModelError {
     /// The configuration is inconsistent.
     #[error("invalid model config: {0}")]
     Config(#[from] ConfigError),
+    /// The file's metadata is unreadable (a key missing or of the wrong type).
+    #[error("{0}")]
+    Gguf(#[from] crate::gguf::GgufError),
+    /// A metadata value describes a model this runtime cannot run.
+    #[error("metadata key `{key}`: {reason}")]
+    Metadata {
+        /// The key.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// A tensor the model needs is not in the file.
     #[error("tensor `{0}` is missing")]
     MissingTensor(String),

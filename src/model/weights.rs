@@ -8,6 +8,7 @@
 //! aligned.
 
 use super::{ModelConfig, ModelError};
+use crate::arch::tensors;
 use chatglm_kernels::matmul::WeightMatrix;
 use chatglm_kernels::GgmlType;
 use std::ops::Range;
@@ -130,26 +131,25 @@ impl ModelWeights {
             lookup: &lookup,
         };
 
-        let token_embd = loader.matrix("token_embd.weight", v, h)?;
+        let token_embd = loader.matrix(tensors::TOKEN_EMBD, v, h)?;
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
-            let name = |t: &str| format!("blk.{l}.{t}");
             layers.push(LayerWeights {
-                attn_norm: loader.vector(&name("attn_norm.weight"), h)?,
-                attn_qkv: loader.matrix(&name("attn_qkv.weight"), qkv, h)?,
-                attn_qkv_bias: loader.vector(&name("attn_qkv.bias"), qkv)?,
-                attn_output: loader.matrix(&name("attn_output.weight"), h, config.q_dim())?,
-                ffn_norm: loader.vector(&name("ffn_norm.weight"), h)?,
+                attn_norm: loader.vector(&tensors::attn_norm(l), h)?,
+                attn_qkv: loader.matrix(&tensors::attn_qkv(l), qkv, h)?,
+                attn_qkv_bias: loader.vector(&tensors::attn_qkv_bias(l), qkv)?,
+                attn_output: loader.matrix(&tensors::attn_output(l), h, config.q_dim())?,
+                ffn_norm: loader.vector(&tensors::ffn_norm(l), h)?,
                 ffn_up: loader.matrix(
-                    &name("ffn_up.weight"),
+                    &tensors::ffn_up(l),
                     f.checked_mul(2).ok_or(ModelError::Overflow("ffn rows"))?,
                     h,
                 )?,
-                ffn_down: loader.matrix(&name("ffn_down.weight"), h, f)?,
+                ffn_down: loader.matrix(&tensors::ffn_down(l), h, f)?,
             });
         }
-        let output_norm = loader.vector("output_norm.weight", h)?;
-        let output = loader.matrix("output.weight", v, h)?;
+        let output_norm = loader.vector(tensors::OUTPUT_NORM, h)?;
+        let output = loader.matrix(tensors::OUTPUT, v, h)?;
         Ok(Self {
             config: config.clone(),
             storage,

@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use chatglm::model::{ModelConfig, RopeScaling};
 use serde::Deserialize;
 
 /// Largest config file accepted (real ones are about 1.5 KB).
@@ -436,6 +437,34 @@ impl HfConfig {
 }
 
 pub use chatglm::arch::Family;
+
+impl HfConfig {
+    /// The runtime's configuration of a validated checkpoint of `family`. `rope_ratio` is
+    /// applied as each generation's code applies it: ChatGLM2 (the 32k variant) divides the
+    /// positions by it, ChatGLM3 multiplies the RoPE base by it.
+    pub fn to_model_config(&self, family: Family) -> ModelConfig {
+        let rope_scaling = match (self.rope_ratio.map(|r| r as f32), family) {
+            (None, _) => RopeScaling::None,
+            (Some(r), _) if r == 1.0 => RopeScaling::None,
+            (Some(r), Family::ChatGlm2) => RopeScaling::DividePositions(r),
+            (Some(r), Family::ChatGlm3) => RopeScaling::MultiplyBase(r),
+        };
+        ModelConfig {
+            family,
+            vocab_size: self.padded_vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_groups: self.multi_query_group_num,
+            head_dim: self.kv_channels,
+            ffn_hidden_size: self.ffn_hidden_size,
+            context_length: self.seq_length,
+            rms_eps: self.layernorm_epsilon as f32,
+            rope_base: 10000.0,
+            rope_scaling,
+        }
+    }
+}
 
 /// The family of a checkpoint and the evidence that decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]

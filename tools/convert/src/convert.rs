@@ -3,8 +3,9 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::ConvertError;
-use crate::metadata::{model_metadata, tokenizer_metadata};
-use crate::plan::{build_plan, is_ignored_hf_tensor, ModelShape, TensorPlan};
+use crate::metadata::{general_metadata, tokenizer_metadata};
+use crate::plan::{build_plan, is_ignored_hf_tensor, TensorPlan};
+use chatglm::model::ModelConfig;
 use crate::quantize::encode_rows;
 use crate::synthetic;
 use chatglm::gguf::{GgufWriter, Metadata, TensorDesc};
@@ -129,7 +130,7 @@ fn check_checkpoint(ckpt: &Checkpoint, plan: &[TensorPlan]) -> Result<(), Conver
 /// temporary sibling that an error, a panic or `cancel` removes.
 pub fn convert(
     source: Source<'_>,
-    shape: &ModelShape,
+    shape: &ModelConfig,
     spm: &SpmModel,
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
@@ -140,10 +141,9 @@ pub fn convert(
         check_checkpoint(ckpt, &plan)?;
     }
     let mut metadata = Metadata::new();
-    for (key, value) in model_metadata(shape, opts.matrix_type, &opts.name)?
-        .into_iter()
-        .chain(tokenizer_metadata(spm, shape.family, shape.vocab_size)?)
-    {
+    general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
+    shape.to_gguf(&mut metadata)?;
+    for (key, value) in tokenizer_metadata(spm, shape.family, shape.vocab_size)? {
         metadata.push(key, value)?;
     }
     let descs: Vec<TensorDesc> = plan

@@ -11,7 +11,7 @@ use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
 use chatglm_convert::convert::{convert, ConvertOptions, Progress, Source};
 use chatglm_convert::error::ConvertError;
-use chatglm_convert::plan::{ModelShape, TensorPlan};
+use chatglm_convert::plan::TensorPlan;
 use chatglm_convert::synthetic::{placeholder_tokenizer, Preset};
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -125,7 +125,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
         let name = format!("synthetic-{}", preset.name());
         (
-            preset.shape(),
+            preset.config(),
             placeholder_tokenizer(preset.sp_vocab_size()),
             name,
             None,
@@ -156,7 +156,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "chatglm".into());
         (
-            ModelShape::from_config(&config, family),
+            config.to_model_config(family),
             spm,
             name,
             Some(ckpt),

@@ -2,9 +2,8 @@
 //! and the tokenizer under `tokenizer.ggml.*` (see `chatglm::arch` and docs/FORMAT.md).
 
 use crate::error::ConvertError;
-use crate::plan::ModelShape;
 use chatglm::arch::{keys, Family, ARCHITECTURE};
-use chatglm::gguf::{Array, Value};
+use chatglm::gguf::{Array, GgufError, Metadata, Value};
 use chatglm::tokenizer::proto::{PieceType, SpmModel};
 use chatglm_kernels::GgmlType;
 
@@ -29,75 +28,13 @@ fn u32_of(n: usize, what: &str) -> Result<Value, ConvertError> {
         .map_err(|_| ConvertError::Invalid(format!("{what} = {n} does not fit in u32")))
 }
 
-/// `general.*` and `chatglm.*` keys for a model of `shape` whose matrices are `ty`.
-pub fn model_metadata(
-    shape: &ModelShape,
-    ty: GgmlType,
-    name: &str,
-) -> Result<KeyValues, ConvertError> {
-    let mut m: KeyValues = vec![
-        (
-            keys::GENERAL_ARCHITECTURE.into(),
-            Value::String(ARCHITECTURE.into()),
-        ),
-        (keys::GENERAL_NAME.into(), Value::String(name.into())),
-        (keys::GENERAL_FILE_TYPE.into(), Value::U32(file_type(ty))),
-        (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
-        (
-            keys::CONTEXT_LENGTH.into(),
-            u32_of(shape.context_length, "seq_length")?,
-        ),
-        (
-            keys::EMBEDDING_LENGTH.into(),
-            u32_of(shape.hidden_size, "hidden_size")?,
-        ),
-        (
-            keys::FEED_FORWARD_LENGTH.into(),
-            u32_of(shape.ffn_hidden_size, "ffn_hidden_size")?,
-        ),
-        (
-            keys::BLOCK_COUNT.into(),
-            u32_of(shape.num_layers, "num_layers")?,
-        ),
-        (
-            keys::HEAD_COUNT.into(),
-            u32_of(shape.num_heads, "num_attention_heads")?,
-        ),
-        (
-            keys::HEAD_COUNT_KV.into(),
-            u32_of(shape.num_kv_groups, "multi_query_group_num")?,
-        ),
-        (
-            keys::HEAD_DIM.into(),
-            u32_of(shape.head_dim, "kv_channels")?,
-        ),
-        (keys::RMS_EPS.into(), Value::F32(shape.rms_eps)),
-        (
-            keys::ROPE_DIMENSION_COUNT.into(),
-            u32_of(shape.head_dim / 2, "kv_channels / 2")?,
-        ),
-    ];
-    // ChatGLM3 checkpoints multiply the RoPE base by `rope_ratio`; ChatGLM2 (the 32k variant)
-    // divides positions by it, which is llama.cpp's linear RoPE scaling.
-    let ratio = shape.rope_ratio.unwrap_or(1.0);
-    let base = match shape.family {
-        Family::ChatGlm3 => 10000.0 * ratio,
-        Family::ChatGlm2 => 10000.0,
-    };
-    m.push((keys::ROPE_FREQ_BASE.into(), Value::F32(base)));
-    if shape.family == Family::ChatGlm2 && ratio != 1.0 {
-        m.push((
-            keys::ROPE_SCALING_TYPE.into(),
-            Value::String("linear".into()),
-        ));
-        m.push((keys::ROPE_SCALING_FACTOR.into(), Value::F32(ratio)));
-    }
-    m.push((keys::ROPE_RATIO.into(), Value::F32(ratio)));
-    m.push((
-        keys::PROMPT_FORMAT.into(),
-        Value::String(shape.family.name().into()),
-    ));
-    Ok(m)
+/// The `general.*` keys of a file whose matrices are `ty`.
+pub fn general_metadata(md: &mut Metadata, ty: GgmlType, name: &str) -> Result<(), GgufError> {
+    md.push_str(keys::GENERAL_ARCHITECTURE, ARCHITECTURE)?;
+    md.push_str(keys::GENERAL_NAME, name)?;
+    md.push_u32(keys::GENERAL_FILE_TYPE, file_type(ty))?;
+    md.push_u32(keys::GENERAL_QUANTIZATION_VERSION, 2)?;
+    Ok(())
 }
 
 /// `tokenizer.ggml.*` keys: the SentencePiece pieces, then the family's special tokens

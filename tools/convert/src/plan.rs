@@ -1,61 +1,9 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
-use crate::config::HfConfig;
-use chatglm::arch::{tensors, Family};
+use chatglm::arch::tensors;
+use chatglm::model::ModelConfig;
 use chatglm_kernels::GgmlType;
-
-/// The hyper-parameters the converter needs, whatever the source (a checkpoint's config.json
-/// or a synthetic preset).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelShape {
-    /// Prompt format and special tokens.
-    pub family: Family,
-    /// Rows of the embedding and output layers (HF `padded_vocab_size`).
-    pub vocab_size: usize,
-    /// Hidden size H.
-    pub hidden_size: usize,
-    /// Number of layers.
-    pub num_layers: usize,
-    /// Number of query heads a.
-    pub num_heads: usize,
-    /// Number of key/value groups g.
-    pub num_kv_groups: usize,
-    /// Per-head size d (HF `kv_channels`).
-    pub head_dim: usize,
-    /// MLP inner size F.
-    pub ffn_hidden_size: usize,
-    /// Trained context length (HF `seq_length`).
-    pub context_length: usize,
-    /// RMSNorm epsilon.
-    pub rms_eps: f32,
-    /// HF `rope_ratio`, if the config sets one.
-    pub rope_ratio: Option<f32>,
-}
-
-impl ModelShape {
-    /// The shape of a checkpoint with a validated `config.json` of `family`.
-    pub fn from_config(config: &HfConfig, family: Family) -> Self {
-        ModelShape {
-            family,
-            vocab_size: config.padded_vocab_size,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_layers,
-            num_heads: config.num_attention_heads,
-            num_kv_groups: config.multi_query_group_num,
-            head_dim: config.kv_channels,
-            ffn_hidden_size: config.ffn_hidden_size,
-            context_length: config.seq_length,
-            rms_eps: config.layernorm_epsilon as f32,
-            rope_ratio: config.rope_ratio.map(|r| r as f32),
-        }
-    }
-
-    /// Rows of the fused QKV projection: `(a + 2g) * d`.
-    pub fn qkv_rows(&self) -> usize {
-        (self.num_heads + 2 * self.num_kv_groups) * self.head_dim
-    }
-}
 
 /// The role a tensor plays, which decides its output type and (for synthetic models) its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +66,8 @@ fn hf_layer(i: usize, suffix: &str) -> String {
 /// they are 2 x 266 M of the 6.2 B parameters, and keeping them wider would grow a q4_0 file
 /// by about 0.5 GB for a small gain. A matrix whose row length is not a whole number of blocks
 /// falls back to f16, as llama.cpp does.
-pub fn build_plan(shape: &ModelShape, matrix_type: GgmlType) -> Vec<TensorPlan> {
+pub fn build_plan(shape: &ModelConfig, matrix_type: GgmlType) -> Vec<TensorPlan> {
+    let qkv_rows = (shape.num_heads + 2 * shape.num_kv_groups) * shape.head_dim;
     let (h, v, f) = (shape.hidden_size, shape.vocab_size, shape.ffn_hidden_size);
     let attn = shape.num_heads * shape.head_dim;
     let mut plan = Vec::with_capacity(3 + 7 * shape.num_layers);
@@ -165,13 +114,13 @@ pub fn build_plan(shape: &ModelShape, matrix_type: GgmlType) -> Vec<TensorPlan> 
         push(
             tensors::attn_qkv(i),
             hf_layer(i, "self_attention.query_key_value.weight"),
-            vec![shape.qkv_rows(), h],
+            vec![qkv_rows, h],
             Role::Matrix,
         );
         push(
             tensors::attn_qkv_bias(i),
             hf_layer(i, "self_attention.query_key_value.bias"),
-            vec![shape.qkv_rows()],
+            vec![qkv_rows],
             Role::Bias,
         );
         push(
@@ -224,20 +173,8 @@ pub fn is_ignored_hf_tensor(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn glm2_6b() -> ModelShape {
-        ModelShape {
-            family: Family::ChatGlm2,
-            vocab_size: 65024,
-            hidden_size: 4096,
-            num_layers: 28,
-            num_heads: 32,
-            num_kv_groups: 2,
-            head_dim: 128,
-            ffn_hidden_size: 13696,
-            context_length: 32768,
-            rms_eps: 1e-5,
-            rope_ratio: None,
-        }
+    fn glm2_6b() -> ModelConfig {
+        crate::synthetic::Preset::ChatGlm2_6b.config()
     }
 
     #[test]

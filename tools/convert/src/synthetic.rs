@@ -1,7 +1,8 @@
 //! Synthetic models: the real shapes with seeded random weights and a placeholder tokenizer,
 //! for benchmarks and demos (real weights cannot be downloaded everywhere).
 
-use crate::plan::{ModelShape, Role, TensorPlan};
+use crate::plan::{Role, TensorPlan};
+use chatglm::model::{ModelConfig, RopeScaling};
 use chatglm::arch::Family;
 use chatglm::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
@@ -49,10 +50,10 @@ impl Preset {
         }
     }
 
-    /// The model's shape.
-    pub fn shape(self) -> ModelShape {
+    /// The model's configuration.
+    pub fn config(self) -> ModelConfig {
         match self {
-            Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => ModelShape {
+            Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => ModelConfig {
                 family: if self == Preset::ChatGlm2_6b {
                     Family::ChatGlm2
                 } else {
@@ -71,9 +72,10 @@ impl Preset {
                     8192
                 },
                 rms_eps: 1e-5,
-                rope_ratio: None,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::None,
             },
-            Preset::Tiny => ModelShape {
+            Preset::Tiny => ModelConfig {
                 family: Family::ChatGlm2,
                 vocab_size: 1024,
                 hidden_size: 128,
@@ -84,7 +86,8 @@ impl Preset {
                 ffn_hidden_size: 320,
                 context_length: 2048,
                 rms_eps: 1e-5,
-                rope_ratio: None,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::None,
             },
         }
     }
@@ -233,7 +236,7 @@ mod tests {
 
     #[test]
     fn values_do_not_depend_on_thread_count() {
-        let plan = build_plan(&Preset::Tiny.shape(), GgmlType::Q4_0);
+        let plan = build_plan(&Preset::Tiny.config(), GgmlType::Q4_0);
         let t = &plan[2];
         let mut a = vec![0.0; t.numel()];
         let mut b = vec![0.0; t.numel()];

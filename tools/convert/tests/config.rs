@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::{family, ConfigError, Family, HfConfig, TokenIds};
-use chatglm_convert::plan::{build_plan, ModelShape};
+use chatglm_convert::plan::build_plan;
 use chatglm_kernels::GgmlType;
 use serde_json::{json, Value};
 
@@ -128,7 +128,7 @@ fn planned_tensors_match_the_checkpoints() {
 /// State-dict names and shapes of a checkpoint of `c`: the converter's plan plus the RoPE
 /// inverse frequencies.
 fn expected_tensors(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
-    let shape = ModelShape::from_config(c, Family::ChatGlm2);
+    let shape = c.to_model_config(Family::ChatGlm2);
     let mut out: Vec<(String, Vec<usize>)> = build_plan(&shape, GgmlType::F32)
         .into_iter()
         .map(|t| (t.hf_name, t.shape))

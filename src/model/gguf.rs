@@ -1,0 +1,168 @@
+//! The model in a GGUF file: [`ModelConfig`] to and from the `chatglm.*` metadata keys
+//! (`crate::arch::keys`, docs/FORMAT.md), and [`Model::from_gguf`], which views every weight
+//! in place in the mapped file.
+
+use super::{Family, Model, ModelConfig, ModelError, RopeScaling, TensorEntry};
+use crate::arch::{keys, tensors, ARCHITECTURE};
+use crate::gguf::{GgufError, GgufFile, Metadata, Value};
+use std::sync::Arc;
+
+impl AsRef<[u8]> for GgufFile {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+fn to_u32(v: usize, key: &'static str) -> Result<u32, GgufError> {
+    u32::try_from(v).map_err(|_| GgufError::OutOfRange {
+        key: key.to_owned(),
+        value: v.to_string(),
+        expected: "u32",
+    })
+}
+
+fn to_usize(v: u64, key: &str) -> Result<usize, ModelError> {
+    usize::try_from(v).map_err(|_| ModelError::Metadata {
+        key: key.to_owned(),
+        reason: format!("{v} does not fit in usize"),
+    })
+}
+
+impl ModelConfig {
+    /// Writes the hyper-parameters under llama.cpp's `chatglm.*` keys (plus ours for what it
+    /// has no key for). The vocabulary size is not a key: it is the embedding's row count.
+    ///
+    /// llama.cpp's convention is followed for `rope_ratio`: ChatGLM3's multiplied base is
+    /// stored already multiplied in `chatglm.rope.freq_base`; ChatGLM2-32k's divided positions
+    /// are llama.cpp's linear RoPE scaling.
+    pub fn to_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
+        md.push_u32(keys::CONTEXT_LENGTH, to_u32(self.context_length, keys::CONTEXT_LENGTH)?)?;
+        md.push_u32(keys::EMBEDDING_LENGTH, to_u32(self.hidden_size, keys::EMBEDDING_LENGTH)?)?;
+        md.push_u32(
+            keys::FEED_FORWARD_LENGTH,
+            to_u32(self.ffn_hidden_size, keys::FEED_FORWARD_LENGTH)?,
+        )?;
+        md.push_u32(keys::BLOCK_COUNT, to_u32(self.num_layers, keys::BLOCK_COUNT)?)?;
+        md.push_u32(keys::HEAD_COUNT, to_u32(self.num_heads, keys::HEAD_COUNT)?)?;
+        md.push_u32(keys::HEAD_COUNT_KV, to_u32(self.num_kv_groups, keys::HEAD_COUNT_KV)?)?;
+        md.push_u32(keys::HEAD_DIM, to_u32(self.head_dim, keys::HEAD_DIM)?)?;
+        md.push_f32(keys::RMS_EPS, self.rms_eps)?;
+        md.push_u32(keys::ROPE_DIMENSION_COUNT, to_u32(self.head_dim / 2, keys::ROPE_DIMENSION_COUNT)?)?;
+        md.push_f32(keys::ROPE_FREQ_BASE, self.effective_rope_base() as f32)?;
+        let ratio = match self.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::DividePositions(r) => {
+                md.push_str(keys::ROPE_SCALING_TYPE, "linear")?;
+                md.push_f32(keys::ROPE_SCALING_FACTOR, r)?;
+                r
+            }
+            RopeScaling::MultiplyBase(r) => r,
+        };
+        md.push_f32(keys::ROPE_RATIO, ratio)?;
+        md.push_str(keys::PROMPT_FORMAT, self.family.name())?;
+        Ok(())
+    }
+
+    /// Reads the configuration of a `chatglm` GGUF file: the hyper-parameters from the
+    /// metadata, the vocabulary size from the embedding's row count. Checks the architecture
+    /// and that RoPE rotates half of each head, as ChatGLM does.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let md = file.metadata();
+        let arch = md.get_str(keys::GENERAL_ARCHITECTURE)?;
+        if arch != ARCHITECTURE {
+            return Err(ModelError::Metadata {
+                key: keys::GENERAL_ARCHITECTURE.to_owned(),
+                reason: format!("architecture {arch:?} is not {ARCHITECTURE:?}"),
+            });
+        }
+        let get = |key: &str| -> Result<usize, ModelError> { to_usize(md.get_u64(key)?, key) };
+        let hidden_size = get(keys::EMBEDDING_LENGTH)?;
+        let num_heads = get(keys::HEAD_COUNT)?;
+        let head_dim = match md.get(keys::HEAD_DIM) {
+            Some(_) => get(keys::HEAD_DIM)?,
+            None => hidden_size / num_heads.max(1),
+        };
+        let rope_dims = get(keys::ROPE_DIMENSION_COUNT)?;
+        if rope_dims * 2 != head_dim {
+            return Err(ModelError::Metadata {
+                key: keys::ROPE_DIMENSION_COUNT.to_owned(),
+                reason: format!("{rope_dims} rotated dims; ChatGLM rotates half of the {head_dim}-wide heads"),
+            });
+        }
+        let rope_scaling = match md.get(keys::ROPE_SCALING_TYPE) {
+            None => RopeScaling::None,
+            Some(Value::String(s)) if s == "none" => RopeScaling::None,
+            Some(Value::String(s)) if s == "linear" => {
+                RopeScaling::DividePositions(md.get_f32(keys::ROPE_SCALING_FACTOR)?)
+            }
+            Some(other) => {
+                return Err(ModelError::Metadata {
+                    key: keys::ROPE_SCALING_TYPE.to_owned(),
+                    reason: format!("unsupported RoPE scaling {other:?} (only \"linear\")"),
+                })
+            }
+        };
+        let family = match md.get(keys::PROMPT_FORMAT) {
+            Some(_) => {
+                let name = md.get_str(keys::PROMPT_FORMAT)?;
+                Family::from_name(name).ok_or_else(|| ModelError::Metadata {
+                    key: keys::PROMPT_FORMAT.to_owned(),
+                    reason: format!("unknown prompt format {name:?} (chatglm2 or chatglm3)"),
+                })?
+            }
+            // A file from another converter: ChatGLM3's vocabulary has the role tokens.
+            None => match md.get_str_array(keys::TOKENIZER_TOKENS) {
+                Ok(tokens) if tokens.iter().any(|t| t == "<|user|>") => Family::ChatGlm3,
+                _ => Family::ChatGlm2,
+            },
+        };
+        let embd = file
+            .tensor(tensors::TOKEN_EMBD)
+            .ok_or_else(|| ModelError::MissingTensor(tensors::TOKEN_EMBD.to_owned()))?;
+        let vocab_size = match embd.dims.as_slice() {
+            [_, rows] => to_usize(*rows, tensors::TOKEN_EMBD)?,
+            dims => {
+                return Err(ModelError::TensorShape {
+                    name: tensors::TOKEN_EMBD.to_owned(),
+                    expected: vec![hidden_size as u64, 0],
+                    got: dims.to_vec(),
+                })
+            }
+        };
+        let config = ModelConfig {
+            family,
+            vocab_size,
+            hidden_size,
+            num_layers: get(keys::BLOCK_COUNT)?,
+            num_heads,
+            num_kv_groups: get(keys::HEAD_COUNT_KV)?,
+            head_dim,
+            ffn_hidden_size: get(keys::FEED_FORWARD_LENGTH)?,
+            context_length: get(keys::CONTEXT_LENGTH)?,
+            rms_eps: md.get_f32(keys::RMS_EPS)?,
+            rope_base: md.get_f32(keys::ROPE_FREQ_BASE)?,
+            rope_scaling,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Model {
+    /// The model of a `chatglm` GGUF file, its weights viewed in place in the file's bytes
+    /// (memory-mapped by [`GgufFile::open`]): nothing is copied but the norm weights and
+    /// biases (under 1 MB for the 6B model). Every tensor is checked for presence, shape and
+    /// type, and an error names the first one at fault.
+    pub fn from_gguf(file: Arc<GgufFile>) -> Result<Self, ModelError> {
+        let config = ModelConfig::from_gguf(&file)?;
+        let data_offset = file.data_offset();
+        let lookup = |name: &str| {
+            let t = file.tensor(name)?;
+            let start = usize::try_from(data_offset.checked_add(t.offset)?).ok()?;
+            let end = start.checked_add(usize::try_from(t.size_bytes).ok()?)?;
+            Some(TensorEntry { ty: t.ty, dims: t.dims.clone(), range: start..end })
+        };
+        let storage: super::Storage = file.clone();
+        Model::load(&config, storage, lookup)
+    }
+}
