@@ -504,4 +504,29 @@ mod gguf_writer {
         let full = write_to_vec(&full_metadata(Some(64)), &full_tensors());
         std::fs::write(dir.join("full.gguf"), full).unwrap();
     }
+
+    /// A vocabulary of the real size (65 024 tokens, ChatGLM2) round-trips as typed arrays.
+    #[test]
+    fn vocabulary_sized_arrays() {
+        let n = 65_024;
+        let tokens: Vec<String> = (0..n).map(|i| format!("▁tok{i}")).collect();
+        let scores: Vec<f32> = (0..n).map(|i| -(i as f32) / 7.0).collect();
+        let types: Vec<i32> = (0..n).map(|i| (i % 6) as i32).collect();
+        let mut md = Metadata::new();
+        md.push_str("tokenizer.ggml.model", "llama").unwrap();
+        md.push_str_array("tokenizer.ggml.tokens", tokens.clone())
+            .unwrap();
+        md.push_f32_array("tokenizer.ggml.scores", scores.clone())
+            .unwrap();
+        md.push_i32_array("tokenizer.ggml.token_type", types.clone())
+            .unwrap();
+        let file = GgufWriter::new(Vec::new(), &md, &[])
+            .unwrap()
+            .finish()
+            .unwrap();
+        let f = GgufFile::from_bytes(file).unwrap();
+        assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap(), tokens);
+        assert_eq!(f.get_f32_array("tokenizer.ggml.scores").unwrap(), scores);
+        assert_eq!(f.get_i32_array("tokenizer.ggml.token_type").unwrap(), types);
+    }
 }
