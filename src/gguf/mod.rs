@@ -63,3 +63,63 @@ pub(crate) fn align_up(offset: u64, alignment: u64) -> Option<u64> {
     let mask = alignment.checked_sub(1)?;
     offset.checked_add(mask).map(|x| x & !mask)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cursor::Cursor;
+    use super::*;
+
+    #[test]
+    fn align_up_rounds_and_never_overflows() {
+        assert_eq!(align_up(0, 32), Some(0));
+        assert_eq!(align_up(1, 32), Some(32));
+        assert_eq!(align_up(32, 32), Some(32));
+        assert_eq!(align_up(33, 1), Some(33));
+        assert_eq!(align_up(u64::MAX - 2, 4), None);
+        assert_eq!(align_up(!3, 4), Some(!3));
+        assert_eq!(align_up(5, 0), None);
+    }
+
+    #[test]
+    fn value_type_ids() {
+        for (i, t) in ValueType::ALL.iter().enumerate() {
+            assert_eq!(t.id() as usize, i);
+            assert_eq!(ValueType::from_id(t.id()), Some(*t));
+        }
+        assert_eq!(ValueType::from_id(13), None);
+        assert_eq!(ValueType::from_id(u32::MAX), None);
+    }
+
+    #[test]
+    fn cursor_reports_truncation_without_panicking() {
+        let bytes = [1u8, 2, 3];
+        let mut c = Cursor::new(&bytes);
+        let what = || "field".to_owned();
+        assert!(matches!(
+            c.take(u64::MAX, &what),
+            Err(GgufError::Truncated {
+                needed: u64::MAX,
+                available: 3,
+                offset: 0,
+                ..
+            })
+        ));
+        assert_eq!(c.take(2, &what).unwrap(), &[1, 2]);
+        assert!(matches!(
+            c.u32(&what),
+            Err(GgufError::Truncated {
+                offset: 2,
+                available: 1,
+                ..
+            })
+        ));
+        assert_eq!(c.pos(), 2);
+        assert!(matches!(
+            c.check_count(u64::MAX, 1, 0, &what),
+            Err(GgufError::CountTooLarge { .. })
+        ));
+        assert_eq!(c.check_count(1, 1, 0, &what).unwrap(), 1);
+        assert!(c.check_count(2, 1, 0, &what).is_err());
+        assert_eq!(c.check_count(0, 12, 0, &what).unwrap(), 0);
+    }
+}

@@ -24,12 +24,22 @@ const MIN_KV_BYTES: usize = 8 + 4 + 1;
 const MIN_TENSOR_INFO_BYTES: usize = 8 + 4 + 4 + 8;
 
 /// Where the file's bytes live.
-#[derive(Debug)]
 enum Storage {
     /// A read-only memory map of a file.
     Mmap(Mmap),
     /// An owned buffer.
     Vec(Vec<u8>),
+}
+
+/// Prints the kind and length only: a model is gigabytes.
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Storage::Mmap(_) => "Mmap",
+            Storage::Vec(_) => "Vec",
+        };
+        write!(f, "{kind}({} bytes)", self.bytes().len())
+    }
 }
 
 impl Storage {

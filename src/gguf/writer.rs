@@ -125,8 +125,8 @@ impl<W: Write> GgufWriter<W> {
         }
     }
 
-    /// Starts writing tensor `name`, which must be the next declared tensor with data; its
-    /// bytes follow through [`GgufWriter::write_chunk`].
+    /// Starts writing tensor `name`, which must be the next declared tensor; its bytes follow
+    /// through [`GgufWriter::write_chunk`]. A zero-byte tensor is complete once begun.
     pub fn begin_tensor(&mut self, name: &str) -> Result<(), GgufError> {
         if let (Some(written), Some(t)) = (self.in_progress, self.tensors.get(self.next)) {
             return Err(order_error(
