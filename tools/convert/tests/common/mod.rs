@@ -1,0 +1,75 @@
+//! Helpers shared by the converter's integration tests.
+#![allow(dead_code)]
+
+use chatglm_convert::checkpoint::Checkpoint;
+use chatglm_convert::config::{family, HfConfig};
+use chatglm_convert::convert::{convert, ConvertOptions, NoProgress, Source, Summary};
+use chatglm_convert::error::ConvertError;
+use chatglm::tokenizer::SpmModel;
+use chatglm_kernels::GgmlType;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The golden checkpoints of `../shared/golden`.
+pub const GOLDEN: [&str; 3] = ["glm2-tiny", "glm2-small", "glm3-tiny"];
+
+/// `../shared/golden/<name>` (relative to the repository root).
+pub fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden").join(name)
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("chatglm-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Converts the checkpoint in `dir` to `out` with matrices of type `ty`, as the CLI does.
+pub fn convert_checkpoint(dir: &Path, ty: GgmlType, out: &Path) -> Result<Summary, ConvertError> {
+    let config = HfConfig::from_file(&dir.join("config.json"))?;
+    config.validate()?;
+    let fam = family(dir, &config, None)?.family;
+    let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+    let ckpt = Checkpoint::open(dir)?;
+    let opts = ConvertOptions {
+        output: out.to_path_buf(),
+        matrix_type: ty,
+        portable: true,
+        threads: 2,
+        name: "test".into(),
+    };
+    convert(
+        Source::Checkpoint(&ckpt),
+        &config.to_model_config(fam),
+        &spm,
+        &opts,
+        &mut NoProgress,
+        &AtomicBool::new(false),
+    )
+}
+
+/// Reads `golden.json` of a golden checkpoint.
+pub fn golden_json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(golden_dir(name).join("golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of numbers as f32.
+pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A JSON array of ids as u32.
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
