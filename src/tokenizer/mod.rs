@@ -326,14 +326,7 @@ impl Tokenizer {
         let mut normalized = Vec::new();
         self.normalizer
             .normalize_into(text, &self.user_defined, &mut normalized);
-        let mut scratch = bpe::BpeScratch::default();
-        bpe::encode(
-            &self.vocab,
-            &self.user_defined,
-            &normalized,
-            &mut scratch,
-            out,
-        );
+        bpe::encode(&self.vocab, &self.user_defined, &normalized, out);
     }
 
     /// The pieces of `encode(text)`.
