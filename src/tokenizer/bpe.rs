@@ -21,6 +21,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::matcher::PrefixMatcher;
+use super::merges::{MergeTable, NO_ID};
 use super::normalizer::utf8_char_len;
 use super::vocab::Vocab;
 use super::PieceType;
@@ -33,19 +34,21 @@ struct Symbol {
     len: u32,
     prev: u32,
     next: u32,
-    /// User-defined symbols are never merged.
-    freeze: bool,
+    /// The symbol's id in the merge table (`NO_ID` for a user-defined symbol, which is never
+    /// merged, or a character no piece contains).
+    id: u32,
 }
 
 /// Marks the absence of a neighbour.
 const NONE: u32 = u32::MAX;
 
-/// A candidate merge of symbols `left` and `right` into a piece of `size` bytes.
+/// A candidate merge of symbols `left` and `right` into piece `id` of `size` bytes.
 struct Pair {
     score: f32,
     left: u32,
     right: u32,
     size: u32,
+    id: u32,
 }
 
 impl PartialEq for Pair {
@@ -71,10 +74,10 @@ impl Ord for Pair {
     }
 }
 
-/// A byte range `(start, len)` of the normalized text.
-type Range = (u32, u32);
+/// A byte range `(start, len)` of the normalized text and its symbol id.
+type Range = (u32, u32, u32);
 
-/// For unused pieces formed by a merge: piece id -> the two ranges it was formed from.
+/// For unused pieces formed by a merge: piece id -> the two symbols it was formed from.
 type RevMerge = HashMap<u32, (Range, Range)>;
 
 /// One encoding in progress.
@@ -138,9 +141,12 @@ impl<'a> Encoder<'a> {
         let mut pos = 0usize;
         while pos < self.normalized.len() {
             let rest = &self.normalized[pos..];
-            let (len, freeze) = match matcher.longest_match(rest) {
-                Some(len) => (len, true),
-                None => (utf8_char_len(rest), false),
+            let (len, id) = match matcher.longest_match(rest) {
+                Some(len) => (len, NO_ID),
+                None => {
+                    let len = utf8_char_len(rest);
+                    (len, self.vocab.merges.char_id(&rest[..len]))
+                }
             };
             let index = self.symbols.len() as u32;
             self.symbols.push(Symbol {
@@ -148,25 +154,20 @@ impl<'a> Encoder<'a> {
                 len: len as u32,
                 prev: index.wrapping_sub(1),
                 next: index + 1,
-                freeze,
+                id,
             });
             pos += len;
         }
     }
 
-    fn bytes(&self, (start, len): Range) -> &'a [u8] {
+    fn bytes(&self, start: u32, len: u32) -> &'a [u8] {
         &self.normalized[start as usize..(start + len) as usize]
     }
 
     /// Whether no merge can ever join symbol `i - 1` to symbol `i` (before any merging).
     fn is_cut(&self, i: usize) -> bool {
         let (l, r) = (self.symbols[i - 1], self.symbols[i]);
-        !self.vocab.has_unused
-            && (l.freeze
-                || r.freeze
-                || !self
-                    .vocab
-                    .may_be_adjacent(self.bytes((l.start, l.len)), self.bytes((r.start, r.len))))
+        !self.vocab.has_unused && !self.vocab.merges.may_join(l.id, r.id)
     }
 
     /// Queues the merge of `left` and `right` if their concatenation is a piece
@@ -176,14 +177,7 @@ impl<'a> Encoder<'a> {
             return;
         }
         let (l, r) = (self.symbols[left as usize], self.symbols[right as usize]);
-        if l.freeze || r.freeze {
-            return;
-        }
-        let Some(&id) = self
-            .vocab
-            .mergeable
-            .get(self.bytes((l.start, l.len + r.len)))
-        else {
+        let Some(id) = self.vocab.merges.merge(l.id, r.id) else {
             return;
         };
         self.agenda.push(Pair {
@@ -191,10 +185,11 @@ impl<'a> Encoder<'a> {
             left,
             right,
             size: l.len + r.len,
+            id,
         });
         if self.vocab.kind(id) == PieceType::Unused {
             self.rev_merge
-                .insert(id, ((l.start, l.len), (r.start, r.len)));
+                .insert(id, ((l.start, l.len, l.id), (r.start, r.len, r.id)));
         }
     }
 
@@ -214,6 +209,7 @@ impl<'a> Encoder<'a> {
                 continue; // stale: one of the symbols changed since the pair was queued
             }
             self.symbols[top.left as usize].len = top.size;
+            self.symbols[top.left as usize].id = top.id;
             self.symbols[top.left as usize].next = r.next;
             if r.next != NONE {
                 self.symbols[r.next as usize].prev = top.left;
@@ -231,10 +227,15 @@ impl<'a> Encoder<'a> {
         while index != NONE {
             let s = self.symbols[index as usize];
             self.stack.clear();
-            self.stack.push((s.start, s.len));
-            while let Some(range) = self.stack.pop() {
-                let bytes = self.bytes(range);
-                let id = self.vocab.piece_to_id(bytes);
+            self.stack.push((s.start, s.len, s.id));
+            while let Some((start, len, symbol_id)) = self.stack.pop() {
+                let bytes = self.bytes(start, len);
+                // SentencePiece's `PieceToId(piece)`; a formed piece's id is known already.
+                let id = if MergeTable::is_piece(symbol_id) {
+                    Some(self.vocab.resolved[symbol_id as usize])
+                } else {
+                    self.vocab.piece_to_id(bytes)
+                };
                 if let Some(id) = id.filter(|&id| self.vocab.kind(id) == PieceType::Unused) {
                     if let Some(&(left, right)) = self.rev_merge.get(&id) {
                         self.stack.push(right);

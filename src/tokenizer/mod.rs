@@ -20,6 +20,7 @@ mod chat;
 mod decode;
 mod error;
 mod matcher;
+mod merges;
 mod normalizer;
 pub mod proto;
 mod vocab;

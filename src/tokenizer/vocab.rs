@@ -1,10 +1,10 @@
 //! The vocabulary: pieces, scores and types, the lookup tables SentencePiece builds from them,
 //! and the ChatGLM special tokens appended after the SentencePiece pieces.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::normalizer::utf8_char_len;
+use super::merges::MergeTable;
 use super::{ChatFamily, PieceType, TokenizerError};
 
 /// The ChatGLM2 special tokens, appended in this order after the SentencePiece vocabulary
@@ -131,18 +131,6 @@ impl Hasher for FxHasher {
 /// Piece text -> id.
 pub(crate) type PieceMap = HashMap<Box<[u8]>, u32, BuildHasherDefault<FxHasher>>;
 
-/// Pairs of characters (packed by [`pack_char`]) that are adjacent somewhere in a piece.
-pub(crate) type CharPairSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
-
-/// Up to 4 bytes of one character as an integer. The character's length follows from its lead
-/// byte, so distinct characters give distinct values (a character cut short at the end of the
-/// text may collide with a longer one; a collision only makes the encoder more cautious).
-fn pack_char(c: &[u8]) -> u64 {
-    c.iter()
-        .take(4)
-        .fold(0u64, |acc, &b| acc << 8 | u64::from(b))
-}
-
 /// The vocabulary and SentencePiece's lookup tables over its first `sp_size` pieces
 /// (`ModelInterface::InitializePieces`, google/sentencepiece `src/model_interface.cc`).
 #[derive(Debug, Clone)]
@@ -166,9 +154,11 @@ pub(crate) struct Vocab {
     pub(crate) specials: SpecialIds,
     /// Whether any SentencePiece piece has the unused type.
     pub(crate) has_unused: bool,
-    /// Every pair of characters adjacent inside a mergeable piece: a merge can only join two
-    /// characters that are such a pair.
-    pub(crate) char_pairs: CharPairSet,
+    /// Merge lookups by symbol id.
+    pub(crate) merges: MergeTable,
+    /// For each mergeable piece id, what `PieceToId` returns for its text (a reserved piece with
+    /// the same text takes precedence).
+    pub(crate) resolved: Vec<u32>,
 }
 
 /// `<0xNN>` (two upper-case hex digits) -> the byte, as SentencePiece's `PieceToByte`.
@@ -285,18 +275,11 @@ impl Vocab {
             })
             .collect();
         let has_unused = kinds[..sp_size].contains(&PieceType::Unused);
-        let mut char_pairs = CharPairSet::default();
-        for piece in mergeable.keys() {
-            let mut rest: &[u8] = piece;
-            let mut prev: Option<&[u8]> = None;
-            while !rest.is_empty() {
-                let len = utf8_char_len(rest);
-                let c = &rest[..len];
-                if let Some(p) = prev {
-                    char_pairs.insert(pack_char(p) << 32 | pack_char(c));
-                }
-                prev = Some(c);
-                rest = &rest[len..];
+        let merges = MergeTable::new(&mergeable);
+        let mut resolved: Vec<u32> = (0..sp_size as u32).collect();
+        for (piece, &id) in &mergeable {
+            if let Some(&r) = reserved.get(piece) {
+                resolved[id as usize] = r;
             }
         }
         Ok(Self {
@@ -311,15 +294,9 @@ impl Vocab {
             byte_values,
             specials,
             has_unused,
-            char_pairs,
+            merges,
+            resolved,
         })
-    }
-
-    /// Whether characters `l` and `r` are adjacent in some mergeable piece (if not, no merge
-    /// can ever join a symbol ending in `l` to a symbol starting with `r`).
-    pub(crate) fn may_be_adjacent(&self, l: &[u8], r: &[u8]) -> bool {
-        self.char_pairs
-            .contains(&(pack_char(l) << 32 | pack_char(r)))
     }
 
     /// SentencePiece's `PieceToId` restricted to the SentencePiece pieces: reserved pieces
