@@ -37,19 +37,40 @@ fn tokenizer_golden_special_ids() {
     for name in NAMES {
         let t = &all["tokenizers"][name];
         for (family, key, size_key) in [
-            (ChatFamily::ChatGlm2, "chatglm2_special_ids", "chatglm2_vocab_size"),
-            (ChatFamily::ChatGlm3, "chatglm3_special_ids", "chatglm3_vocab_size"),
+            (
+                ChatFamily::ChatGlm2,
+                "chatglm2_special_ids",
+                "chatglm2_vocab_size",
+            ),
+            (
+                ChatFamily::ChatGlm3,
+                "chatglm3_special_ids",
+                "chatglm3_vocab_size",
+            ),
         ] {
             let tok = tokenizer(&all, name, family);
             assert_eq!(tok.vocab_size() as u64, t[size_key].as_u64().unwrap());
-            assert_eq!(tok.sp_vocab_size() as u64, t["sp_vocab_size"].as_u64().unwrap());
+            assert_eq!(
+                tok.sp_vocab_size() as u64,
+                t["sp_vocab_size"].as_u64().unwrap()
+            );
             for (piece, id) in t[key].as_object().unwrap() {
-                assert_eq!(tok.piece_to_id(piece), Some(id.as_u64().unwrap() as u32), "{piece}");
+                assert_eq!(
+                    tok.piece_to_id(piece),
+                    Some(id.as_u64().unwrap() as u32),
+                    "{piece}"
+                );
                 assert_eq!(tok.id_to_piece(id.as_u64().unwrap() as u32).unwrap(), piece);
             }
             assert_eq!(tok.unk_id() as i64, t["unk_id"].as_i64().unwrap());
-            assert_eq!(tok.bos_id().map(i64::from), Some(t["bos_id"].as_i64().unwrap()));
-            assert_eq!(tok.eos_id().map(i64::from), Some(t["eos_id"].as_i64().unwrap()));
+            assert_eq!(
+                tok.bos_id().map(i64::from),
+                Some(t["bos_id"].as_i64().unwrap())
+            );
+            assert_eq!(
+                tok.eos_id().map(i64::from),
+                Some(t["eos_id"].as_i64().unwrap())
+            );
             assert_eq!(tok.pad_id(), None);
         }
     }
@@ -92,9 +113,17 @@ fn tokenizer_golden_cases() {
                     "{name} case {i} sp_decoded"
                 );
                 let hf_ids = ids(&want["hf_ids"]);
-                assert_eq!(tok.encode_with_prefix(text), hf_ids, "{name} case {i} hf_ids");
+                assert_eq!(
+                    tok.encode_with_prefix(text),
+                    hf_ids,
+                    "{name} case {i} hf_ids"
+                );
                 let hf_decoded = want["hf_decoded"].as_str().unwrap();
-                assert_eq!(tok.decode(&hf_ids).unwrap(), hf_decoded, "{name} case {i} hf_decoded");
+                assert_eq!(
+                    tok.decode(&hf_ids).unwrap(),
+                    hf_decoded,
+                    "{name} case {i} hf_decoded"
+                );
                 // The streaming decoder gives the same text, id by id.
                 let mut stream = tok.stream_decoder(DecodeMode::SkipSpecial);
                 let mut streamed = String::new();
@@ -107,7 +136,12 @@ fn tokenizer_golden_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{checked} case encodings checked");
 }
 
@@ -134,7 +168,11 @@ fn tokenizer_golden_chatglm2_prompts() {
             let prompt = chatglm::tokenizer::chatglm2_prompt(query, &history);
             assert_eq!(prompt, p["prompt"].as_str().unwrap(), "prompt {i}");
             let want = ids(&p[name]["input_ids"]);
-            assert_eq!(tok.encode_chatglm2_prompt(query, &history), want, "{name} prompt {i}");
+            assert_eq!(
+                tok.encode_chatglm2_prompt(query, &history),
+                want,
+                "{name} prompt {i}"
+            );
             // The family-generic entry point gives the same ids.
             let messages: Vec<ChatMessage> = history
                 .iter()
@@ -175,7 +213,11 @@ fn tokenizer_golden_chatglm3_inputs() {
                 .map(|m| ChatMessage {
                     role: role(m["role"].as_str().unwrap()),
                     content: m["content"].as_str().unwrap().to_owned(),
-                    metadata: m.get("metadata").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    metadata: m
+                        .get("metadata")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
                     tools: m.get("tools").cloned(),
                 })
                 .collect();
@@ -208,7 +250,8 @@ fn tokenizer_golden_from_parts_padded_matches_from_spm() {
         let file = all["tokenizers"][name]["model_file"].as_str().unwrap();
         let model = SpmModel::from_file(format!("{GOLDEN}/{file}")).unwrap();
         let n = model.pieces.len();
-        let mut parts = TokenizerParts::from_spm(model, ChatFamily::ChatGlm3, Some(n + 40)).unwrap();
+        let mut parts =
+            TokenizerParts::from_spm(model, ChatFamily::ChatGlm3, Some(n + 40)).unwrap();
         assert_eq!(parts.tokens.len(), n + 40);
         assert_eq!(parts.tokens[n + 9], format!("[PAD{}]", n + 9));
         // A GGUF reader does not know n: it is found from the special tokens.
@@ -223,8 +266,15 @@ fn tokenizer_golden_from_parts_padded_matches_from_spm() {
         // Padding decodes to nothing, specials render only in RenderSpecial mode.
         let pad = (n + 20) as u32;
         assert_eq!(padded.decode(&[pad]).unwrap(), "");
-        assert_eq!(padded.decode_with(&[pad], DecodeMode::RenderSpecial).unwrap(), "");
+        assert_eq!(
+            padded
+                .decode_with(&[pad], DecodeMode::RenderSpecial)
+                .unwrap(),
+            ""
+        );
         assert!(padded.decode(&[(n + 40) as u32]).is_err());
-        assert!(padded.decode_with(&[n as u32], DecodeMode::SentencePiece).is_err());
+        assert!(padded
+            .decode_with(&[n as u32], DecodeMode::SentencePiece)
+            .is_err());
     }
 }
