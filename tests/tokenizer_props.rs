@@ -52,7 +52,7 @@ fn stream(tok: &Tokenizer, ids: &[u32], mode: DecodeMode) -> Result<Vec<String>,
     let mut d = tok.stream_decoder(mode);
     let mut chunks = Vec::new();
     for &id in ids {
-        chunks.push(d.push(id)?);
+        chunks.push(d.push(tok, id)?);
     }
     chunks.push(d.finish());
     Ok(chunks)
@@ -171,13 +171,13 @@ fn tokenizer_stream_holds_back_partial_characters() {
     let pieces: Vec<&str> = ids.iter().map(|&id| tok.id_to_piece(id).unwrap()).collect();
     assert_eq!(pieces, ["▁", "<0xF0>", "<0xA0>", "<0x80>", "<0x80>"]);
     let mut d = tok.stream_decoder(DecodeMode::SkipSpecial);
-    let chunks: Vec<String> = ids.iter().map(|&id| d.push(id).unwrap()).collect();
+    let chunks: Vec<String> = ids.iter().map(|&id| d.push(tok, id).unwrap()).collect();
     assert_eq!(chunks, ["", "", "", "", "𠀀"]);
     assert_eq!(d.finish(), "");
     // Cut short, the held bytes come out of finish() as one U+FFFD per byte, as in batch.
     let mut d = tok.stream_decoder(DecodeMode::SkipSpecial);
     for &id in &ids[..3] {
-        assert_eq!(d.push(id).unwrap(), "");
+        assert_eq!(d.push(tok, id).unwrap(), "");
     }
     assert_eq!(d.finish(), "\u{fffd}\u{fffd}");
     assert_eq!(tok.decode(&ids[..3]).unwrap(), "\u{fffd}\u{fffd}");
@@ -244,7 +244,7 @@ fn tokenizer_decode_unknown_and_out_of_range() {
     }
     assert!(tok
         .stream_decoder(DecodeMode::SkipSpecial)
-        .push(u32::MAX)
+        .push(tok, u32::MAX)
         .is_err());
     assert!(tok.id_to_piece(n).is_err());
 }
