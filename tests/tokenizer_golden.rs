@@ -128,7 +128,7 @@ fn tokenizer_golden_cases() {
                 let mut stream = tok.stream_decoder(DecodeMode::SkipSpecial);
                 let mut streamed = String::new();
                 for &id in &hf_ids {
-                    streamed.push_str(&stream.push(id).unwrap());
+                    streamed.push_str(&stream.push(&tok, id).unwrap());
                 }
                 streamed.push_str(&stream.finish());
                 assert_eq!(streamed, hf_decoded, "{name} case {i} streamed");
@@ -235,7 +235,7 @@ fn tokenizer_golden_chatglm3_inputs() {
             let mut stream = tok.stream_decoder(DecodeMode::RenderSpecial);
             let mut streamed = String::new();
             for &id in &want {
-                streamed.push_str(&stream.push(id).unwrap());
+                streamed.push_str(&stream.push(&tok, id).unwrap());
             }
             streamed.push_str(&stream.finish());
             assert_eq!(streamed, decoded, "{name} input {i} streamed");

@@ -52,7 +52,7 @@ fn stream(tok: &Tokenizer, ids: &[u32], mode: DecodeMode) -> Result<Vec<String>,
     let mut d = tok.stream_decoder(mode);
     let mut chunks = Vec::new();
     for &id in ids {
-        chunks.push(d.push(id)?);
+        chunks.push(d.push(tok, id)?);
     }
     chunks.push(d.finish());
     Ok(chunks)
@@ -171,13 +171,13 @@ fn tokenizer_stream_holds_back_partial_characters() {
     let pieces: Vec<&str> = ids.iter().map(|&id| tok.id_to_piece(id).unwrap()).collect();
     assert_eq!(pieces, ["▁", "<0xF0>", "<0xA0>", "<0x80>", "<0x80>"]);
     let mut d = tok.stream_decoder(DecodeMode::SkipSpecial);
-    let chunks: Vec<String> = ids.iter().map(|&id| d.push(id).unwrap()).collect();
+    let chunks: Vec<String> = ids.iter().map(|&id| d.push(tok, id).unwrap()).collect();
     assert_eq!(chunks, ["", "", "", "", "𠀀"]);
     assert_eq!(d.finish(), "");
     // Cut short, the held bytes come out of finish() as one U+FFFD per byte, as in batch.
     let mut d = tok.stream_decoder(DecodeMode::SkipSpecial);
     for &id in &ids[..3] {
-        assert_eq!(d.push(id).unwrap(), "");
+        assert_eq!(d.push(tok, id).unwrap(), "");
     }
     assert_eq!(d.finish(), "\u{fffd}\u{fffd}");
     assert_eq!(tok.decode(&ids[..3]).unwrap(), "\u{fffd}\u{fffd}");
@@ -244,7 +244,95 @@ fn tokenizer_decode_unknown_and_out_of_range() {
     }
     assert!(tok
         .stream_decoder(DecodeMode::SkipSpecial)
-        .push(u32::MAX)
+        .push(tok, u32::MAX)
         .is_err());
     assert!(tok.id_to_piece(n).is_err());
+}
+
+/// The slow twin of the encoder's BPE: repeatedly merge the best adjacent pair (highest score,
+/// leftmost on ties) by rescanning the whole symbol list, then map pieces to ids with byte
+/// fallback. Valid for vocabularies without unused or user-defined pieces (the toy models).
+fn naive_bpe(model: &SpmModel, normalized: &str) -> Vec<u32> {
+    use chatglm::tokenizer::PieceType;
+    use std::collections::HashMap;
+    let mut mergeable: HashMap<&str, (u32, f32)> = HashMap::new();
+    let mut all: HashMap<&str, u32> = HashMap::new();
+    for (id, p) in model.pieces.iter().enumerate() {
+        assert!(!matches!(
+            p.kind,
+            PieceType::Unused | PieceType::UserDefined
+        ));
+        if p.kind == PieceType::Normal {
+            mergeable.insert(&p.piece, (id as u32, p.score));
+        }
+        all.insert(&p.piece, id as u32);
+    }
+    let mut symbols: Vec<String> = normalized.chars().map(String::from).collect();
+    loop {
+        let mut best: Option<(usize, f32)> = None;
+        for i in 0..symbols.len().saturating_sub(1) {
+            let joined = format!("{}{}", symbols[i], symbols[i + 1]);
+            if let Some(&(_, score)) = mergeable.get(joined.as_str()) {
+                if best.map_or(true, |(_, s)| score > s) {
+                    best = Some((i, score));
+                }
+            }
+        }
+        let Some((i, _)) = best else { break };
+        let right = symbols.remove(i + 1);
+        symbols[i].push_str(&right);
+    }
+    let mut ids = Vec::new();
+    for s in &symbols {
+        match mergeable.get(s.as_str()) {
+            Some(&(id, _)) => ids.push(id),
+            None => ids.extend(s.bytes().map(|b| all[format!("<0x{b:02X}>").as_str()])),
+        }
+    }
+    ids
+}
+
+fn toy_model(file: &str) -> &'static SpmModel {
+    static IDENTITY: OnceLock<SpmModel> = OnceLock::new();
+    static NFKC: OnceLock<SpmModel> = OnceLock::new();
+    let cell = if file.contains("nfkc") {
+        &NFKC
+    } else {
+        &IDENTITY
+    };
+    cell.get_or_init(|| SpmModel::from_file(format!("{GOLDEN}/{file}")).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The priority-queue encoder (with its segment cutting and merge table) agrees with the
+    /// rescanning twin.
+    #[test]
+    fn tokenizer_bpe_matches_naive_twin(s in mixed_text()) {
+        for (tok, file) in [(identity(), "tokenizer_identity.model"), (nfkc(), "tokenizer_nfkc.model")] {
+            let normalized = tok.normalize(&s);
+            prop_assert_eq!(tok.encode(&s), naive_bpe(toy_model(file), &normalized));
+        }
+    }
+}
+
+#[test]
+fn tokenizer_bpe_matches_naive_twin_on_corpus_lines() {
+    let corpus = std::fs::read_to_string(format!("{GOLDEN}/corpus.txt")).unwrap();
+    let mut n = 0;
+    for line in corpus.lines().step_by(37).take(400) {
+        for (tok, file) in [
+            (identity(), "tokenizer_identity.model"),
+            (nfkc(), "tokenizer_nfkc.model"),
+        ] {
+            assert_eq!(
+                tok.encode(line),
+                naive_bpe(toy_model(file), &tok.normalize(line)),
+                "{line:?}"
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 100);
 }

@@ -9,11 +9,19 @@
 //! piece's score (highest first, ties to the leftmost pair). Popping a pair merges it and queues
 //! the two new pairs it forms with its neighbours; stale queue entries are recognised by the
 //! symbols' lengths and skipped. Cost: O(n log n) in the number of characters.
+//!
+//! To keep the queue small (and in cache), the text is first cut where no merge can ever cross:
+//! between two characters that are adjacent in no piece, or next to a user-defined symbol. The
+//! merges of different segments are independent, and within a segment they happen in the same
+//! order as with one queue over the whole text, so the result is identical. (With unused pieces
+//! the result depends on the global order, see `rev_merge`, so such vocabularies use one
+//! segment.)
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::matcher::PrefixMatcher;
+use super::merges::{MergeTable, NO_ID};
 use super::normalizer::utf8_char_len;
 use super::vocab::Vocab;
 use super::PieceType;
@@ -26,19 +34,21 @@ struct Symbol {
     len: u32,
     prev: u32,
     next: u32,
-    /// User-defined symbols are never merged.
-    freeze: bool,
+    /// The symbol's id in the merge table (`NO_ID` for a user-defined symbol, which is never
+    /// merged, or a character no piece contains).
+    id: u32,
 }
 
 /// Marks the absence of a neighbour.
 const NONE: u32 = u32::MAX;
 
-/// A candidate merge of symbols `left` and `right` into a piece of `size` bytes.
+/// A candidate merge of symbols `left` and `right` into piece `id` of `size` bytes.
 struct Pair {
     score: f32,
     left: u32,
     right: u32,
     size: u32,
+    id: u32,
 }
 
 impl PartialEq for Pair {
@@ -64,19 +74,25 @@ impl Ord for Pair {
     }
 }
 
-/// A byte range `(start, len)` of the normalized text.
-type Range = (u32, u32);
+/// A byte range `(start, len)` of the normalized text and its symbol id.
+type Range = (u32, u32, u32);
 
-/// For unused pieces formed by a merge: piece id -> the two ranges it was formed from.
+/// For unused pieces formed by a merge: piece id -> the two symbols it was formed from.
 type RevMerge = HashMap<u32, (Range, Range)>;
 
-/// Reusable buffers for one segmentation.
-#[derive(Default)]
-pub(crate) struct BpeScratch {
+/// One encoding in progress.
+struct Encoder<'a> {
+    vocab: &'a Vocab,
+    normalized: &'a [u8],
     symbols: Vec<Symbol>,
     agenda: BinaryHeap<Pair>,
+    /// SentencePiece's `rev_merge`: for every unused piece that was queued, the two symbols of
+    /// the last pair queued for it.
     rev_merge: RevMerge,
+    /// Work list of the resegmentation of unused pieces.
     stack: Vec<Range>,
+    /// Whether the last piece emitted was unknown.
+    is_prev_unk: bool,
 }
 
 /// Segments `normalized` and appends the ids to `out`.
@@ -84,125 +100,153 @@ pub(crate) fn encode(
     vocab: &Vocab,
     matcher: &PrefixMatcher,
     normalized: &[u8],
-    scratch: &mut BpeScratch,
     out: &mut Vec<u32>,
 ) {
-    if normalized.is_empty() {
-        return;
-    }
-    // Offsets are u32; a text over 4 GiB is segmented in independent chunks at character
-    // boundaries (no real input gets near this).
-    const MAX_CHUNK: usize = (u32::MAX - 1) as usize;
-    if normalized.len() > MAX_CHUNK {
-        let mut cut = MAX_CHUNK;
+    // Symbol offsets are u32. A text over 4 GiB (nothing real) is cut at a character boundary
+    // and the parts are encoded separately.
+    const MAX_LEN: usize = (u32::MAX - 1) as usize;
+    if normalized.len() > MAX_LEN {
+        let mut cut = MAX_LEN;
         while cut > 0 && (normalized[cut] & 0xc0) == 0x80 {
             cut -= 1;
         }
-        encode(vocab, matcher, &normalized[..cut], scratch, out);
-        encode(vocab, matcher, &normalized[cut..], scratch, out);
+        encode(vocab, matcher, &normalized[..cut], out);
+        encode(vocab, matcher, &normalized[cut..], out);
         return;
     }
+    let mut e = Encoder {
+        vocab,
+        normalized,
+        symbols: Vec::with_capacity(normalized.len()),
+        agenda: BinaryHeap::new(),
+        rev_merge: RevMerge::new(),
+        stack: Vec::new(),
+        is_prev_unk: false,
+    };
+    e.split(matcher);
+    let n = e.symbols.len();
+    let mut begin = 0;
+    for i in 1..=n {
+        if i == n || e.is_cut(i) {
+            e.merge(begin, i);
+            e.emit_segment(begin, out);
+            begin = i;
+        }
+    }
+}
 
-    let BpeScratch {
-        symbols,
-        agenda,
-        rev_merge,
-        stack,
-    } = scratch;
-    symbols.clear();
-    agenda.clear();
-    rev_merge.clear();
-
-    // Split into characters (or whole user-defined symbols).
-    let mut pos = 0usize;
-    while pos < normalized.len() {
-        let rest = &normalized[pos..];
-        let (len, freeze) = match matcher.longest_match(rest) {
-            Some(len) => (len, true),
-            None => (utf8_char_len(rest), false),
-        };
-        let index = symbols.len() as u32;
-        symbols.push(Symbol {
-            start: pos as u32,
-            len: len as u32,
-            prev: if index == 0 { NONE } else { index - 1 },
-            next: if pos + len == normalized.len() {
-                NONE
-            } else {
-                index + 1
-            },
-            freeze,
-        });
-        pos += len;
+impl<'a> Encoder<'a> {
+    /// Splits the text into characters, a user-defined piece being one frozen symbol.
+    fn split(&mut self, matcher: &PrefixMatcher) {
+        let mut pos = 0usize;
+        while pos < self.normalized.len() {
+            let rest = &self.normalized[pos..];
+            let (len, id) = match matcher.longest_match(rest) {
+                Some(len) => (len, NO_ID),
+                None => {
+                    let len = utf8_char_len(rest);
+                    (len, self.vocab.merges.char_id(&rest[..len]))
+                }
+            };
+            let index = self.symbols.len() as u32;
+            self.symbols.push(Symbol {
+                start: pos as u32,
+                len: len as u32,
+                prev: index.wrapping_sub(1),
+                next: index + 1,
+                id,
+            });
+            pos += len;
+        }
     }
 
-    let add_pair = |symbols: &[Symbol],
-                    agenda: &mut BinaryHeap<Pair>,
-                    rev_merge: &mut RevMerge,
-                    left: u32,
-                    right: u32| {
+    fn bytes(&self, start: u32, len: u32) -> &'a [u8] {
+        &self.normalized[start as usize..(start + len) as usize]
+    }
+
+    /// Whether no merge can ever join symbol `i - 1` to symbol `i` (before any merging).
+    fn is_cut(&self, i: usize) -> bool {
+        let (l, r) = (self.symbols[i - 1], self.symbols[i]);
+        !self.vocab.has_unused && !self.vocab.merges.may_join(l.id, r.id)
+    }
+
+    /// Queues the merge of `left` and `right` if their concatenation is a piece
+    /// (`MaybeAddNewSymbolPair`).
+    fn add_pair(&mut self, left: u32, right: u32) {
         if left == NONE || right == NONE {
             return;
         }
-        let (l, r) = (symbols[left as usize], symbols[right as usize]);
-        if l.freeze || r.freeze {
-            return;
-        }
-        let start = l.start as usize;
-        let size = (l.len + r.len) as usize;
-        let Some(&id) = vocab.mergeable.get(&normalized[start..start + size]) else {
+        let (l, r) = (self.symbols[left as usize], self.symbols[right as usize]);
+        let Some(id) = self.vocab.merges.merge(l.id, r.id) else {
             return;
         };
-        agenda.push(Pair {
-            score: vocab.scores[id as usize],
+        self.agenda.push(Pair {
+            score: self.vocab.scores[id as usize],
             left,
             right,
-            size: size as u32,
+            size: l.len + r.len,
+            id,
         });
-        if vocab.kind(id) == PieceType::Unused {
-            rev_merge.insert(id, ((l.start, l.len), (r.start, r.len)));
+        if self.vocab.kind(id) == PieceType::Unused {
+            self.rev_merge
+                .insert(id, ((l.start, l.len, l.id), (r.start, r.len, r.id)));
         }
-    };
-
-    for i in 1..symbols.len() as u32 {
-        add_pair(symbols, agenda, rev_merge, i - 1, i);
     }
 
-    while let Some(top) = agenda.pop() {
-        let (l, r) = (symbols[top.left as usize], symbols[top.right as usize]);
-        if l.len == 0 || r.len == 0 || l.len + r.len != top.size {
-            continue; // stale: one of the symbols changed since the pair was queued
+    /// Runs the merges of the segment of symbols `begin..end`.
+    fn merge(&mut self, begin: usize, end: usize) {
+        self.symbols[begin].prev = NONE;
+        self.symbols[end - 1].next = NONE;
+        for i in begin + 1..end {
+            self.add_pair(i as u32 - 1, i as u32);
         }
-        symbols[top.left as usize].len = top.size;
-        symbols[top.left as usize].next = r.next;
-        if r.next != NONE {
-            symbols[r.next as usize].prev = top.left;
-        }
-        symbols[top.right as usize].len = 0;
-        add_pair(symbols, agenda, rev_merge, l.prev, top.left);
-        add_pair(symbols, agenda, rev_merge, top.left, r.next);
-    }
-
-    // Assign ids, splitting unused pieces back into the pieces they were merged from.
-    let mut is_prev_unk = false;
-    let mut index = 0u32;
-    while index != NONE {
-        let s = symbols[index as usize];
-        stack.clear();
-        stack.push((s.start, s.len));
-        while let Some((start, len)) = stack.pop() {
-            let bytes = &normalized[start as usize..(start + len) as usize];
-            let id = vocab.piece_to_id(bytes);
-            if let Some(id) = id.filter(|&id| vocab.kind(id) == PieceType::Unused) {
-                if let Some(&(left, right)) = rev_merge.get(&id) {
-                    stack.push(right);
-                    stack.push(left);
-                    continue;
-                }
+        while let Some(top) = self.agenda.pop() {
+            let (l, r) = (
+                self.symbols[top.left as usize],
+                self.symbols[top.right as usize],
+            );
+            if l.len == 0 || r.len == 0 || l.len + r.len != top.size {
+                continue; // stale: one of the symbols changed since the pair was queued
             }
-            emit(vocab, bytes, id, &mut is_prev_unk, out);
+            self.symbols[top.left as usize].len = top.size;
+            self.symbols[top.left as usize].id = top.id;
+            self.symbols[top.left as usize].next = r.next;
+            if r.next != NONE {
+                self.symbols[r.next as usize].prev = top.left;
+            }
+            self.symbols[top.right as usize].len = 0;
+            self.add_pair(l.prev, top.left);
+            self.add_pair(top.left, r.next);
         }
-        index = s.next;
+    }
+
+    /// Appends the ids of the merged segment starting at symbol `begin`, splitting unused
+    /// pieces back into the pieces they were merged from (`resegment`).
+    fn emit_segment(&mut self, begin: usize, out: &mut Vec<u32>) {
+        let mut index = begin as u32;
+        while index != NONE {
+            let s = self.symbols[index as usize];
+            self.stack.clear();
+            self.stack.push((s.start, s.len, s.id));
+            while let Some((start, len, symbol_id)) = self.stack.pop() {
+                let bytes = self.bytes(start, len);
+                // SentencePiece's `PieceToId(piece)`; a formed piece's id is known already.
+                let id = if MergeTable::is_piece(symbol_id) {
+                    Some(self.vocab.resolved[symbol_id as usize])
+                } else {
+                    self.vocab.piece_to_id(bytes)
+                };
+                if let Some(id) = id.filter(|&id| self.vocab.kind(id) == PieceType::Unused) {
+                    if let Some(&(left, right)) = self.rev_merge.get(&id) {
+                        self.stack.push(right);
+                        self.stack.push(left);
+                        continue;
+                    }
+                }
+                emit(self.vocab, bytes, id, &mut self.is_prev_unk, out);
+            }
+            index = s.next;
+        }
     }
 }
 

@@ -124,9 +124,9 @@ impl Tokenizer {
         Ok(text)
     }
 
-    /// A streaming decoder over this tokenizer.
-    pub fn stream_decoder(&self, mode: DecodeMode) -> StreamDecoder<'_> {
-        StreamDecoder::new(self, mode)
+    /// A streaming decoder at the start of a text (feed it ids of this tokenizer).
+    pub fn stream_decoder(&self, mode: DecodeMode) -> StreamDecoder {
+        StreamDecoder::new(mode)
     }
 }
 
@@ -187,14 +187,16 @@ fn push_bytes_lossy(mut bytes: &[u8], out: &mut String) {
 
 /// Turns ids into text one id at a time.
 ///
+/// The decoder holds only its state, not the tokenizer (so that a session can own both); every
+/// call takes the tokenizer, which must be the same one throughout a text.
+///
 /// [`push`](StreamDecoder::push) returns the text that became final with that id; a character
 /// spelled by several byte pieces is held back until all its bytes have arrived, so every chunk
 /// is whole characters. After the last id, [`finish`](StreamDecoder::finish) returns whatever is
 /// still held (an incomplete character becomes U+FFFD, as in batch decoding). The chunks
 /// concatenated equal [`Tokenizer::decode_with`] of all the ids, dummy-prefix rule included.
 #[derive(Debug, Clone)]
-pub struct StreamDecoder<'t> {
-    tokenizer: &'t Tokenizer,
+pub struct StreamDecoder {
     mode: DecodeMode,
     /// Byte pieces not yet turned into characters.
     pending: Vec<u8>,
@@ -204,11 +206,10 @@ pub struct StreamDecoder<'t> {
     produced: bool,
 }
 
-impl<'t> StreamDecoder<'t> {
+impl StreamDecoder {
     /// A decoder at the start of a text.
-    pub fn new(tokenizer: &'t Tokenizer, mode: DecodeMode) -> Self {
+    pub fn new(mode: DecodeMode) -> Self {
         Self {
-            tokenizer,
             mode,
             pending: Vec::new(),
             is_bos_ws: true,
@@ -218,8 +219,8 @@ impl<'t> StreamDecoder<'t> {
     }
 
     /// Feeds one id; returns the text that is now final (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
-        let token = self.tokenizer.classify(id, self.mode)?;
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String, TokenizerError> {
+        let token = tokenizer.classify(id, self.mode)?;
         let mut out = String::new();
         match token {
             Token::Byte(b) => {
@@ -232,7 +233,7 @@ impl<'t> StreamDecoder<'t> {
                     self.is_bos_ws = false;
                 }
                 self.bos_ws_seen = match token {
-                    Token::Text(p) => self.tokenizer.render_text(p, self.is_bos_ws, &mut out),
+                    Token::Text(p) => tokenizer.render_text(p, self.is_bos_ws, &mut out),
                     Token::Verbatim(s) => {
                         out.push_str(s);
                         false
@@ -250,7 +251,7 @@ impl<'t> StreamDecoder<'t> {
     pub fn finish(&mut self) -> String {
         let mut out = String::new();
         self.drain_pending(true, &mut out);
-        *self = Self::new(self.tokenizer, self.mode);
+        *self = Self::new(self.mode);
         out
     }
 

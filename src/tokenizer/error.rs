@@ -38,7 +38,4 @@ pub enum TokenizerError {
         /// Number of tokens in the vocabulary.
         vocab_size: usize,
     },
-    /// The tools attached to a system message could not be serialized as JSON.
-    #[error("cannot serialize tools as JSON: {0}")]
-    Json(String),
 }

@@ -20,6 +20,7 @@ mod chat;
 mod decode;
 mod error;
 mod matcher;
+mod merges;
 mod normalizer;
 pub mod proto;
 mod vocab;
@@ -326,14 +327,7 @@ impl Tokenizer {
         let mut normalized = Vec::new();
         self.normalizer
             .normalize_into(text, &self.user_defined, &mut normalized);
-        let mut scratch = bpe::BpeScratch::default();
-        bpe::encode(
-            &self.vocab,
-            &self.user_defined,
-            &normalized,
-            &mut scratch,
-            out,
-        );
+        bpe::encode(&self.vocab, &self.user_defined, &normalized, out);
     }
 
     /// The pieces of `encode(text)`.

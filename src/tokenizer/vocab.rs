@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::merges::MergeTable;
 use super::{ChatFamily, PieceType, TokenizerError};
 
 /// The ChatGLM2 special tokens, appended in this order after the SentencePiece vocabulary
@@ -151,6 +152,13 @@ pub(crate) struct Vocab {
     /// For each id, the byte of a byte piece.
     pub(crate) byte_values: Vec<Option<u8>>,
     pub(crate) specials: SpecialIds,
+    /// Whether any SentencePiece piece has the unused type.
+    pub(crate) has_unused: bool,
+    /// Merge lookups by symbol id.
+    pub(crate) merges: MergeTable,
+    /// For each mergeable piece id, what `PieceToId` returns for its text (a reserved piece with
+    /// the same text takes precedence).
+    pub(crate) resolved: Vec<u32>,
 }
 
 /// `<0xNN>` (two upper-case hex digits) -> the byte, as SentencePiece's `PieceToByte`.
@@ -266,6 +274,14 @@ impl Vocab {
                 }
             })
             .collect();
+        let has_unused = kinds[..sp_size].contains(&PieceType::Unused);
+        let merges = MergeTable::new(&mergeable);
+        let mut resolved: Vec<u32> = (0..sp_size as u32).collect();
+        for (piece, &id) in &mergeable {
+            if let Some(&r) = reserved.get(piece) {
+                resolved[id as usize] = r;
+            }
+        }
         Ok(Self {
             pieces,
             scores,
@@ -277,6 +293,9 @@ impl Vocab {
             byte_ids,
             byte_values,
             specials,
+            has_unused,
+            merges,
+            resolved,
         })
     }
 
