@@ -9,7 +9,7 @@
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
-use chatglm::tokenizer::{ChatFamily, Tokenizer};
+use chatglm::tokenizer::{Family, Tokenizer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden");
@@ -36,7 +36,7 @@ fn encode(c: &mut Criterion) {
         ("identity", "tokenizer_identity.model"),
         ("nfkc", "tokenizer_nfkc.model"),
     ] {
-        let tok = Tokenizer::from_spm_file(format!("{GOLDEN}/{model}"), ChatFamily::ChatGlm3)
+        let tok = Tokenizer::from_spm_file(format!("{GOLDEN}/{model}"), Family::ChatGlm3)
             .expect("toy tokenizer");
         let mut group = c.benchmark_group(format!("encode_{name}"));
         group.sample_size(10);

@@ -90,6 +90,8 @@ pub mod keys {
     pub const TOKENIZER_BYTE_FALLBACK: &str = "chatglm.tokenizer.byte_fallback";
     /// Our own: SentencePiece normalizer name (string: `identity`, `nmt_nfkc`, ...).
     pub const TOKENIZER_NORMALIZER: &str = "chatglm.tokenizer.normalizer";
+    /// Our own: what plain SentencePiece decoding prints for the unknown piece (string).
+    pub const TOKENIZER_UNK_SURFACE: &str = "chatglm.tokenizer.unk_surface";
     /// Our own: size of the SentencePiece vocabulary; ids from here on are the appended
     /// ChatGLM special tokens and padding (u32).
     pub const TOKENIZER_SP_VOCAB_SIZE: &str = "chatglm.tokenizer.sp_vocab_size";
@@ -134,6 +136,28 @@ pub mod tensors {
     }
 }
 
+/// The ChatGLM2 special tokens, appended in this order after the SentencePiece vocabulary
+/// (THUDM `tokenization_chatglm.py`, `SPTokenizer.__init__`).
+pub const CHATGLM2_SPECIAL_TOKENS: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
+
+/// The ChatGLM3 role tokens, appended after [`CHATGLM2_SPECIAL_TOKENS`].
+pub const CHATGLM3_ROLE_TOKENS: [&str; 4] =
+    ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
+
+/// Every ChatGLM3 special token in id order: [`CHATGLM2_SPECIAL_TOKENS`], then
+/// [`CHATGLM3_ROLE_TOKENS`].
+pub const CHATGLM3_SPECIAL_TOKENS: [&str; 9] = [
+    CHATGLM2_SPECIAL_TOKENS[0],
+    CHATGLM2_SPECIAL_TOKENS[1],
+    CHATGLM2_SPECIAL_TOKENS[2],
+    CHATGLM2_SPECIAL_TOKENS[3],
+    CHATGLM2_SPECIAL_TOKENS[4],
+    CHATGLM3_ROLE_TOKENS[0],
+    CHATGLM3_ROLE_TOKENS[1],
+    CHATGLM3_ROLE_TOKENS[2],
+    CHATGLM3_ROLE_TOKENS[3],
+];
+
 /// The prompt format (and special-token set) of a model: the network is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -163,21 +187,9 @@ impl Family {
 
     /// The special tokens appended after the SentencePiece vocabulary, in id order.
     pub fn special_tokens(self) -> &'static [&'static str] {
-        const GLM2: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
-        const GLM3: [&str; 9] = [
-            "[MASK]",
-            "[gMASK]",
-            "[sMASK]",
-            "sop",
-            "eop",
-            "<|system|>",
-            "<|user|>",
-            "<|assistant|>",
-            "<|observation|>",
-        ];
         match self {
-            Family::ChatGlm2 => &GLM2,
-            Family::ChatGlm3 => &GLM3,
+            Family::ChatGlm2 => &CHATGLM2_SPECIAL_TOKENS,
+            Family::ChatGlm3 => &CHATGLM3_SPECIAL_TOKENS,
         }
     }
 }

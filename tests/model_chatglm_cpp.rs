@@ -3,7 +3,7 @@
 
 mod model_common;
 
-use chatglm::model::{KvType, Logits, Model, ModelConfig, Family, RopeScaling, StateOptions};
+use chatglm::model::{Family, KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use half::f16;
 use model_common::{f32s, max_abs_diff, Builder};

@@ -3,8 +3,8 @@
 mod model_common;
 
 use chatglm::model::{
-    ConfigError, KvType, Logits, Model, ModelConfig, ModelError, Family, RopeScaling,
-    StateOptions, TensorEntry,
+    ConfigError, Family, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
+    TensorEntry,
 };
 use chatglm_kernels::GgmlType;
 use model_common::Builder;

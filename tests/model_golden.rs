@@ -5,7 +5,7 @@
 
 mod model_common;
 
-use chatglm::model::{KvType, Logits, Model, ModelConfig, Family, RopeScaling, StateOptions};
+use chatglm::model::{Family, KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use model_common::{argmax, max_abs_diff, Builder};
 use safetensors::{Dtype, SafeTensors};

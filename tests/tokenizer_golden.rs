@@ -2,7 +2,7 @@
 //! Face ChatGLM2/ChatGLM3 tokenizers on the two toy models). Every field must match exactly.
 
 use chatglm::tokenizer::{
-    ChatFamily, ChatMessage, DecodeMode, Role, SpmModel, Tokenizer, TokenizerParts,
+    ChatMessage, DecodeMode, Family, Role, SpmModel, Tokenizer, TokenizerParts,
 };
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ fn cases() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn tokenizer(all: &Value, name: &str, family: ChatFamily) -> Tokenizer {
+fn tokenizer(all: &Value, name: &str, family: Family) -> Tokenizer {
     let file = all["tokenizers"][name]["model_file"].as_str().unwrap();
     Tokenizer::from_spm_file(format!("{GOLDEN}/{file}"), family).unwrap()
 }
@@ -38,12 +38,12 @@ fn tokenizer_golden_special_ids() {
         let t = &all["tokenizers"][name];
         for (family, key, size_key) in [
             (
-                ChatFamily::ChatGlm2,
+                Family::ChatGlm2,
                 "chatglm2_special_ids",
                 "chatglm2_vocab_size",
             ),
             (
-                ChatFamily::ChatGlm3,
+                Family::ChatGlm3,
                 "chatglm3_special_ids",
                 "chatglm3_vocab_size",
             ),
@@ -84,7 +84,7 @@ fn tokenizer_golden_cases() {
     let mut checked = 0;
     let mut failures = Vec::new();
     for name in NAMES {
-        for family in [ChatFamily::ChatGlm2, ChatFamily::ChatGlm3] {
+        for family in [Family::ChatGlm2, Family::ChatGlm3] {
             let tok = tokenizer(&all, name, family);
             for (i, case) in cases.iter().enumerate() {
                 let text = case["text"].as_str().unwrap();
@@ -151,7 +151,7 @@ fn tokenizer_golden_chatglm2_prompts() {
     let prompts = all["chatglm2_chat_prompts"].as_array().unwrap();
     assert!(!prompts.is_empty());
     for name in NAMES {
-        let tok = tokenizer(&all, name, ChatFamily::ChatGlm2);
+        let tok = tokenizer(&all, name, Family::ChatGlm2);
         for (i, p) in prompts.iter().enumerate() {
             let query = p["query"].as_str().unwrap();
             let history: Vec<(String, String)> = p["history"]
@@ -204,7 +204,7 @@ fn tokenizer_golden_chatglm3_inputs() {
     let inputs = all["chatglm3_chat_inputs"].as_array().unwrap();
     assert!(!inputs.is_empty());
     for name in NAMES {
-        let tok = tokenizer(&all, name, ChatFamily::ChatGlm3);
+        let tok = tokenizer(&all, name, Family::ChatGlm3);
         for (i, c) in inputs.iter().enumerate() {
             let history: Vec<ChatMessage> = c["history"]
                 .as_array()
@@ -250,14 +250,13 @@ fn tokenizer_golden_from_parts_padded_matches_from_spm() {
         let file = all["tokenizers"][name]["model_file"].as_str().unwrap();
         let model = SpmModel::from_file(format!("{GOLDEN}/{file}")).unwrap();
         let n = model.pieces.len();
-        let mut parts =
-            TokenizerParts::from_spm(model, ChatFamily::ChatGlm3, Some(n + 40)).unwrap();
+        let mut parts = TokenizerParts::from_spm(model, Family::ChatGlm3, Some(n + 40)).unwrap();
         assert_eq!(parts.tokens.len(), n + 40);
         assert_eq!(parts.tokens[n + 9], format!("[PAD{}]", n + 9));
         // A GGUF reader does not know n: it is found from the special tokens.
         parts.sp_vocab_size = None;
         let padded = Tokenizer::from_parts(parts).unwrap();
-        let plain = tokenizer(&all, name, ChatFamily::ChatGlm3);
+        let plain = tokenizer(&all, name, Family::ChatGlm3);
         assert_eq!(padded.sp_vocab_size(), n);
         for case in all["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();

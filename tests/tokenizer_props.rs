@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use chatglm::tokenizer::{ChatFamily, DecodeMode, SpmModel, Tokenizer, TokenizerError};
+use chatglm::tokenizer::{DecodeMode, Family, SpmModel, Tokenizer, TokenizerError};
 use proptest::prelude::*;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden");
@@ -13,7 +13,7 @@ fn identity() -> &'static Tokenizer {
     T.get_or_init(|| {
         Tokenizer::from_spm_file(
             format!("{GOLDEN}/tokenizer_identity.model"),
-            ChatFamily::ChatGlm3,
+            Family::ChatGlm3,
         )
         .unwrap()
     })
@@ -22,11 +22,8 @@ fn identity() -> &'static Tokenizer {
 fn nfkc() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| {
-        Tokenizer::from_spm_file(
-            format!("{GOLDEN}/tokenizer_nfkc.model"),
-            ChatFamily::ChatGlm3,
-        )
-        .unwrap()
+        Tokenizer::from_spm_file(format!("{GOLDEN}/tokenizer_nfkc.model"), Family::ChatGlm3)
+            .unwrap()
     })
 }
 
@@ -155,7 +152,7 @@ proptest! {
             bytes[i] = b;
         }
         if let Ok(model) = SpmModel::parse(&bytes) {
-            if let Ok(tok) = Tokenizer::from_spm(model, ChatFamily::ChatGlm2) {
+            if let Ok(tok) = Tokenizer::from_spm(model, Family::ChatGlm2) {
                 let ids = tok.encode(&s);
                 let _ = tok.decode(&ids);
             }

@@ -3,7 +3,7 @@
 //! SentencePiece's `bpe_model.cc`, `normalizer.cc` and `sentencepiece_processor.cc`.
 
 use chatglm::tokenizer::{
-    ChatFamily, DecodeMode, NormalizerSpec, PieceType, Tokenizer, TokenizerError, TokenizerParts,
+    DecodeMode, Family, NormalizerSpec, PieceType, Tokenizer, TokenizerError, TokenizerParts,
     CHATGLM2_SPECIAL_TOKENS,
 };
 
@@ -40,7 +40,7 @@ fn parts(pieces: &[(&str, f32, PieceType)]) -> TokenizerParts {
         eos_id: Some(2),
         pad_id: None,
         unk_surface: None,
-        family: ChatFamily::ChatGlm2,
+        family: Family::ChatGlm2,
     }
 }
 
@@ -164,7 +164,7 @@ fn tokenizer_synthetic_bad_vocabularies_are_errors() {
     bad(p);
     // ChatGLM3 needs the role tokens.
     let mut p = parts(&[]);
-    p.family = ChatFamily::ChatGlm3;
+    p.family = Family::ChatGlm3;
     bad(p);
     // Special ids out of range.
     let mut p = parts(&[]);

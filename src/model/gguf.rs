@@ -2,7 +2,7 @@
 //! (`crate::arch::keys`, docs/FORMAT.md), and [`Model::from_gguf`], which views every weight
 //! in place in the mapped file.
 
-use super::{Family, Model, ModelConfig, ModelError, RopeScaling, TensorEntry};
+use super::{Model, ModelConfig, ModelError, RopeScaling, TensorEntry};
 use crate::arch::{keys, tensors, ARCHITECTURE};
 use crate::gguf::{GgufError, GgufFile, Metadata, Value};
 use std::sync::Arc;
@@ -36,18 +36,33 @@ impl ModelConfig {
     /// stored already multiplied in `chatglm.rope.freq_base`; ChatGLM2-32k's divided positions
     /// are llama.cpp's linear RoPE scaling.
     pub fn to_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
-        md.push_u32(keys::CONTEXT_LENGTH, to_u32(self.context_length, keys::CONTEXT_LENGTH)?)?;
-        md.push_u32(keys::EMBEDDING_LENGTH, to_u32(self.hidden_size, keys::EMBEDDING_LENGTH)?)?;
+        md.push_u32(
+            keys::CONTEXT_LENGTH,
+            to_u32(self.context_length, keys::CONTEXT_LENGTH)?,
+        )?;
+        md.push_u32(
+            keys::EMBEDDING_LENGTH,
+            to_u32(self.hidden_size, keys::EMBEDDING_LENGTH)?,
+        )?;
         md.push_u32(
             keys::FEED_FORWARD_LENGTH,
             to_u32(self.ffn_hidden_size, keys::FEED_FORWARD_LENGTH)?,
         )?;
-        md.push_u32(keys::BLOCK_COUNT, to_u32(self.num_layers, keys::BLOCK_COUNT)?)?;
+        md.push_u32(
+            keys::BLOCK_COUNT,
+            to_u32(self.num_layers, keys::BLOCK_COUNT)?,
+        )?;
         md.push_u32(keys::HEAD_COUNT, to_u32(self.num_heads, keys::HEAD_COUNT)?)?;
-        md.push_u32(keys::HEAD_COUNT_KV, to_u32(self.num_kv_groups, keys::HEAD_COUNT_KV)?)?;
+        md.push_u32(
+            keys::HEAD_COUNT_KV,
+            to_u32(self.num_kv_groups, keys::HEAD_COUNT_KV)?,
+        )?;
         md.push_u32(keys::HEAD_DIM, to_u32(self.head_dim, keys::HEAD_DIM)?)?;
         md.push_f32(keys::RMS_EPS, self.rms_eps)?;
-        md.push_u32(keys::ROPE_DIMENSION_COUNT, to_u32(self.head_dim / 2, keys::ROPE_DIMENSION_COUNT)?)?;
+        md.push_u32(
+            keys::ROPE_DIMENSION_COUNT,
+            to_u32(self.head_dim / 2, keys::ROPE_DIMENSION_COUNT)?,
+        )?;
         md.push_f32(keys::ROPE_FREQ_BASE, self.effective_rope_base() as f32)?;
         let ratio = match self.rope_scaling {
             RopeScaling::None => 1.0,
@@ -86,7 +101,9 @@ impl ModelConfig {
         if rope_dims * 2 != head_dim {
             return Err(ModelError::Metadata {
                 key: keys::ROPE_DIMENSION_COUNT.to_owned(),
-                reason: format!("{rope_dims} rotated dims; ChatGLM rotates half of the {head_dim}-wide heads"),
+                reason: format!(
+                    "{rope_dims} rotated dims; ChatGLM rotates half of the {head_dim}-wide heads"
+                ),
             });
         }
         let rope_scaling = match md.get(keys::ROPE_SCALING_TYPE) {
@@ -102,20 +119,7 @@ impl ModelConfig {
                 })
             }
         };
-        let family = match md.get(keys::PROMPT_FORMAT) {
-            Some(_) => {
-                let name = md.get_str(keys::PROMPT_FORMAT)?;
-                Family::from_name(name).ok_or_else(|| ModelError::Metadata {
-                    key: keys::PROMPT_FORMAT.to_owned(),
-                    reason: format!("unknown prompt format {name:?} (chatglm2 or chatglm3)"),
-                })?
-            }
-            // A file from another converter: ChatGLM3's vocabulary has the role tokens.
-            None => match md.get_str_array(keys::TOKENIZER_TOKENS) {
-                Ok(tokens) if tokens.iter().any(|t| t == "<|user|>") => Family::ChatGlm3,
-                _ => Family::ChatGlm2,
-            },
-        };
+        let family = crate::tokenizer::family_from_gguf(md)?;
         let embd = file
             .tensor(tensors::TOKEN_EMBD)
             .ok_or_else(|| ModelError::MissingTensor(tensors::TOKEN_EMBD.to_owned()))?;
@@ -160,7 +164,11 @@ impl Model {
             let t = file.tensor(name)?;
             let start = usize::try_from(data_offset.checked_add(t.offset)?).ok()?;
             let end = start.checked_add(usize::try_from(t.size_bytes).ok()?)?;
-            Some(TensorEntry { ty: t.ty, dims: t.dims.clone(), range: start..end })
+            Some(TensorEntry {
+                ty: t.ty,
+                dims: t.dims.clone(),
+                range: start..end,
+            })
         };
         let storage: super::Storage = file.clone();
         Model::load(&config, storage, lookup)

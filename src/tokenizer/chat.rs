@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::{ChatFamily, Tokenizer, TokenizerError};
+use super::{Family, Tokenizer, TokenizerError};
 
 /// Who speaks in a ChatGLM3 conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,8 +141,8 @@ impl Tokenizer {
         query: &str,
     ) -> Result<Vec<u32>, TokenizerError> {
         match self.family() {
-            ChatFamily::ChatGlm3 => self.build_chat_input(history, query, Role::User),
-            ChatFamily::ChatGlm2 => {
+            Family::ChatGlm3 => self.build_chat_input(history, query, Role::User),
+            Family::ChatGlm2 => {
                 let mut rounds = Vec::new();
                 let mut it = history.iter();
                 while let Some(q) = it.next() {

@@ -21,6 +21,10 @@ pub enum TokenizerError {
         /// What is wrong.
         what: String,
     },
+    /// The GGUF metadata that holds the vocabulary is missing a key or has one of the wrong
+    /// type.
+    #[error("{0}")]
+    Gguf(#[from] crate::gguf::GgufError),
     /// The precompiled normalization charsmap is malformed.
     #[error("bad precompiled charsmap: {0}")]
     Charsmap(String),

@@ -19,6 +19,7 @@ mod charsmap;
 mod chat;
 mod decode;
 mod error;
+mod gguf;
 mod matcher;
 mod merges;
 mod normalizer;
@@ -30,6 +31,7 @@ use std::path::Path;
 pub use chat::{chatglm2_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
 pub use error::TokenizerError;
+pub(crate) use gguf::family_from_gguf;
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
 pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
@@ -39,13 +41,7 @@ use vocab::Vocab;
 
 /// Which ChatGLM generation the tokenizer belongs to: it fixes the special tokens and the chat
 /// prompt format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChatFamily {
-    /// ChatGLM2: five special tokens, `[Round N]\n\n问：...\n\n答：` prompts.
-    ChatGlm2,
-    /// ChatGLM3: nine special tokens (the ChatGLM2 ones plus four role tokens), role-token prompts.
-    ChatGlm3,
-}
+pub use crate::arch::Family;
 
 /// Everything a [`Tokenizer`] is built from, as plain data (what a GGUF file stores).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +68,7 @@ pub struct TokenizerParts {
     /// What plain SentencePiece decoding prints for `<unk>` (`None`: `" \u{2047} "`).
     pub unk_surface: Option<String>,
     /// The ChatGLM generation.
-    pub family: ChatFamily,
+    pub family: Family,
 }
 
 impl TokenizerParts {
@@ -82,7 +78,7 @@ impl TokenizerParts {
     /// converter writes.
     pub fn from_spm(
         model: SpmModel,
-        family: ChatFamily,
+        family: Family,
         padded_vocab_size: Option<usize>,
     ) -> Result<Self, TokenizerError> {
         if model.trainer.model_type != ModelType::Bpe {
@@ -154,21 +150,18 @@ pub struct Tokenizer {
     eos_id: Option<u32>,
     pad_id: Option<u32>,
     unk_surface: String,
-    family: ChatFamily,
+    family: Family,
 }
 
 impl Tokenizer {
     /// Builds a tokenizer from a parsed SentencePiece model (the ChatGLM specials are appended,
     /// no padding).
-    pub fn from_spm(model: SpmModel, family: ChatFamily) -> Result<Self, TokenizerError> {
+    pub fn from_spm(model: SpmModel, family: Family) -> Result<Self, TokenizerError> {
         Self::from_parts(TokenizerParts::from_spm(model, family, None)?)
     }
 
     /// Reads a `tokenizer.model` file and builds a tokenizer from it.
-    pub fn from_spm_file(
-        path: impl AsRef<Path>,
-        family: ChatFamily,
-    ) -> Result<Self, TokenizerError> {
+    pub fn from_spm_file(path: impl AsRef<Path>, family: Family) -> Result<Self, TokenizerError> {
         Self::from_spm(SpmModel::from_file(path)?, family)
     }
 
@@ -227,7 +220,7 @@ impl Tokenizer {
     }
 
     /// The ChatGLM generation this tokenizer was built for.
-    pub fn family(&self) -> ChatFamily {
+    pub fn family(&self) -> Family {
         self.family
     }
 

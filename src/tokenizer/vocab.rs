@@ -5,15 +5,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::merges::MergeTable;
-use super::{ChatFamily, PieceType, TokenizerError};
+use super::{Family, PieceType, TokenizerError};
 
-/// The ChatGLM2 special tokens, appended in this order after the SentencePiece vocabulary
-/// (THUDM `tokenization_chatglm.py`, `SPTokenizer.__init__`).
-pub const CHATGLM2_SPECIAL_TOKENS: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
-
-/// The ChatGLM3 role tokens, appended after [`CHATGLM2_SPECIAL_TOKENS`].
-pub const CHATGLM3_ROLE_TOKENS: [&str; 4] =
-    ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
+pub use crate::arch::{CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
 /// Ids of the ChatGLM special tokens (all of them come right after the SentencePiece pieces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +41,7 @@ pub struct RoleIds {
 
 impl SpecialIds {
     /// The ids for a SentencePiece vocabulary of `n` pieces.
-    pub(crate) fn after(n: u32, family: ChatFamily) -> Self {
+    pub(crate) fn after(n: u32, family: Family) -> Self {
         Self {
             mask: n,
             gmask: n + 1,
@@ -55,8 +49,8 @@ impl SpecialIds {
             sop: n + 3,
             eop: n + 4,
             roles: match family {
-                ChatFamily::ChatGlm2 => None,
-                ChatFamily::ChatGlm3 => Some(RoleIds {
+                Family::ChatGlm2 => None,
+                Family::ChatGlm3 => Some(RoleIds {
                     system: n + 5,
                     user: n + 6,
                     assistant: n + 7,
@@ -77,12 +71,8 @@ impl SpecialIds {
 }
 
 /// The special token texts of a family, in id order.
-pub(crate) fn special_tokens(family: ChatFamily) -> impl Iterator<Item = &'static str> {
-    let roles: &[&str] = match family {
-        ChatFamily::ChatGlm2 => &[],
-        ChatFamily::ChatGlm3 => &CHATGLM3_ROLE_TOKENS,
-    };
-    CHATGLM2_SPECIAL_TOKENS.iter().chain(roles).copied()
+pub(crate) fn special_tokens(family: Family) -> impl Iterator<Item = &'static str> {
+    family.special_tokens().iter().copied()
 }
 
 /// A fast, non-cryptographic hasher for piece lookups (the rustc "Fx" multiply-rotate scheme;
@@ -180,7 +170,7 @@ impl Vocab {
         scores: Vec<f32>,
         kinds: Vec<PieceType>,
         sp_size: usize,
-        family: ChatFamily,
+        family: Family,
     ) -> Result<Self, TokenizerError> {
         let err = |what: String| Err(TokenizerError::Vocab(what));
         if pieces.len() != scores.len() || pieces.len() != kinds.len() {

@@ -3,13 +3,13 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::ConvertError;
-use crate::metadata::{general_metadata, tokenizer_metadata};
+use crate::metadata::general_metadata;
 use crate::plan::{build_plan, is_ignored_hf_tensor, TensorPlan};
-use chatglm::model::ModelConfig;
 use crate::quantize::encode_rows;
 use crate::synthetic;
 use chatglm::gguf::{GgufWriter, Metadata, TensorDesc};
-use chatglm::tokenizer::proto::SpmModel;
+use chatglm::model::ModelConfig;
+use chatglm::tokenizer::{SpmModel, TokenizerParts};
 use chatglm_kernels::GgmlType;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -143,9 +143,8 @@ pub fn convert(
     let mut metadata = Metadata::new();
     general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
     shape.to_gguf(&mut metadata)?;
-    for (key, value) in tokenizer_metadata(spm, shape.family, shape.vocab_size)? {
-        metadata.push(key, value)?;
-    }
+    TokenizerParts::from_spm(spm.clone(), shape.family, Some(shape.vocab_size))?
+        .to_gguf(&mut metadata)?;
     let descs: Vec<TensorDesc> = plan
         .iter()
         .map(|t| TensorDesc {

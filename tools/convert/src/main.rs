@@ -155,12 +155,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "chatglm".into());
-        (
-            config.to_model_config(family),
-            spm,
-            name,
-            Some(ckpt),
-        )
+        (config.to_model_config(family), spm, name, Some(ckpt))
     };
     let output = args
         .output

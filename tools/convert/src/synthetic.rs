@@ -2,8 +2,8 @@
 //! for benchmarks and demos (real weights cannot be downloaded everywhere).
 
 use crate::plan::{Role, TensorPlan};
-use chatglm::model::{ModelConfig, RopeScaling};
 use chatglm::arch::Family;
+use chatglm::model::{ModelConfig, RopeScaling};
 use chatglm::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
 };

@@ -19,7 +19,13 @@ use chatglm_kernels::{quant, GgmlType};
 use common::*;
 use std::sync::atomic::AtomicBool;
 
-const TYPES: [GgmlType; 5] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+const TYPES: [GgmlType; 5] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+];
 
 #[test]
 fn every_golden_checkpoint_converts_at_every_type_to_the_reference_bytes() {
@@ -32,16 +38,24 @@ fn every_golden_checkpoint_converts_at_every_type_to_the_reference_bytes() {
             let out = tmp.join(format!("{name}-{ty}.gguf"));
             let summary = convert_checkpoint(&dir, ty, &out).unwrap();
             let file = GgufFile::open(&out).unwrap();
-            assert_eq!(file.tensors().len(), 2 + 7 * config.num_layers + 1, "{name} {ty}");
+            assert_eq!(
+                file.tensors().len(),
+                2 + 7 * config.num_layers + 1,
+                "{name} {ty}"
+            );
             assert_eq!(summary.file_bytes, std::fs::metadata(&out).unwrap().len());
             for t in &summary.plan {
-                let info = file.tensor(&t.name).unwrap_or_else(|| panic!("{name}: {} missing", t.name));
+                let info = file
+                    .tensor(&t.name)
+                    .unwrap_or_else(|| panic!("{name}: {} missing", t.name));
                 assert_eq!(info.dims, t.ggml_dims(), "{}", t.name);
                 let values = ckpt.read_f32(&t.hf_name).unwrap();
                 let data = file.tensor_data(info);
                 match t.role {
                     Role::Norm | Role::Bias => assert_eq!(info.ty, GgmlType::F32, "{}", t.name),
-                    Role::Matrix if t.cols() % ty.block_size() == 0 => assert_eq!(info.ty, ty, "{}", t.name),
+                    Role::Matrix if t.cols() % ty.block_size() == 0 => {
+                        assert_eq!(info.ty, ty, "{}", t.name)
+                    }
                     Role::Matrix => assert_eq!(info.ty, GgmlType::F16, "{} falls back", t.name),
                 }
                 if info.ty == GgmlType::F32 {
@@ -49,13 +63,24 @@ fn every_golden_checkpoint_converts_at_every_type_to_the_reference_bytes() {
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                         .collect();
-                    assert_eq!(back, values, "{name} {ty}: {} differs from the checkpoint", t.name);
+                    assert_eq!(
+                        back, values,
+                        "{name} {ty}: {} differs from the checkpoint",
+                        t.name
+                    );
                 } else {
                     let mut want = vec![0u8; data.len()];
-                    for (row, out) in values.chunks(t.cols()).zip(want.chunks_mut(data.len() / t.shape[0])) {
+                    for (row, out) in values
+                        .chunks(t.cols())
+                        .zip(want.chunks_mut(data.len() / t.shape[0]))
+                    {
                         quant::quantize_row(info.ty, row, out).unwrap();
                     }
-                    assert!(data == want.as_slice(), "{name} {ty}: {} differs from the reference quantizer", t.name);
+                    assert!(
+                        data == want.as_slice(),
+                        "{name} {ty}: {} differs from the reference quantizer",
+                        t.name
+                    );
                 }
             }
         }
@@ -72,7 +97,11 @@ fn metadata_reads_back_as_the_checkpoint_config() {
         let file = GgufFile::open(&out).unwrap();
         let got = ModelConfig::from_gguf(&file).unwrap();
         let hf = HfConfig::from_file(&dir.join("config.json")).unwrap();
-        let family = if name.starts_with("glm3") { Family::ChatGlm3 } else { Family::ChatGlm2 };
+        let family = if name.starts_with("glm3") {
+            Family::ChatGlm3
+        } else {
+            Family::ChatGlm2
+        };
         assert_eq!(got, hf.to_model_config(family), "{name}");
         let md = file.metadata();
         assert_eq!(md.get_str(keys::GENERAL_ARCHITECTURE).unwrap(), "chatglm");
@@ -93,7 +122,10 @@ fn metadata_reads_back_as_the_checkpoint_config() {
         let types = md.get_i32_array(keys::TOKENIZER_TOKEN_TYPE).unwrap();
         assert_eq!(types[n], 3, "specials are control pieces");
         assert_eq!(*types.last().unwrap(), 5, "padding is unused");
-        assert_eq!(md.get_u32(keys::TOKENIZER_SP_VOCAB_SIZE).unwrap() as usize, n);
+        assert_eq!(
+            md.get_u32(keys::TOKENIZER_SP_VOCAB_SIZE).unwrap() as usize,
+            n
+        );
     }
 }
 
@@ -110,18 +142,52 @@ fn synthetic_tiny_is_a_loadable_model() {
     };
     let spm = placeholder_tokenizer(Preset::Tiny.sp_vocab_size());
     let cancel = AtomicBool::new(false);
-    convert(Source::Synthetic { seed: 1 }, &config, &spm, &opts, &mut NoProgress, &cancel).unwrap();
+    convert(
+        Source::Synthetic { seed: 1 },
+        &config,
+        &spm,
+        &opts,
+        &mut NoProgress,
+        &cancel,
+    )
+    .unwrap();
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(ModelConfig::from_gguf(&file).unwrap(), config);
-    assert_eq!(file.tensors().len(), build_plan(&config, GgmlType::Q4_0).len());
+    assert_eq!(
+        file.tensors().len(),
+        build_plan(&config, GgmlType::Q4_0).len()
+    );
     // Same seed, same bytes; another seed, other bytes.
     let again = out.with_file_name("again.gguf");
-    let opts2 = ConvertOptions { output: again.clone(), threads: 1, ..opts.clone() };
-    convert(Source::Synthetic { seed: 1 }, &config, &spm, &opts2, &mut NoProgress, &cancel).unwrap();
+    let opts2 = ConvertOptions {
+        output: again.clone(),
+        threads: 1,
+        ..opts.clone()
+    };
+    convert(
+        Source::Synthetic { seed: 1 },
+        &config,
+        &spm,
+        &opts2,
+        &mut NoProgress,
+        &cancel,
+    )
+    .unwrap();
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap());
     let other = out.with_file_name("other.gguf");
-    let opts3 = ConvertOptions { output: other.clone(), ..opts };
-    convert(Source::Synthetic { seed: 2 }, &config, &spm, &opts3, &mut NoProgress, &cancel).unwrap();
+    let opts3 = ConvertOptions {
+        output: other.clone(),
+        ..opts
+    };
+    convert(
+        Source::Synthetic { seed: 2 },
+        &config,
+        &spm,
+        &opts3,
+        &mut NoProgress,
+        &cancel,
+    )
+    .unwrap();
     assert!(std::fs::read(&out).unwrap() != std::fs::read(&other).unwrap());
 }
 
@@ -132,23 +198,43 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     // A checkpoint whose config does not match its weights.
     let dir = tmp.join("ckpt");
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["tokenizer.model", "tokenizer_config.json", "pytorch_model.bin"] {
+    for f in [
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "pytorch_model.bin",
+    ] {
         std::fs::copy(golden_dir("glm2-tiny").join(f), dir.join(f)).unwrap();
     }
     let text = std::fs::read_to_string(golden_dir("glm2-tiny").join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), text.replace("\"ffn_hidden_size\": 128", "\"ffn_hidden_size\": 96")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        text.replace("\"ffn_hidden_size\": 128", "\"ffn_hidden_size\": 96"),
+    )
+    .unwrap();
     match convert_checkpoint(&dir, GgmlType::Q4_0, &out) {
-        Err(ConvertError::ShapeMismatch { name, .. }) => assert!(name.contains("dense_h_to_4h"), "{name}"),
+        Err(ConvertError::ShapeMismatch { name, .. }) => {
+            assert!(name.contains("dense_h_to_4h"), "{name}")
+        }
         other => panic!("expected a shape mismatch, got {other:?}"),
     }
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "only the checkpoint dir remains");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "only the checkpoint dir remains"
+    );
 
     // Cancelled before the first tensor.
     let ckpt = Checkpoint::open(&golden_dir("glm2-tiny")).unwrap();
     let config = HfConfig::from_file(&golden_dir("glm2-tiny").join("config.json")).unwrap();
     let spm = SpmModel::from_file(golden_dir("glm2-tiny").join("tokenizer.model")).unwrap();
-    let opts = ConvertOptions { output: out.clone(), matrix_type: GgmlType::Q4_0, portable: true, threads: 1, name: "x".into() };
+    let opts = ConvertOptions {
+        output: out.clone(),
+        matrix_type: GgmlType::Q4_0,
+        portable: true,
+        threads: 1,
+        name: "x".into(),
+    };
     let r = convert(
         Source::Checkpoint(&ckpt),
         &config.to_model_config(Family::ChatGlm2),
@@ -173,8 +259,21 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     config.num_layers = 1;
     let spm = SpmModel::from_file(dir.join("tokenizer.model")).unwrap();
     let out = temp_dir("unknown").join("x.gguf");
-    let opts = ConvertOptions { output: out.clone(), matrix_type: GgmlType::F32, portable: true, threads: 1, name: "x".into() };
-    match convert(Source::Checkpoint(&ckpt), &config, &spm, &opts, &mut NoProgress, &AtomicBool::new(false)) {
+    let opts = ConvertOptions {
+        output: out.clone(),
+        matrix_type: GgmlType::F32,
+        portable: true,
+        threads: 1,
+        name: "x".into(),
+    };
+    match convert(
+        Source::Checkpoint(&ckpt),
+        &config,
+        &spm,
+        &opts,
+        &mut NoProgress,
+        &AtomicBool::new(false),
+    ) {
         Err(ConvertError::UnexpectedTensor(name)) => assert!(name.contains("layers.1."), "{name}"),
         other => panic!("expected an unexpected-tensor error, got {other:?}"),
     }

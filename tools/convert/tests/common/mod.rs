@@ -1,11 +1,11 @@
 //! Helpers shared by the converter's integration tests.
 #![allow(dead_code)]
 
+use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::{family, HfConfig};
 use chatglm_convert::convert::{convert, ConvertOptions, NoProgress, Source, Summary};
 use chatglm_convert::error::ConvertError;
-use chatglm::tokenizer::SpmModel;
 use chatglm_kernels::GgmlType;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +15,9 @@ pub const GOLDEN: [&str; 3] = ["glm2-tiny", "glm2-small", "glm3-tiny"];
 
 /// `../shared/golden/<name>` (relative to the repository root).
 pub fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/golden")
+        .join(name)
 }
 
 /// A fresh, empty directory under the system's temporary directory.
@@ -60,16 +62,27 @@ pub fn golden_json(name: &str) -> serde_json::Value {
 
 /// A JSON array of numbers as f32.
 pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 /// A JSON array of ids as u32.
 pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

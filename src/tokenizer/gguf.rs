@@ -1,0 +1,166 @@
+//! The tokenizer in a GGUF file: [`TokenizerParts`] to and from the `tokenizer.ggml.*` keys
+//! (llama.cpp's names; see `crate::arch::keys` and docs/FORMAT.md), so that the converter
+//! writes exactly what the runtime reads.
+
+use super::{Family, NormalizerSpec, PieceType, Tokenizer, TokenizerError, TokenizerParts};
+use crate::arch::keys;
+use crate::gguf::{GgufError, GgufFile, Metadata};
+
+/// The value of `tokenizer.ggml.model` for SentencePiece vocabularies.
+const SPM_MODEL: &str = "llama";
+
+/// The prompt format of a file: [`keys::PROMPT_FORMAT`], or for files from other converters,
+/// ChatGLM3 when the vocabulary has its role tokens.
+pub(crate) fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
+    if md.get(keys::PROMPT_FORMAT).is_some() {
+        let name = md.get_str(keys::PROMPT_FORMAT)?;
+        return Family::from_name(name).ok_or_else(|| GgufError::OutOfRange {
+            key: keys::PROMPT_FORMAT.to_owned(),
+            value: format!("{name:?}"),
+            expected: "\"chatglm2\" or \"chatglm3\"",
+        });
+    }
+    Ok(match md.get_str_array(keys::TOKENIZER_TOKENS) {
+        Ok(tokens) if tokens.iter().any(|t| t == "<|user|>") => Family::ChatGlm3,
+        _ => Family::ChatGlm2,
+    })
+}
+
+fn bool_or(md: &Metadata, key: &str, default: bool) -> Result<bool, GgufError> {
+    match md.get(key) {
+        Some(_) => md.get_bool(key),
+        None => Ok(default),
+    }
+}
+
+fn optional_id(md: &Metadata, key: &str) -> Result<Option<u32>, GgufError> {
+    match md.get(key) {
+        Some(_) => md.get_u32(key).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl TokenizerParts {
+    /// Writes the vocabulary and the SentencePiece settings under `tokenizer.ggml.*` (and our
+    /// `chatglm.tokenizer.*` keys for what llama.cpp has no key for). The prompt format is the
+    /// model's key ([`keys::PROMPT_FORMAT`]), written with the model's configuration.
+    pub fn to_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
+        let types: Vec<i32> = self.types.iter().map(|&t| t as i32).collect();
+        md.push_str(keys::TOKENIZER_MODEL, SPM_MODEL)?;
+        md.push_str(keys::TOKENIZER_PRE, "chatglm-spm")?;
+        md.push_str_array(keys::TOKENIZER_TOKENS, self.tokens.clone())?;
+        md.push_f32_array(keys::TOKENIZER_SCORES, self.scores.clone())?;
+        md.push_i32_array(keys::TOKENIZER_TOKEN_TYPE, types)?;
+        if let Some(unk) = self.types.iter().position(|&t| t == PieceType::Unknown) {
+            md.push_u32(keys::TOKENIZER_UNK_ID, unk as u32)?;
+        }
+        for (key, id) in [
+            (keys::TOKENIZER_BOS_ID, self.bos_id),
+            (keys::TOKENIZER_EOS_ID, self.eos_id),
+            (keys::TOKENIZER_PAD_ID, self.pad_id),
+        ] {
+            if let Some(id) = id {
+                md.push_u32(key, id)?;
+            }
+        }
+        let n = self.sp_vocab_size.unwrap_or(self.tokens.len());
+        if self.family == Family::ChatGlm3 {
+            // `<|user|>` ends an assistant turn.
+            md.push_u32(keys::TOKENIZER_EOT_ID, (n + 6) as u32)?;
+        }
+        let norm = &self.normalizer;
+        md.push_bool(keys::TOKENIZER_ADD_BOS, false)?;
+        md.push_bool(keys::TOKENIZER_ADD_SPACE_PREFIX, norm.add_dummy_prefix)?;
+        md.push_bool(
+            keys::TOKENIZER_REMOVE_EXTRA_WS,
+            norm.remove_extra_whitespaces,
+        )?;
+        if !norm.precompiled_charsmap.is_empty() {
+            md.push_u8_array(
+                keys::TOKENIZER_PRECOMPILED_CHARSMAP,
+                norm.precompiled_charsmap.clone(),
+            )?;
+        }
+        md.push_bool(keys::TOKENIZER_ESCAPE_WS, norm.escape_whitespaces)?;
+        md.push_bool(
+            keys::TOKENIZER_WS_AS_SUFFIX,
+            self.treat_whitespace_as_suffix,
+        )?;
+        let byte_fallback = self.types.contains(&PieceType::Byte);
+        md.push_bool(keys::TOKENIZER_BYTE_FALLBACK, byte_fallback)?;
+        md.push_str(keys::TOKENIZER_NORMALIZER, &norm.name)?;
+        if let Some(n) = self.sp_vocab_size {
+            md.push_u32(keys::TOKENIZER_SP_VOCAB_SIZE, n as u32)?;
+        }
+        if let Some(s) = &self.unk_surface {
+            md.push_str(keys::TOKENIZER_UNK_SURFACE, s)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the parts back from a file's metadata: ours, or a llama.cpp-written `chatglm`
+    /// file (which has no `chatglm.tokenizer.*` keys; their SentencePiece defaults apply).
+    pub fn from_gguf(md: &Metadata) -> Result<Self, TokenizerError> {
+        let model = md.get_str(keys::TOKENIZER_MODEL)?;
+        if model != SPM_MODEL {
+            return Err(TokenizerError::Vocab(format!(
+                "{} is {model:?}: only SentencePiece (\"{SPM_MODEL}\") vocabularies are supported",
+                keys::TOKENIZER_MODEL
+            )));
+        }
+        let tokens = md.get_str_array(keys::TOKENIZER_TOKENS)?.to_vec();
+        let scores = md.get_f32_array(keys::TOKENIZER_SCORES)?.to_vec();
+        let types = md
+            .get_i32_array(keys::TOKENIZER_TOKEN_TYPE)?
+            .iter()
+            .enumerate()
+            .map(|(id, &t)| {
+                PieceType::from_i32(t).ok_or_else(|| {
+                    TokenizerError::Vocab(format!("token {id} has unknown type {t}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let charsmap = match md.get(keys::TOKENIZER_PRECOMPILED_CHARSMAP) {
+            Some(_) => md
+                .get_u8_array(keys::TOKENIZER_PRECOMPILED_CHARSMAP)?
+                .into_owned(),
+            None => Vec::new(),
+        };
+        let normalizer = NormalizerSpec {
+            name: match md.get(keys::TOKENIZER_NORMALIZER) {
+                Some(_) => md.get_str(keys::TOKENIZER_NORMALIZER)?.to_owned(),
+                None if charsmap.is_empty() => "identity".to_owned(),
+                None => "precompiled".to_owned(),
+            },
+            precompiled_charsmap: charsmap,
+            add_dummy_prefix: bool_or(md, keys::TOKENIZER_ADD_SPACE_PREFIX, true)?,
+            remove_extra_whitespaces: bool_or(md, keys::TOKENIZER_REMOVE_EXTRA_WS, false)?,
+            escape_whitespaces: bool_or(md, keys::TOKENIZER_ESCAPE_WS, true)?,
+        };
+        let sp_vocab_size = optional_id(md, keys::TOKENIZER_SP_VOCAB_SIZE)?.map(|n| n as usize);
+        let unk_surface = match md.get(keys::TOKENIZER_UNK_SURFACE) {
+            Some(_) => Some(md.get_str(keys::TOKENIZER_UNK_SURFACE)?.to_owned()),
+            None => None,
+        };
+        Ok(TokenizerParts {
+            tokens,
+            scores,
+            types,
+            sp_vocab_size,
+            normalizer,
+            treat_whitespace_as_suffix: bool_or(md, keys::TOKENIZER_WS_AS_SUFFIX, false)?,
+            bos_id: optional_id(md, keys::TOKENIZER_BOS_ID)?,
+            eos_id: optional_id(md, keys::TOKENIZER_EOS_ID)?,
+            pad_id: optional_id(md, keys::TOKENIZER_PAD_ID)?,
+            unk_surface,
+            family: family_from_gguf(md)?,
+        })
+    }
+}
+
+impl Tokenizer {
+    /// The tokenizer of a `chatglm` GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
+        Tokenizer::from_parts(TokenizerParts::from_gguf(file.metadata())?)
+    }
+}
