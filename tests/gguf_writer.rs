@@ -508,10 +508,10 @@ mod gguf_writer {
     /// A vocabulary of the real size (65 024 tokens, ChatGLM2) round-trips as typed arrays.
     #[test]
     fn vocabulary_sized_arrays() {
-        let n = 65_024;
+        let n: i32 = 65_024;
         let tokens: Vec<String> = (0..n).map(|i| format!("▁tok{i}")).collect();
         let scores: Vec<f32> = (0..n).map(|i| -(i as f32) / 7.0).collect();
-        let types: Vec<i32> = (0..n).map(|i| (i % 6) as i32).collect();
+        let types: Vec<i32> = (0..n).map(|i| i % 6).collect();
         let mut md = Metadata::new();
         md.push_str("tokenizer.ggml.model", "llama").unwrap();
         md.push_str_array("tokenizer.ggml.tokens", tokens.clone())

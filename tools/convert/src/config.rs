@@ -445,7 +445,7 @@ impl HfConfig {
     pub fn to_model_config(&self, family: Family) -> ModelConfig {
         let rope_scaling = match (self.rope_ratio.map(|r| r as f32), family) {
             (None, _) => RopeScaling::None,
-            (Some(r), _) if r == 1.0 => RopeScaling::None,
+            (Some(1.0), _) => RopeScaling::None,
             (Some(r), Family::ChatGlm2) => RopeScaling::DividePositions(r),
             (Some(r), Family::ChatGlm3) => RopeScaling::MultiplyBase(r),
         };

@@ -106,15 +106,13 @@ fn golden_logits_at_f32() {
         assert!(err < 1e-4, "{name}: final hidden state differs by {err}");
 
         // Four decode steps through the cache.
-        let mut pos = ids.len();
-        for step in g["decode"]["steps"].as_array().unwrap() {
+        for (pos, step) in (ids.len()..).zip(g["decode"]["steps"].as_array().unwrap()) {
             assert_eq!(step["position"].as_u64().unwrap() as usize, pos);
             let id = step["input_id"].as_u64().unwrap() as u32;
             let logits = model.forward(&mut st, &[id], pos, Logits::Last).unwrap();
             let err = max_abs_diff(logits, &f32s(&step["logits"]));
             assert!(err < 1e-4, "{name}: decode at {pos} differs by {err}");
             assert_eq!(argmax(logits), step["argmax"].as_u64().unwrap() as u32);
-            pos += 1;
         }
 
         // The long prompt: RoPE far from position 0.
