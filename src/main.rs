@@ -1,12 +1,11 @@
-//! The `chatglm` command-line tool: `info`, and (as they land) `run`, `chat`, `bench`,
-//! `tokenize`, `perplexity`.
+//! The `chatglm` command-line tool.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cli;
 
-/// Run ChatGLM2/ChatGLM3 models on the CPU from a GGUF file.
+/// Run ChatGLM2/ChatGLM3 models on the CPU from a GGUF file (see `chatglm-convert`).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -16,14 +15,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Reply to one message (or a conversation), streaming the text.
+    Run(cli::run::RunArgs),
+    /// Chat interactively, with history (also reads messages from a pipe, one per line).
+    Chat(cli::chat::ChatArgs),
+    /// Measure prompt and generation speed.
+    Bench(cli::bench::BenchArgs),
     /// Show what a GGUF file holds: architecture, hyper-parameters, tokenizer, tensors.
     Info(cli::info::InfoArgs),
+    /// Print the SentencePiece ids of a text.
+    Tokenize(cli::tokenize::TokenizeArgs),
+    /// Measure the perplexity of a model on a text file.
+    Perplexity(cli::perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info(args) => cli::info::run(&args),
+    let result = match &cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Chat(args) => cli::chat::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Info(args) => cli::info::run(args),
+        Command::Tokenize(args) => cli::tokenize::run(args),
+        Command::Perplexity(args) => cli::perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,135 @@
+//! `chatglm bench`: prompt (prefill) and generation (decode) speed, and the weight bytes per
+//! second that decode streams (decode reads every weight once per token, so it is bound by
+//! memory bandwidth).
+
+use super::common::ModelArgs;
+use super::CliError;
+use chatglm::arch::tensors;
+use chatglm::model::{Logits, StateOptions};
+use chatglm::sampler::argmax;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Arguments of `chatglm bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens to process (0: skip prefill and decode after a one-token prompt).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    n_prompt: usize,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    n_gen: usize,
+    /// Prompt tokens per pass over the weights.
+    #[arg(short = 'b', long = "batch", default_value_t = 32)]
+    batch: usize,
+    /// Runs of each measurement; the median is reported.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 1)]
+    repetitions: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `chatglm bench`.
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let load_start = Instant::now();
+    let engine = args.model.engine()?;
+    let load = load_start.elapsed();
+    let model = engine.model();
+    let cfg = model.config();
+    let mut opts = args.model.session_options();
+    if opts.context == 0 {
+        opts.context = (args.n_prompt.max(1) + args.n_gen + 1).min(cfg.context_length);
+    }
+    let needed = args.n_prompt.max(1) + args.n_gen;
+    if needed > opts.context {
+        return Err(CliError::Input(format!(
+            "-p {} + -n {} needs {needed} positions, the context holds {} (raise -c)",
+            args.n_prompt, args.n_gen, opts.context
+        )));
+    }
+    let mut state = model.new_state(StateOptions {
+        context: opts.context,
+        batch: args.batch.clamp(1, opts.context),
+        kv_type: opts.kv_type,
+    })?;
+    // Decode reads every matrix once per token, but only one row of the embedding.
+    let file = engine.file();
+    let weight_bytes: u64 = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name != tensors::TOKEN_EMBD)
+        .map(|t| t.size_bytes)
+        .sum();
+
+    // A fixed pseudo-random prompt of ordinary pieces.
+    let sp = engine.tokenizer().sp_vocab_size() as u64;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let prompt: Vec<u32> = (0..args.n_prompt.max(1))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (259 + x % (sp - 259).max(1)) as u32
+        })
+        .collect();
+
+    let (mut prefill_rates, mut decode_rates) = (Vec::new(), Vec::new());
+    let mut first_token = Duration::ZERO;
+    for _ in 0..args.repetitions.max(1) {
+        let start = Instant::now();
+        let mut logits = model.forward(&mut state, &prompt, 0, Logits::Last)?.to_vec();
+        let prefill = start.elapsed();
+        first_token = prefill;
+        if args.n_prompt > 0 {
+            prefill_rates.push(prompt.len() as f64 / prefill.as_secs_f64());
+        }
+        let start = Instant::now();
+        for i in 0..args.n_gen {
+            let next = argmax(&logits);
+            logits.copy_from_slice(model.forward(&mut state, &[next], prompt.len() + i, Logits::Last)?);
+        }
+        if args.n_gen > 0 {
+            decode_rates.push(args.n_gen as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let (prefill_tok_s, decode_tok_s) = (median(prefill_rates), median(decode_rates));
+    let weight_gb_s = weight_bytes as f64 * decode_tok_s / 1e9;
+    let kernels = "scalar";
+    let threads = args.model.threads.unwrap_or(1);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = serde_json::json!({
+            "model": engine.path().display().to_string(),
+            "load_ms": load.as_secs_f64() * 1e3,
+            "prefill": { "tokens": args.n_prompt, "tok_s": prefill_tok_s, "first_token_ms": first_token.as_secs_f64() * 1e3 },
+            "decode": { "tokens": args.n_gen, "tok_s": decode_tok_s, "weight_gb_s": weight_gb_s },
+            "weight_bytes_per_token": weight_bytes,
+            "kernels": kernels,
+            "threads": threads,
+            "repetitions": args.repetitions.max(1),
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(out, "model: {} ({:.2} GB of weights per token, loaded in {:.0} ms)", engine.path().display(), weight_bytes as f64 / 1e9, load.as_secs_f64() * 1e3)?;
+        writeln!(out, "kernels: {kernels}, threads: {threads}")?;
+        if args.n_prompt > 0 {
+            writeln!(out, "prefill: {} tokens, {prefill_tok_s:.2} tok/s (first token after {:.0} ms)", args.n_prompt, first_token.as_secs_f64() * 1e3)?;
+        }
+        if args.n_gen > 0 {
+            writeln!(out, "decode:  {} tokens, {decode_tok_s:.2} tok/s, {weight_gb_s:.2} GB/s of weights", args.n_gen)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `chatglm chat`: an interactive conversation with history. Reads one message per line from
+//! standard input (a terminal or a pipe); `/clear` forgets the conversation, `/exit` or
+//! end of input (Ctrl-D) quits.
+
+use super::common::{ModelArgs, SampleArgs};
+use super::CliError;
+use std::io::{BufRead, IsTerminal, Write};
+
+/// Arguments of `chatglm chat`.
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// Print the timings of each reply on standard error.
+    #[arg(long)]
+    timings: bool,
+}
+
+/// Runs `chatglm chat`.
+pub fn run(args: &ChatArgs) -> Result<(), CliError> {
+    let engine = args.model.engine()?;
+    let mut session = args.model.session(&engine)?;
+    let options = args.sample.options(args.sample.seed());
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "chatglm: {} ({}), context {}. /clear forgets the conversation, /exit or Ctrl-D quits.",
+            engine.path().display(),
+            engine.config().family,
+            session.context()
+        );
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("\n> ");
+        }
+        line.clear();
+        if stdin.read_line(&mut line)? == 0 {
+            break;
+        }
+        let message = line.trim_end_matches(['\n', '\r']);
+        match message.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/clear" => {
+                session.reset();
+                if interactive {
+                    eprintln!("(conversation cleared)");
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut stdout = std::io::stdout().lock();
+        let mut write_error = None;
+        let mut on_text = |piece: &str| match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        };
+        let generation = session.chat(message, &options, &mut on_text)?;
+        if let Some(e) = write_error {
+            return Err(CliError::Io(e));
+        }
+        writeln!(stdout)?;
+        if args.timings {
+            super::run::print_timings(&generation);
+        }
+    }
+    Ok(())
+}

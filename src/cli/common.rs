@@ -1,0 +1,106 @@
+//! Flags shared by the subcommands that run a model, with llama.cpp's names.
+
+use chatglm::model::KvType;
+use chatglm::sampler::SamplerConfig;
+use chatglm::{Engine, GenerateOptions, Session, SessionOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The model file and how to size a session.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The GGUF model file (see `chatglm-convert`).
+    #[arg(short, long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Context size in tokens: the KV cache is allocated once for it
+    /// [default: 2048, at most the model's].
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub ctx_size: usize,
+    /// Element type of the KV cache.
+    #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
+    pub kv_type: KvTypeArg,
+    /// Threads for the matrix products [default: all cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// KV cache element type on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum KvTypeArg {
+    /// Half precision (28 KiB per position for the 6B model).
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl ModelArgs {
+    /// Loads the engine.
+    pub fn engine(&self) -> Result<Arc<Engine>, chatglm::Error> {
+        Ok(Arc::new(Engine::open(&self.model)?))
+    }
+
+    /// Session options from the flags.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            context: self.ctx_size,
+            kv_type: match self.kv_type {
+                KvTypeArg::F16 => KvType::F16,
+                KvTypeArg::F32 => KvType::F32,
+            },
+            ..SessionOptions::default()
+        }
+    }
+
+    /// A session on `engine`.
+    pub fn session(&self, engine: &Arc<Engine>) -> Result<Session, chatglm::Error> {
+        Session::new(Arc::clone(engine), self.session_options())
+    }
+}
+
+/// Generation and sampling flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = 512)]
+    pub n_predict: usize,
+    /// Temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.95)]
+    pub temp: f32,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep the most likely tokens whose probabilities add up to P.
+    #[arg(long, default_value_t = 0.7)]
+    pub top_p: f32,
+    /// Penalty for repeating a token of the prompt or the reply (1: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed [default: from the clock]; the same seed and prompt give the same text.
+    #[arg(short = 's', long)]
+    pub seed: Option<u64>,
+}
+
+impl SampleArgs {
+    /// The seed to use: the flag's, or one from the clock.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
+    }
+
+    /// Generation options from the flags, with `seed`.
+    pub fn options(&self, seed: u64) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.n_predict,
+            sampler: SamplerConfig {
+                temperature: self.temp,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                repeat_penalty: self.repeat_penalty,
+                seed,
+            },
+        }
+    }
+}

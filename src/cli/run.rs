@@ -1,0 +1,135 @@
+//! `chatglm run`: one message (or a conversation), the reply streamed.
+
+use super::common::{ModelArgs, SampleArgs};
+use super::CliError;
+use chatglm::tokenizer::{ChatMessage, Role};
+use chatglm::Generation;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `chatglm run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// The message (in the model's chat format; with --raw, the text to continue).
+    #[arg(short, long, value_name = "TEXT", required_unless_present = "messages", conflicts_with = "messages")]
+    prompt: Option<String>,
+    /// Encode the prompt with only the `[gMASK] sop` prefix, no chat format.
+    #[arg(long, requires = "prompt")]
+    raw: bool,
+    /// A conversation as JSON, `[{"role": "user"|"assistant"|"system", "content": ...}, ...]`,
+    /// ending with a user message.
+    #[arg(long, value_name = "FILE.json")]
+    messages: Option<PathBuf>,
+    /// After generating, print one JSON object with the prompt ids, the generated ids, the
+    /// text and the timings (instead of streaming the text).
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| CliError::Input(format!("{}: expected a JSON array of messages", path.display())))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = |k: &str| m.get(k).and_then(|v| v.as_str());
+            let bad = |what: &str| CliError::Input(format!("{}: message {i}: {what}", path.display()));
+            let role = match field("role") {
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some("system") => Role::System,
+                Some("observation") => Role::Observation,
+                Some(r) => return Err(bad(&format!("unknown role {r:?}"))),
+                None => return Err(bad("no \"role\" string")),
+            };
+            let content = field("content").ok_or_else(|| bad("no \"content\" string"))?;
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
+}
+
+/// `{"prompt_ids", "ids", "text", "stop", "seed", "timings"}`.
+pub fn generation_json(g: &Generation, seed: u64) -> serde_json::Value {
+    let t = &g.timings;
+    serde_json::json!({
+        "prompt_ids": g.prompt_ids,
+        "ids": g.ids,
+        "text": g.text,
+        "stop": g.stop.name(),
+        "seed": seed,
+        "timings": {
+            "prompt_tokens": t.prompt_tokens,
+            "prefill_ms": t.prefill.as_secs_f64() * 1e3,
+            "prefill_tok_s": t.prefill_tok_s(),
+            "decode_tokens": t.decode_tokens,
+            "decode_ms": t.decode.as_secs_f64() * 1e3,
+            "decode_tok_s": t.decode_tok_s(),
+        },
+    })
+}
+
+/// One line of timings on stderr, as llama.cpp prints them.
+pub fn print_timings(g: &Generation) {
+    let t = &g.timings;
+    eprintln!(
+        "\n[prompt: {} tokens in {:.0} ms, {:.1} tok/s | reply: {} tokens, {:.1} tok/s | stop: {}]",
+        t.prompt_tokens,
+        t.prefill.as_secs_f64() * 1e3,
+        t.prefill_tok_s(),
+        g.ids.len(),
+        t.decode_tok_s(),
+        g.stop.name()
+    );
+}
+
+/// Runs `chatglm run`.
+pub fn run(args: &RunArgs) -> Result<(), CliError> {
+    let engine = args.model.engine()?;
+    let mut session = args.model.session(&engine)?;
+    let seed = args.sample.seed();
+    let options = args.sample.options(seed);
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let mut on_text = |piece: &str| {
+        if args.json {
+            return true;
+        }
+        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        }
+    };
+    let generation = if let Some(path) = &args.messages {
+        session.respond(&read_messages(path)?, &options, &mut on_text)?
+    } else {
+        let prompt = args.prompt.as_deref().unwrap_or_default();
+        if args.raw {
+            session.complete(prompt, &options, &mut on_text)?
+        } else {
+            session.chat(prompt, &options, &mut on_text)?
+        }
+    };
+    if let Some(e) = write_error {
+        return Err(CliError::Io(e));
+    }
+    if args.json {
+        writeln!(stdout, "{}", generation_json(&generation, seed))?;
+    } else {
+        writeln!(stdout)?;
+        print_timings(&generation);
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `chatglm tokenize`: the SentencePiece ids of a text (no chat template, no `[gMASK] sop`).
+
+use super::CliError;
+use chatglm::gguf::GgufFile;
+use chatglm::tokenizer::{Family, Tokenizer};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// Arguments of `chatglm tokenize`.
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["model", "spm"]))]
+pub struct TokenizeArgs {
+    /// Take the tokenizer from this GGUF model file.
+    #[arg(short, long, value_name = "FILE.gguf")]
+    model: Option<PathBuf>,
+    /// Take the tokenizer from a SentencePiece `tokenizer.model`.
+    #[arg(long, value_name = "tokenizer.model")]
+    spm: Option<PathBuf>,
+    /// Print `{"ids": [...], "pieces": [...], "decoded": "..."}`.
+    #[arg(long)]
+    json: bool,
+    /// The text [default: standard input].
+    text: Option<String>,
+}
+
+/// Runs `chatglm tokenize`.
+pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
+    let tokenizer = match (&args.model, &args.spm) {
+        (Some(path), _) => {
+            let file = GgufFile::open(path).map_err(|source| chatglm::Error::File { path: path.clone(), source })?;
+            Tokenizer::from_gguf(&file).map_err(chatglm::Error::from)?
+        }
+        (None, Some(path)) => Tokenizer::from_spm_file(path, Family::ChatGlm2).map_err(chatglm::Error::from)?,
+        (None, None) => return Err(CliError::Input("give a model (-m FILE.gguf) or --spm tokenizer.model".into())),
+    };
+    let text = match &args.text {
+        Some(t) => t.clone(),
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes)?;
+            String::from_utf8(bytes).map_err(|e| CliError::Input(format!("standard input is not UTF-8: {e}")))?
+        }
+    };
+    let ids = tokenizer.encode(&text);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let pieces: Vec<&str> = tokenizer.encode_pieces(&text);
+        let decoded = tokenizer.decode(&ids).map_err(chatglm::Error::from)?;
+        writeln!(out, "{}", serde_json::json!({ "ids": ids, "pieces": pieces, "decoded": decoded }))?;
+    } else {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "{}", ids.join(" "))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The library's top-level error: every failure of loading a model or running a session.
+
+use std::path::PathBuf;
+
+/// An error from [`crate::Engine`] or [`crate::Session`]. Each variant names what went wrong;
+/// the CLI prints it as one line, the C ABI returns it as a status code and a message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model file could not be opened or is not a valid GGUF file.
+    #[error("{}", file_message(path, source))]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: crate::gguf::GgufError,
+    },
+    /// The file's model is unusable (missing or malformed tensors, bad hyper-parameters), or
+    /// running it failed.
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
+    /// The file's tokenizer is unusable, or decoding failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    /// Sampling failed (bad settings, or logits that are NaN or infinite).
+    #[error("sampler: {0}")]
+    Sampler(#[from] crate::sampler::SamplerError),
+    /// The prompt does not leave room for a reply in the context.
+    #[error("the prompt is {tokens} tokens, but the context holds {context} (raise -c, or shorten it)")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        tokens: usize,
+        /// Positions in the context.
+        context: usize,
+    },
+    /// The prompt is empty.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// An option is out of range or inconsistent.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+/// `path: problem`, unless the problem already names the path (an I/O error).
+fn file_message(path: &std::path::Path, source: &crate::gguf::GgufError) -> String {
+    match source {
+        crate::gguf::GgufError::Io { .. } => source.to_string(),
+        _ => format!("{}: {source}", path.display()),
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,426 @@
+//! The high-level runtime: an [`Engine`] (model and tokenizer of one GGUF file, read-only,
+//! shared) and [`Session`]s (a conversation each: KV cache, history, sampler), generating text
+//! streamed through a callback. The CLI and the C ABI are thin layers over this module.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::{KvType, Logits, Model, ModelConfig, RunState, StateOptions};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::{ChatMessage, DecodeMode, Family, Role, StreamDecoder, Tokenizer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Context a session gets when none is asked for (capped by the model's own).
+pub const DEFAULT_CONTEXT: usize = 2048;
+
+/// A model file, loaded: the mapped GGUF file, the model viewing its weights in place, and the
+/// tokenizer. Read-only after loading; share it between sessions and threads with `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    path: PathBuf,
+    file: Arc<GgufFile>,
+    model: Model,
+    tokenizer: Tokenizer,
+}
+
+impl Engine {
+    /// Maps `path` read-only and loads its model and tokenizer. No weight is copied.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = GgufFile::open(&path).map_err(|source| Error::File { path: path.clone(), source })?;
+        Self::from_file(path, Arc::new(file))
+    }
+
+    /// Loads the model and tokenizer of a parsed file (`path` is for messages).
+    pub fn from_file(path: PathBuf, file: Arc<GgufFile>) -> Result<Self> {
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let model = Model::from_gguf(Arc::clone(&file))?;
+        if tokenizer.vocab_size() != model.config().vocab_size {
+            return Err(Error::InvalidOption(format!(
+                "the vocabulary has {} tokens but the embedding {} rows",
+                tokenizer.vocab_size(),
+                model.config().vocab_size
+            )));
+        }
+        Ok(Self { path, file, model, tokenizer })
+    }
+
+    /// The file this engine was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed GGUF file.
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+}
+
+/// How to size a [`Session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Positions of the KV cache; 0 means [`DEFAULT_CONTEXT`] (capped by the model's).
+    pub context: usize,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+    /// Tokens per pass over the weights while reading a prompt.
+    pub batch: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self { context: 0, kv_type: KvType::F16, batch: 32 }
+    }
+}
+
+/// How to generate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerateOptions {
+    /// Most new tokens to generate.
+    pub max_new_tokens: usize,
+    /// Sampling settings (temperature 0: greedy).
+    pub sampler: SamplerConfig,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_new_tokens: 512, sampler: SamplerConfig::default() }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end token (eos; for ChatGLM3 also `<|user|>` or `<|observation|>`).
+    Eos,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// The callback asked to stop.
+    Cancelled,
+}
+
+impl StopReason {
+    /// A short lower-case name (`eos`, `max_tokens`, `context_full`, `cancelled`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Prompt tokens run through the model (those not already in the cache).
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values were reused from the cache.
+    pub reused_tokens: usize,
+    /// Time to read the prompt, up to the first token's logits.
+    pub prefill: Duration,
+    /// Tokens generated after the first.
+    pub decode_tokens: usize,
+    /// Time of those decode steps.
+    pub decode: Duration,
+}
+
+impl Timings {
+    /// Prompt tokens per second.
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill.as_secs_f64().max(1e-9)
+    }
+
+    /// Generated tokens per second (first token excluded: it comes with the prefill).
+    pub fn decode_tok_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The prompt's ids.
+    pub prompt_ids: Vec<u32>,
+    /// The generated ids, an end token included.
+    pub ids: Vec<u32>,
+    /// The generated text (end tokens print nothing).
+    pub text: String,
+    /// Why generation stopped.
+    pub stop: StopReason,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// One conversation with a model: its KV cache (allocated once), the chat history, and the
+/// tokens whose keys and values the cache holds, so that a follow-up prompt that starts the
+/// same way reuses them.
+pub struct Session {
+    engine: Arc<Engine>,
+    state: RunState,
+    /// Tokens in the cache, in position order.
+    cached: Vec<u32>,
+    history: Vec<ChatMessage>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("context", &self.context())
+            .field("cached", &self.cached.len())
+            .field("history", &self.history.len())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A new conversation on `engine`, its KV cache allocated for `options.context` positions.
+    pub fn new(engine: Arc<Engine>, options: SessionOptions) -> Result<Self> {
+        let max = engine.config().context_length;
+        let context = match options.context {
+            0 => DEFAULT_CONTEXT.min(max),
+            c if c > max => {
+                return Err(Error::InvalidOption(format!(
+                    "context {c} is larger than the model's {max}"
+                )))
+            }
+            c => c,
+        };
+        let batch = options.batch.clamp(1, context);
+        let state = engine.model().new_state(StateOptions { context, batch, kv_type: options.kv_type })?;
+        Ok(Self { engine, state, cached: Vec::new(), history: Vec::new() })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Positions of the KV cache.
+    pub fn context(&self) -> usize {
+        self.state.kv_cache().capacity()
+    }
+
+    /// The conversation so far (what [`Session::chat`] adds to).
+    pub fn history(&self) -> &[ChatMessage] {
+        &self.history
+    }
+
+    /// Forgets the conversation and the cache.
+    pub fn reset(&mut self) {
+        self.history.clear();
+        self.cached.clear();
+        self.state.kv_cache_mut().clear();
+    }
+
+    /// Replies to `message` after the history in the model's chat format, streaming the
+    /// reply's text through `on_text` (return `false` to stop), then adds both to the history.
+    /// When the conversation no longer fits, the oldest rounds are dropped (the prompt always
+    /// starts with `[gMASK] sop`); a message that does not fit alone is an error.
+    pub fn chat(
+        &mut self,
+        message: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let prompt = self.fit_chat_prompt(message, options)?;
+        let generation = self.generate(&prompt, options, on_text)?;
+        self.history.push(ChatMessage::new(Role::User, message));
+        self.history.push(ChatMessage::new(Role::Assistant, reply_content(&generation.text)));
+        Ok(generation)
+    }
+
+    /// Replaces the history with `messages[..n-1]` and replies to the last one, which must be
+    /// a user message (as `chatglm run --messages` does).
+    pub fn respond(
+        &mut self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let (last, earlier) = messages
+            .split_last()
+            .ok_or_else(|| Error::InvalidOption("the conversation has no message".into()))?;
+        if last.role != Role::User {
+            return Err(Error::InvalidOption("the conversation must end with a user message".into()));
+        }
+        self.history = earlier.to_vec();
+        self.chat(&last.content, options, on_text)
+    }
+
+    /// Continues `text` with only the `[gMASK] sop` prefix (no chat format, no history).
+    pub fn complete(
+        &mut self,
+        text: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let prompt = self.engine.tokenizer().encode_with_prefix(text);
+        self.generate(&prompt, options, on_text)
+    }
+
+    /// The chat prompt for `message`, dropping the oldest history rounds until the prompt
+    /// leaves room for the reply: `max_new_tokens`, but at most half the context.
+    fn fit_chat_prompt(&mut self, message: &str, options: &GenerateOptions) -> Result<Vec<u32>> {
+        let tok = self.engine.tokenizer();
+        let reply = options.max_new_tokens.clamp(1, (self.context() / 2).max(1));
+        let room = self.context().saturating_sub(reply);
+        loop {
+            let prompt = tok.encode_chat(&self.history, message)?;
+            if prompt.len() <= room || self.history.is_empty() {
+                return Ok(prompt);
+            }
+            drop_oldest_round(&mut self.history, tok.family());
+        }
+    }
+
+    /// Generates after the prompt `prompt` (ids, the prefix included), reusing the cached
+    /// positions the prompt starts with, and streams the text through `on_text` (return
+    /// `false` to stop). The text never splits a UTF-8 character; end tokens print nothing.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let context = self.context();
+        if prompt.len() >= context {
+            return Err(Error::PromptTooLong { tokens: prompt.len(), context });
+        }
+        let mut sampler = Sampler::new(options.sampler)?;
+        let engine = Arc::clone(&self.engine);
+        let (model, tok) = (engine.model(), engine.tokenizer());
+        let stops = tok.stop_ids();
+
+        // Reuse the cached positions the prompt starts with; at least the last prompt token
+        // runs, for its logits.
+        let reused = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        let mut timings = Timings { prompt_tokens: prompt.len() - reused, reused_tokens: reused, ..Timings::default() };
+        self.cached.truncate(reused);
+        let start = Instant::now();
+        let mut logits = model.forward(&mut self.state, &prompt[reused..], reused, Logits::Last)?.to_vec();
+        self.cached.extend_from_slice(&prompt[reused..]);
+        timings.prefill = start.elapsed();
+
+        let mut seen: Vec<u32> = prompt.to_vec();
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut decoder = StreamDecoder::new(DecodeMode::SkipSpecial);
+        let mut emit = |piece: &str, text: &mut String| -> bool {
+            // A reply starts at its first visible character.
+            let piece = if text.is_empty() { piece.trim_start() } else { piece };
+            if piece.is_empty() {
+                return true;
+            }
+            text.push_str(piece);
+            on_text(piece)
+        };
+        let decode_start = Instant::now();
+        let stop = loop {
+            let next = sampler.sample(&logits, &seen)?;
+            ids.push(next);
+            seen.push(next);
+            if stops.contains(&next) {
+                break StopReason::Eos;
+            }
+            let piece = decoder.push(tok, next)?;
+            if !emit(&piece, &mut text) {
+                break StopReason::Cancelled;
+            }
+            if ids.len() >= options.max_new_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cached.len() >= context {
+                break StopReason::ContextFull;
+            }
+            let pos = self.cached.len();
+            logits.copy_from_slice(model.forward(&mut self.state, &[next], pos, Logits::Last)?);
+            self.cached.push(next);
+            timings.decode_tokens += 1;
+        };
+        timings.decode = decode_start.elapsed();
+        let rest = decoder.finish();
+        if stop != StopReason::Cancelled {
+            emit(&rest, &mut text);
+        }
+        Ok(Generation { prompt_ids: prompt.to_vec(), ids, text, stop, timings })
+    }
+}
+
+/// The content a reply adds to the history: ChatGLM3's reference `process_response` keeps what
+/// follows the metadata line, trimmed; ChatGLM2's trims.
+fn reply_content(text: &str) -> String {
+    text.trim().to_owned()
+}
+
+/// Drops the oldest round of `history`: ChatGLM3 keeps leading system messages and drops the
+/// first other message with the replies that follow it; ChatGLM2 drops the first user/assistant
+/// pair.
+fn drop_oldest_round(history: &mut Vec<ChatMessage>, family: Family) {
+    let first = match family {
+        Family::ChatGlm3 => history.iter().position(|m| m.role != Role::System),
+        Family::ChatGlm2 => Some(0),
+    };
+    let Some(first) = first else {
+        history.clear();
+        return;
+    };
+    let end = history[first + 1..]
+        .iter()
+        .position(|m| m.role == Role::User)
+        .map_or(history.len(), |i| first + 1 + i);
+    history.drain(first..end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(roles: &[Role]) -> Vec<ChatMessage> {
+        roles.iter().enumerate().map(|(i, &r)| ChatMessage::new(r, i.to_string())).collect()
+    }
+
+    #[test]
+    fn dropping_rounds_keeps_system_messages() {
+        use Role::*;
+        let mut h = msgs(&[System, User, Assistant, User, Assistant]);
+        drop_oldest_round(&mut h, Family::ChatGlm3);
+        let contents: Vec<_> = h.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["0", "3", "4"]);
+        let mut h = msgs(&[User, Assistant, User, Assistant]);
+        drop_oldest_round(&mut h, Family::ChatGlm2);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].content, "2");
+        let mut h = msgs(&[System]);
+        drop_oldest_round(&mut h, Family::ChatGlm3);
+        assert!(h.is_empty());
+    }
+}
