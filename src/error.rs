@@ -25,7 +25,9 @@ pub enum Error {
     #[error("sampler: {0}")]
     Sampler(#[from] crate::sampler::SamplerError),
     /// The prompt does not leave room for a reply in the context.
-    #[error("the prompt is {tokens} tokens, but the context holds {context} (raise -c, or shorten it)")]
+    #[error(
+        "the prompt is {tokens} tokens, but the context holds {context} (raise -c, or shorten it)"
+    )]
     PromptTooLong {
         /// Tokens in the prompt.
         tokens: usize,

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod arch;
+pub mod build;
 mod error;
 pub mod gguf;
 pub mod model;
@@ -21,5 +22,6 @@ mod mmap;
 
 pub use error::{Error, Result};
 pub use session::{
-    Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason, Timings, DEFAULT_CONTEXT,
+    Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason, Timings,
+    DEFAULT_CONTEXT,
 };

@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Make a small synthetic model (no download) and stream a reply from it.
+    Demo(cli::demo::DemoArgs),
     /// Reply to one message (or a conversation), streaming the text.
     Run(cli::run::RunArgs),
     /// Chat interactively, with history (also reads messages from a pipe, one per line).
@@ -32,6 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => cli::demo::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Chat(args) => cli::chat::run(args),
         Command::Bench(args) => cli::bench::run(args),

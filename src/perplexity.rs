@@ -26,11 +26,17 @@ pub struct Perplexity {
 /// `-log softmax(logits)[target]`, computed in f64.
 fn nll(logits: &[f32], target: u32) -> Result<f64> {
     if let Some((index, &value)) = logits.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::Sampler(crate::sampler::SamplerError::NonFinite { index, value }));
+        return Err(Error::Sampler(crate::sampler::SamplerError::NonFinite {
+            index,
+            value,
+        }));
     }
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let target = logits.get(target as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64;
+    let target = logits
+        .get(target as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY) as f64;
     Ok(max + sum.ln() - target)
 }
 
@@ -45,7 +51,9 @@ pub fn perplexity(
 ) -> Result<Perplexity> {
     let max = engine.config().context_length;
     if !(3..=max).contains(&context) {
-        return Err(Error::InvalidOption(format!("perplexity context {context} must be in 3..={max}")));
+        return Err(Error::InvalidOption(format!(
+            "perplexity context {context} must be in 3..={max}"
+        )));
     }
     let tok = engine.tokenizer();
     let ids = tok.encode(text);
@@ -55,7 +63,11 @@ pub fn perplexity(
     let model = engine.model();
     let vocab = model.config().vocab_size;
     let batch = SCORE_BATCH.min(context);
-    let mut state = model.new_state(StateOptions { context, batch, kv_type })?;
+    let mut state = model.new_state(StateOptions {
+        context,
+        batch,
+        kv_type,
+    })?;
     let (mut total, mut scored) = (0.0f64, 0usize);
     for window in ids.chunks(context - 2) {
         let mut input = tok.prompt_prefix().to_vec();
@@ -74,7 +86,11 @@ pub fn perplexity(
         }
         progress(scored, ids.len());
     }
-    Ok(Perplexity { ppl: (total / scored as f64).exp(), tokens: scored, nll: total })
+    Ok(Perplexity {
+        ppl: (total / scored as f64).exp(),
+        tokens: scored,
+        nll: total,
+    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ impl Engine {
     /// Maps `path` read-only and loads its model and tokenizer. No weight is copied.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = GgufFile::open(&path).map_err(|source| Error::File { path: path.clone(), source })?;
+        let file = GgufFile::open(&path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_file(path, Arc::new(file))
     }
 
@@ -43,7 +46,12 @@ impl Engine {
                 model.config().vocab_size
             )));
         }
-        Ok(Self { path, file, model, tokenizer })
+        Ok(Self {
+            path,
+            file,
+            model,
+            tokenizer,
+        })
     }
 
     /// The file this engine was loaded from.
@@ -85,7 +93,11 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { context: 0, kv_type: KvType::F16, batch: 32 }
+        Self {
+            context: 0,
+            kv_type: KvType::F16,
+            batch: 32,
+        }
     }
 }
 
@@ -100,7 +112,10 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 512, sampler: SamplerConfig::default() }
+        Self {
+            max_new_tokens: 512,
+            sampler: SamplerConfig::default(),
+        }
     }
 }
 
@@ -206,8 +221,17 @@ impl Session {
             c => c,
         };
         let batch = options.batch.clamp(1, context);
-        let state = engine.model().new_state(StateOptions { context, batch, kv_type: options.kv_type })?;
-        Ok(Self { engine, state, cached: Vec::new(), history: Vec::new() })
+        let state = engine.model().new_state(StateOptions {
+            context,
+            batch,
+            kv_type: options.kv_type,
+        })?;
+        Ok(Self {
+            engine,
+            state,
+            cached: Vec::new(),
+            history: Vec::new(),
+        })
     }
 
     /// The engine.
@@ -245,7 +269,10 @@ impl Session {
         let prompt = self.fit_chat_prompt(message, options)?;
         let generation = self.generate(&prompt, options, on_text)?;
         self.history.push(ChatMessage::new(Role::User, message));
-        self.history.push(ChatMessage::new(Role::Assistant, reply_content(&generation.text)));
+        self.history.push(ChatMessage::new(
+            Role::Assistant,
+            reply_content(&generation.text),
+        ));
         Ok(generation)
     }
 
@@ -261,7 +288,9 @@ impl Session {
             .split_last()
             .ok_or_else(|| Error::InvalidOption("the conversation has no message".into()))?;
         if last.role != Role::User {
-            return Err(Error::InvalidOption("the conversation must end with a user message".into()));
+            return Err(Error::InvalidOption(
+                "the conversation must end with a user message".into(),
+            ));
         }
         self.history = earlier.to_vec();
         self.chat(&last.content, options, on_text)
@@ -307,7 +336,10 @@ impl Session {
         }
         let context = self.context();
         if prompt.len() >= context {
-            return Err(Error::PromptTooLong { tokens: prompt.len(), context });
+            return Err(Error::PromptTooLong {
+                tokens: prompt.len(),
+                context,
+            });
         }
         let mut sampler = Sampler::new(options.sampler)?;
         let engine = Arc::clone(&self.engine);
@@ -323,10 +355,16 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        let mut timings = Timings { prompt_tokens: prompt.len() - reused, reused_tokens: reused, ..Timings::default() };
+        let mut timings = Timings {
+            prompt_tokens: prompt.len() - reused,
+            reused_tokens: reused,
+            ..Timings::default()
+        };
         self.cached.truncate(reused);
         let start = Instant::now();
-        let mut logits = model.forward(&mut self.state, &prompt[reused..], reused, Logits::Last)?.to_vec();
+        let mut logits = model
+            .forward(&mut self.state, &prompt[reused..], reused, Logits::Last)?
+            .to_vec();
         self.cached.extend_from_slice(&prompt[reused..]);
         timings.prefill = start.elapsed();
 
@@ -336,7 +374,11 @@ impl Session {
         let mut decoder = StreamDecoder::new(DecodeMode::SkipSpecial);
         let mut emit = |piece: &str, text: &mut String| -> bool {
             // A reply starts at its first visible character.
-            let piece = if text.is_empty() { piece.trim_start() } else { piece };
+            let piece = if text.is_empty() {
+                piece.trim_start()
+            } else {
+                piece
+            };
             if piece.is_empty() {
                 return true;
             }
@@ -371,7 +413,13 @@ impl Session {
         if stop != StopReason::Cancelled {
             emit(&rest, &mut text);
         }
-        Ok(Generation { prompt_ids: prompt.to_vec(), ids, text, stop, timings })
+        Ok(Generation {
+            prompt_ids: prompt.to_vec(),
+            ids,
+            text,
+            stop,
+            timings,
+        })
     }
 }
 
@@ -405,7 +453,11 @@ mod tests {
     use super::*;
 
     fn msgs(roles: &[Role]) -> Vec<ChatMessage> {
-        roles.iter().enumerate().map(|(i, &r)| ChatMessage::new(r, i.to_string())).collect()
+        roles
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| ChatMessage::new(r, i.to_string()))
+            .collect()
     }
 
     #[test]

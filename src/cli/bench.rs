@@ -89,7 +89,9 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let mut first_token = Duration::ZERO;
     for _ in 0..args.repetitions.max(1) {
         let start = Instant::now();
-        let mut logits = model.forward(&mut state, &prompt, 0, Logits::Last)?.to_vec();
+        let mut logits = model
+            .forward(&mut state, &prompt, 0, Logits::Last)?
+            .to_vec();
         let prefill = start.elapsed();
         first_token = prefill;
         if args.n_prompt > 0 {
@@ -98,7 +100,12 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         let start = Instant::now();
         for i in 0..args.n_gen {
             let next = argmax(&logits);
-            logits.copy_from_slice(model.forward(&mut state, &[next], prompt.len() + i, Logits::Last)?);
+            logits.copy_from_slice(model.forward(
+                &mut state,
+                &[next],
+                prompt.len() + i,
+                Logits::Last,
+            )?);
         }
         if args.n_gen > 0 {
             decode_rates.push(args.n_gen as f64 / start.elapsed().as_secs_f64());
@@ -122,13 +129,28 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         });
         writeln!(out, "{doc}")?;
     } else {
-        writeln!(out, "model: {} ({:.2} GB of weights per token, loaded in {:.0} ms)", engine.path().display(), weight_bytes as f64 / 1e9, load.as_secs_f64() * 1e3)?;
+        writeln!(
+            out,
+            "model: {} ({:.2} GB of weights per token, loaded in {:.0} ms)",
+            engine.path().display(),
+            weight_bytes as f64 / 1e9,
+            load.as_secs_f64() * 1e3
+        )?;
         writeln!(out, "kernels: {kernels}, threads: {threads}")?;
         if args.n_prompt > 0 {
-            writeln!(out, "prefill: {} tokens, {prefill_tok_s:.2} tok/s (first token after {:.0} ms)", args.n_prompt, first_token.as_secs_f64() * 1e3)?;
+            writeln!(
+                out,
+                "prefill: {} tokens, {prefill_tok_s:.2} tok/s (first token after {:.0} ms)",
+                args.n_prompt,
+                first_token.as_secs_f64() * 1e3
+            )?;
         }
         if args.n_gen > 0 {
-            writeln!(out, "decode:  {} tokens, {decode_tok_s:.2} tok/s, {weight_gb_s:.2} GB/s of weights", args.n_gen)?;
+            writeln!(
+                out,
+                "decode:  {} tokens, {decode_tok_s:.2} tok/s, {weight_gb_s:.2} GB/s of weights",
+                args.n_gen
+            )?;
         }
     }
     Ok(())

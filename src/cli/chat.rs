@@ -57,7 +57,10 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
         }
         let mut stdout = std::io::stdout().lock();
         let mut write_error = None;
-        let mut on_text = |piece: &str| match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+        let mut on_text = |piece: &str| match stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
             Ok(()) => true,
             Err(e) => {
                 write_error = Some(e);

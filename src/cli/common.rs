@@ -14,7 +14,13 @@ pub struct ModelArgs {
     pub model: PathBuf,
     /// Context size in tokens: the KV cache is allocated once for it
     /// [default: 2048, at most the model's].
-    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     pub ctx_size: usize,
     /// Element type of the KV cache.
     #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
@@ -61,7 +67,12 @@ impl ModelArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SampleArgs {
     /// Most tokens to generate.
-    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = 512)]
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        value_name = "N",
+        default_value_t = 512
+    )]
     pub n_predict: usize,
     /// Temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.95)]

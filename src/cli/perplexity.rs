@@ -34,7 +34,9 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| CliError::Input(format!("{}: {e}", args.file.display())))?;
     let engine = Engine::open(&args.model)?;
-    let context = args.ctx_size.unwrap_or_else(|| 512.min(engine.config().context_length));
+    let context = args
+        .ctx_size
+        .unwrap_or_else(|| 512.min(engine.config().context_length));
     let kv = match args.kv_type {
         KvTypeArg::F16 => KvType::F16,
         KvTypeArg::F32 => KvType::F32,
@@ -47,10 +49,18 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
     let p = perplexity(&engine, &text, context, kv, &mut progress)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::json!({ "ppl": p.ppl, "tokens": p.tokens }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "ppl": p.ppl, "tokens": p.tokens })
+        )?;
     } else {
         eprintln!();
-        writeln!(out, "perplexity {:.4} over {} tokens (windows of {context})", p.ppl, p.tokens)?;
+        writeln!(
+            out,
+            "perplexity {:.4} over {} tokens (windows of {context})",
+            p.ppl, p.tokens
+        )?;
     }
     Ok(())
 }

@@ -15,7 +15,13 @@ pub struct RunArgs {
     #[command(flatten)]
     sample: SampleArgs,
     /// The message (in the model's chat format; with --raw, the text to continue).
-    #[arg(short, long, value_name = "TEXT", required_unless_present = "messages", conflicts_with = "messages")]
+    #[arg(
+        short,
+        long,
+        value_name = "TEXT",
+        required_unless_present = "messages",
+        conflicts_with = "messages"
+    )]
     prompt: Option<String>,
     /// Encode the prompt with only the `[gMASK] sop` prefix, no chat format.
     #[arg(long, requires = "prompt")]
@@ -35,15 +41,19 @@ fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, CliError> {
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| CliError::Input(format!("{}: expected a JSON array of messages", path.display())))?;
+    let items = value.as_array().ok_or_else(|| {
+        CliError::Input(format!(
+            "{}: expected a JSON array of messages",
+            path.display()
+        ))
+    })?;
     items
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let field = |k: &str| m.get(k).and_then(|v| v.as_str());
-            let bad = |what: &str| CliError::Input(format!("{}: message {i}: {what}", path.display()));
+            let bad =
+                |what: &str| CliError::Input(format!("{}: message {i}: {what}", path.display()));
             let role = match field("role") {
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
@@ -104,7 +114,10 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         if args.json {
             return true;
         }
-        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+        match stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
             Ok(()) => true,
             Err(e) => {
                 write_error = Some(e);

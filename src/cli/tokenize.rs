@@ -27,18 +27,28 @@ pub struct TokenizeArgs {
 pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
     let tokenizer = match (&args.model, &args.spm) {
         (Some(path), _) => {
-            let file = GgufFile::open(path).map_err(|source| chatglm::Error::File { path: path.clone(), source })?;
+            let file = GgufFile::open(path).map_err(|source| chatglm::Error::File {
+                path: path.clone(),
+                source,
+            })?;
             Tokenizer::from_gguf(&file).map_err(chatglm::Error::from)?
         }
-        (None, Some(path)) => Tokenizer::from_spm_file(path, Family::ChatGlm2).map_err(chatglm::Error::from)?,
-        (None, None) => return Err(CliError::Input("give a model (-m FILE.gguf) or --spm tokenizer.model".into())),
+        (None, Some(path)) => {
+            Tokenizer::from_spm_file(path, Family::ChatGlm2).map_err(chatglm::Error::from)?
+        }
+        (None, None) => {
+            return Err(CliError::Input(
+                "give a model (-m FILE.gguf) or --spm tokenizer.model".into(),
+            ))
+        }
     };
     let text = match &args.text {
         Some(t) => t.clone(),
         None => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
-            String::from_utf8(bytes).map_err(|e| CliError::Input(format!("standard input is not UTF-8: {e}")))?
+            String::from_utf8(bytes)
+                .map_err(|e| CliError::Input(format!("standard input is not UTF-8: {e}")))?
         }
     };
     let ids = tokenizer.encode(&text);
@@ -46,7 +56,11 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
     if args.json {
         let pieces: Vec<&str> = tokenizer.encode_pieces(&text);
         let decoded = tokenizer.decode(&ids).map_err(chatglm::Error::from)?;
-        writeln!(out, "{}", serde_json::json!({ "ids": ids, "pieces": pieces, "decoded": decoded }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "ids": ids, "pieces": pieces, "decoded": decoded })
+        )?;
     } else {
         let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
         writeln!(out, "{}", ids.join(" "))?;

@@ -22,17 +22,9 @@ pub enum ConvertError {
     /// The tokenizer.model is unreadable.
     #[error("tokenizer.model: {0}")]
     Tokenizer(#[from] chatglm::tokenizer::TokenizerError),
-    /// Writing GGUF failed.
-    #[error("gguf: {0}")]
-    Gguf(#[from] chatglm::gguf::GgufError),
-    /// A tensor could not be quantized (for example it holds NaN or infinity).
-    #[error("tensor {tensor}: {source}")]
-    Quantize {
-        /// The Hugging Face tensor name.
-        tensor: String,
-        /// The cause.
-        source: chatglm_kernels::KernelError,
-    },
+    /// Writing the GGUF file failed.
+    #[error("{0}")]
+    Build(#[from] chatglm::build::BuildError),
     /// A tensor the model needs is not in the checkpoint.
     #[error("tensor {0} is missing from the checkpoint")]
     MissingTensor(String),
@@ -53,9 +45,6 @@ pub enum ConvertError {
     /// The arguments or inputs are inconsistent.
     #[error("{0}")]
     Invalid(String),
-    /// The user interrupted the conversion; nothing was written under the output name.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 impl ConvertError {

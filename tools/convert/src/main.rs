@@ -6,13 +6,13 @@
 //! ```
 
 use chatglm::arch::Family;
+use chatglm::build::synthetic::{write_synthetic, Preset};
+use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
 use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::{convert, ConvertOptions, Progress, Source};
+use chatglm_convert::convert::convert;
 use chatglm_convert::error::ConvertError;
-use chatglm_convert::plan::TensorPlan;
-use chatglm_convert::synthetic::{placeholder_tokenizer, Preset};
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -120,16 +120,36 @@ fn run(args: Args) -> Result<(), ConvertError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
 
-    let (shape, spm, name, ckpt) = if let Some(preset) = &args.synthetic {
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // If no handler can be installed, Ctrl-C kills the process; the temporary file is
+        // then left behind, but never a half-written file under the output name.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    let mut bar = Bar(ProgressBar::new(0));
+    let start = Instant::now();
+    let opts = |name: &str| WriteOptions {
+        output: args
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name()))),
+        matrix_type: ty,
+        portable: args.portable,
+        threads,
+        name: name.to_owned(),
+    };
+    let (summary, output) = if let Some(preset) = &args.synthetic {
         let preset = Preset::from_name(preset)
             .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
-        let name = format!("synthetic-{}", preset.name());
-        (
-            preset.config(),
-            placeholder_tokenizer(preset.sp_vocab_size()),
-            name,
-            None,
-        )
+        let opts = opts(&format!("synthetic-{}", preset.name()));
+        announce(
+            &format!("synthetic {} (seed {})", preset.name(), args.seed),
+            &opts,
+        );
+        let result = write_synthetic(preset, args.seed, &opts, &mut bar, &cancel);
+        bar.0.finish_and_clear();
+        (result?, opts.output)
     } else {
         let dir = args.model_dir.clone().unwrap_or_default();
         if !dir.is_dir() {
@@ -146,57 +166,42 @@ fn run(args: Args) -> Result<(), ConvertError> {
             FamilyArg::Auto => None,
         };
         let decision = chatglm_convert::config::family(&dir, &config, forced)?;
-        eprintln!("family: {} ({})", decision.family, decision.evidence);
-        let family = decision.family;
-        let tok_path = dir.join("tokenizer.model");
-        let spm = SpmModel::from_file(&tok_path)?;
+        let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
         let ckpt = Checkpoint::open(&dir)?;
         let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "chatglm".into());
-        (config.to_model_config(family), spm, name, Some(ckpt))
+        let opts = opts(&name);
+        announce(
+            &format!(
+                "{} ({}: {})",
+                dir.display(),
+                decision.family,
+                decision.evidence
+            ),
+            &opts,
+        );
+        let model = config.to_model_config(decision.family);
+        let result = convert(&ckpt, &model, &spm, &opts, &mut bar, &cancel);
+        bar.0.finish_and_clear();
+        (result?, opts.output)
     };
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name())));
-    let opts = ConvertOptions {
-        output: output.clone(),
-        matrix_type: ty,
-        portable: args.portable,
-        threads,
-        name,
-    };
+    report(&summary, &output, start);
+    Ok(())
+}
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = Arc::clone(&cancel);
-        // If no handler can be installed, Ctrl-C kills the process; the temporary file is
-        // then left behind, but never a half-written file under the output name.
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
-    }
+fn announce(source: &str, opts: &WriteOptions) {
     eprintln!(
-        "converting {} -> {} ({}, {} layers, hidden {}, {} threads)",
-        args.model_dir.as_ref().map_or_else(
-            || format!("synthetic {}", args.synthetic.as_deref().unwrap_or("")),
-            |d| d.display().to_string()
-        ),
-        output.display(),
-        ty,
-        shape.num_layers,
-        shape.hidden_size,
-        threads,
+        "converting {source} -> {} ({}, {} threads)",
+        opts.output.display(),
+        opts.matrix_type,
+        opts.threads
     );
-    let start = Instant::now();
-    let mut bar = Bar(ProgressBar::new(0));
-    let source = match &ckpt {
-        Some(c) => Source::Checkpoint(c),
-        None => Source::Synthetic { seed: args.seed },
-    };
-    let result = convert(source, &shape, &spm, &opts, &mut bar, &cancel);
-    bar.0.finish_and_clear();
-    let summary = result?;
+}
+
+fn report(summary: &Summary, output: &std::path::Path, start: Instant) {
     for t in summary.plan.iter().filter(|t| t.fallback.is_some()) {
         eprintln!(
             "note: {} stored as {}: {}",
@@ -206,13 +211,23 @@ fn run(args: Args) -> Result<(), ConvertError> {
         );
     }
     eprintln!(
-        "wrote {} tensors, {:.2} GB, to {} in {:.1} s",
+        "wrote {} tensors, {}, to {} in {:.1} s",
         summary.plan.len(),
-        summary.file_bytes as f64 / 1e9,
+        human_bytes(summary.file_bytes),
         output.display(),
         start.elapsed().as_secs_f64()
     );
-    Ok(())
+}
+
+/// `1.23 GB`, `456.7 MB`, `12.3 kB`, `17 B`.
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        _ if n >= 1e9 => format!("{:.2} GB", n / 1e9),
+        _ if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        _ if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        _ => format!("{n} B"),
+    }
 }
 
 fn main() -> ExitCode {

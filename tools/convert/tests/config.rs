@@ -3,9 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use chatglm::build::build_plan;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::{family, ConfigError, Family, HfConfig, TokenIds};
-use chatglm_convert::plan::build_plan;
 use chatglm_kernels::GgmlType;
 use serde_json::{json, Value};
 

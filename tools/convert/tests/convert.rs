@@ -6,15 +6,14 @@
 mod common;
 
 use chatglm::arch::{keys, Family};
+use chatglm::build::{BuildError, NoProgress, Role, WriteOptions};
 use chatglm::gguf::GgufFile;
 use chatglm::model::ModelConfig;
 use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::{convert, ConvertOptions, NoProgress, Source};
+use chatglm_convert::convert::convert;
 use chatglm_convert::error::ConvertError;
-use chatglm_convert::plan::{build_plan, Role};
-use chatglm_convert::synthetic::{placeholder_tokenizer, Preset};
 use chatglm_kernels::{quant, GgmlType};
 use common::*;
 use std::sync::atomic::AtomicBool;
@@ -130,68 +129,6 @@ fn metadata_reads_back_as_the_checkpoint_config() {
 }
 
 #[test]
-fn synthetic_tiny_is_a_loadable_model() {
-    let out = temp_dir("synthetic").join("tiny.gguf");
-    let config = Preset::Tiny.config();
-    let opts = ConvertOptions {
-        output: out.clone(),
-        matrix_type: GgmlType::Q4_0,
-        portable: true,
-        threads: 2,
-        name: "synthetic-tiny".into(),
-    };
-    let spm = placeholder_tokenizer(Preset::Tiny.sp_vocab_size());
-    let cancel = AtomicBool::new(false);
-    convert(
-        Source::Synthetic { seed: 1 },
-        &config,
-        &spm,
-        &opts,
-        &mut NoProgress,
-        &cancel,
-    )
-    .unwrap();
-    let file = GgufFile::open(&out).unwrap();
-    assert_eq!(ModelConfig::from_gguf(&file).unwrap(), config);
-    assert_eq!(
-        file.tensors().len(),
-        build_plan(&config, GgmlType::Q4_0).len()
-    );
-    // Same seed, same bytes; another seed, other bytes.
-    let again = out.with_file_name("again.gguf");
-    let opts2 = ConvertOptions {
-        output: again.clone(),
-        threads: 1,
-        ..opts.clone()
-    };
-    convert(
-        Source::Synthetic { seed: 1 },
-        &config,
-        &spm,
-        &opts2,
-        &mut NoProgress,
-        &cancel,
-    )
-    .unwrap();
-    assert!(std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap());
-    let other = out.with_file_name("other.gguf");
-    let opts3 = ConvertOptions {
-        output: other.clone(),
-        ..opts
-    };
-    convert(
-        Source::Synthetic { seed: 2 },
-        &config,
-        &spm,
-        &opts3,
-        &mut NoProgress,
-        &cancel,
-    )
-    .unwrap();
-    assert!(std::fs::read(&out).unwrap() != std::fs::read(&other).unwrap());
-}
-
-#[test]
 fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     let tmp = temp_dir("fail");
     let out = tmp.join("out.gguf");
@@ -228,7 +165,7 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     let ckpt = Checkpoint::open(&golden_dir("glm2-tiny")).unwrap();
     let config = HfConfig::from_file(&golden_dir("glm2-tiny").join("config.json")).unwrap();
     let spm = SpmModel::from_file(golden_dir("glm2-tiny").join("tokenizer.model")).unwrap();
-    let opts = ConvertOptions {
+    let opts = WriteOptions {
         output: out.clone(),
         matrix_type: GgmlType::Q4_0,
         portable: true,
@@ -236,14 +173,17 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
         name: "x".into(),
     };
     let r = convert(
-        Source::Checkpoint(&ckpt),
+        &ckpt,
         &config.to_model_config(Family::ChatGlm2),
         &spm,
         &opts,
         &mut NoProgress,
         &AtomicBool::new(true),
     );
-    assert!(matches!(r, Err(ConvertError::Interrupted)), "{r:?}");
+    assert!(
+        matches!(r, Err(ConvertError::Build(BuildError::Interrupted))),
+        "{r:?}"
+    );
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -259,7 +199,7 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     config.num_layers = 1;
     let spm = SpmModel::from_file(dir.join("tokenizer.model")).unwrap();
     let out = temp_dir("unknown").join("x.gguf");
-    let opts = ConvertOptions {
+    let opts = WriteOptions {
         output: out.clone(),
         matrix_type: GgmlType::F32,
         portable: true,
@@ -267,7 +207,7 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
         name: "x".into(),
     };
     match convert(
-        Source::Checkpoint(&ckpt),
+        &ckpt,
         &config,
         &spm,
         &opts,

@@ -1,10 +1,11 @@
 //! Helpers shared by the converter's integration tests.
 #![allow(dead_code)]
 
+use chatglm::build::{NoProgress, Summary, WriteOptions};
 use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::{family, HfConfig};
-use chatglm_convert::convert::{convert, ConvertOptions, NoProgress, Source, Summary};
+use chatglm_convert::convert::convert;
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub fn convert_checkpoint(dir: &Path, ty: GgmlType, out: &Path) -> Result<Summar
     let fam = family(dir, &config, None)?.family;
     let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
     let ckpt = Checkpoint::open(dir)?;
-    let opts = ConvertOptions {
+    let opts = WriteOptions {
         output: out.to_path_buf(),
         matrix_type: ty,
         portable: true,
@@ -45,7 +46,7 @@ pub fn convert_checkpoint(dir: &Path, ty: GgmlType, out: &Path) -> Result<Summar
         name: "test".into(),
     };
     convert(
-        Source::Checkpoint(&ckpt),
+        &ckpt,
         &config.to_model_config(fam),
         &spm,
         &opts,

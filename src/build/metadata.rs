@@ -1,9 +1,9 @@
 //! The `general.*` GGUF keys. The model's keys are written by `ModelConfig::to_gguf` and the
 //! tokenizer's by `TokenizerParts::to_gguf`, the twins of what the runtime reads (see
-//! `chatglm::arch` and docs/FORMAT.md).
+//! `crate::arch` and docs/FORMAT.md).
 
-use chatglm::arch::{keys, ARCHITECTURE};
-use chatglm::gguf::{GgufError, Metadata};
+use crate::arch::{keys, ARCHITECTURE};
+use crate::gguf::{GgufError, Metadata};
 use chatglm_kernels::GgmlType;
 
 /// llama.cpp's `llama_ftype` for a file whose matrices are `ty`, if it has one.

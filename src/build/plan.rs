@@ -1,8 +1,8 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
-use chatglm::arch::tensors;
-use chatglm::model::ModelConfig;
+use crate::arch::tensors;
+use crate::model::ModelConfig;
 use chatglm_kernels::GgmlType;
 
 /// The role a tensor plays, which decides its output type and (for synthetic models) its values.
@@ -174,7 +174,7 @@ mod tests {
     use super::*;
 
     fn glm2_6b() -> ModelConfig {
-        crate::synthetic::Preset::ChatGlm2_6b.config()
+        crate::build::synthetic::Preset::ChatGlm2_6b.config()
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Synthetic models: the real shapes with seeded random weights and a placeholder tokenizer,
 //! for benchmarks and demos (real weights cannot be downloaded everywhere).
 
-use crate::plan::{Role, TensorPlan};
-use chatglm::arch::Family;
-use chatglm::model::{ModelConfig, RopeScaling};
-use chatglm::tokenizer::proto::{
+use super::plan::{build_plan, Role, TensorPlan};
+use super::{write_model, BuildError, Progress, Summary, TensorSource, WriteOptions};
+use crate::arch::Family;
+use crate::model::{ModelConfig, RopeScaling};
+use crate::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
 };
+use crate::tokenizer::TokenizerParts;
+use std::sync::atomic::AtomicBool;
 
 /// A named synthetic preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +221,56 @@ pub fn fill_tensor(plan: &TensorPlan, index: usize, seed: u64, out: &mut [f32], 
     });
 }
 
+/// Seeded random values for every tensor ([`fill_tensor`]).
+pub struct SyntheticSource {
+    /// The seed.
+    pub seed: u64,
+}
+
+impl TensorSource for SyntheticSource {
+    fn read(
+        &mut self,
+        t: &TensorPlan,
+        index: usize,
+        threads: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), BuildError> {
+        out.resize(t.numel(), 0.0);
+        fill_tensor(t, index, self.seed, out, threads);
+        Ok(())
+    }
+}
+
+/// Writes the synthetic model `preset` with seed `seed` (see [`write_model`]).
+pub fn write_synthetic(
+    preset: Preset,
+    seed: u64,
+    opts: &WriteOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, BuildError> {
+    let config = preset.config();
+    let tokenizer = TokenizerParts::from_spm(
+        placeholder_tokenizer(preset.sp_vocab_size()),
+        config.family,
+        Some(config.vocab_size),
+    )?;
+    let plan = build_plan(&config, opts.matrix_type);
+    write_model(
+        &config,
+        &tokenizer,
+        plan,
+        &mut SyntheticSource { seed },
+        opts,
+        progress,
+        cancel,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::build_plan;
+
     use chatglm_kernels::GgmlType;
 
     #[test]

@@ -1,0 +1,204 @@
+//! Writing model files: the tensor plan of a ChatGLM model, the `general.*` keys, and
+//! [`write_model`], which streams every tensor through the quantizer into a GGUF file that
+//! appears under its name only when complete. `chatglm-convert` feeds it a Hugging Face
+//! checkpoint; [`synthetic`] feeds it seeded random weights (benchmarks, `chatglm demo`).
+
+mod metadata;
+pub mod plan;
+mod quantize;
+pub mod synthetic;
+
+pub use metadata::{file_type, general_metadata};
+pub use plan::{build_plan, is_ignored_hf_tensor, Role, TensorPlan};
+pub use quantize::encode_rows;
+
+use crate::gguf::{GgufError, GgufWriter, Metadata, TensorDesc};
+use crate::model::ModelConfig;
+use crate::tokenizer::{TokenizerError, TokenizerParts};
+use chatglm_kernels::{GgmlType, KernelError};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why writing a model file failed. Each variant names the file or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Writing the output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metadata or a tensor could not be encoded as GGUF.
+    #[error("gguf: {0}")]
+    Gguf(#[from] GgufError),
+    /// The vocabulary is inconsistent.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    /// A tensor could not be quantized (for example it holds NaN or infinity).
+    #[error("tensor {tensor}: {source}")]
+    Quantize {
+        /// The source's tensor name.
+        tensor: String,
+        /// The cause.
+        source: KernelError,
+    },
+    /// The tensor source failed (reading a checkpoint, say).
+    #[error("{0}")]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+    /// The caller cancelled; nothing was written under the output name.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Where the values of each tensor come from.
+pub trait TensorSource {
+    /// Fills `out` with the f32 values of tensor `index` of the plan (row-major, `t.numel()`
+    /// values), using up to `threads` threads.
+    fn read(
+        &mut self,
+        t: &TensorPlan,
+        index: usize,
+        threads: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), BuildError>;
+}
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// The output file.
+    pub output: PathBuf,
+    /// The type of 2-D weight matrices.
+    pub matrix_type: GgmlType,
+    /// Write only ggml's standard types (today every type written is standard).
+    pub portable: bool,
+    /// Threads for quantization (and the source, if it uses them).
+    pub threads: usize,
+    /// `general.name`.
+    pub name: String,
+}
+
+/// Reports progress of a long write (a progress bar in the converter, nothing in tests).
+pub trait Progress {
+    /// Called once with the plan, before any tensor is written.
+    fn start(&mut self, plan: &[TensorPlan]);
+    /// Called after each tensor is written.
+    fn tensor_done(&mut self, tensor: &TensorPlan);
+}
+
+/// A [`Progress`] that reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _: &[TensorPlan]) {}
+    fn tensor_done(&mut self, _: &TensorPlan) {}
+}
+
+/// What [`write_model`] wrote.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The tensors, in file order, with their output types.
+    pub plan: Vec<TensorPlan>,
+    /// Size of the output file in bytes.
+    pub file_bytes: u64,
+}
+
+/// The output's temporary sibling: removed on drop unless [`TempOutput::commit`] renamed it.
+struct TempOutput {
+    tmp: PathBuf,
+    out: PathBuf,
+    committed: bool,
+}
+
+impl TempOutput {
+    fn new(out: &Path) -> Self {
+        let mut name = out
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(format!(".tmp{}", std::process::id()));
+        TempOutput {
+            tmp: out.with_file_name(name),
+            out: out.to_path_buf(),
+            committed: false,
+        }
+    }
+
+    fn commit(mut self) -> Result<(), BuildError> {
+        std::fs::rename(&self.tmp, &self.out).map_err(|source| BuildError::Io {
+            path: self.out.clone(),
+            source,
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes the model `config` with vocabulary `tokenizer` and the tensors of `plan` (see
+/// [`build_plan`]) read from `source`, to `opts.output`. The file is written to a temporary
+/// sibling that an error, a panic or `cancel` removes, and renamed into place at the end.
+/// Never more than one tensor's values (and its encoding) are in memory.
+pub fn write_model(
+    config: &ModelConfig,
+    tokenizer: &TokenizerParts,
+    plan: Vec<TensorPlan>,
+    source: &mut dyn TensorSource,
+    opts: &WriteOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, BuildError> {
+    let mut metadata = Metadata::new();
+    general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
+    config.to_gguf(&mut metadata)?;
+    tokenizer.to_gguf(&mut metadata)?;
+    let descs: Vec<TensorDesc> = plan
+        .iter()
+        .map(|t| TensorDesc::new(t.name.clone(), &t.ggml_dims(), t.ty))
+        .collect();
+
+    let temp = TempOutput::new(&opts.output);
+    let io = |source| BuildError::Io {
+        path: temp.tmp.clone(),
+        source,
+    };
+    let file = File::create(&temp.tmp).map_err(io)?;
+    let mut writer = GgufWriter::new(BufWriter::with_capacity(1 << 20, file), &metadata, &descs)?;
+    progress.start(&plan);
+    let mut values = Vec::new();
+    let mut bytes = Vec::new();
+    for (index, t) in plan.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BuildError::Interrupted);
+        }
+        source.read(t, index, opts.threads, &mut values)?;
+        bytes.resize(t.bytes(), 0);
+        encode_rows(t.ty, &values, t.cols(), &mut bytes, opts.threads).map_err(|source| {
+            BuildError::Quantize {
+                tensor: t.hf_name.clone(),
+                source,
+            }
+        })?;
+        writer.write_tensor(&t.name, &bytes)?;
+        progress.tensor_done(t);
+    }
+    let mut out = writer.finish()?;
+    out.flush().map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let file_bytes = file.metadata().map_err(io)?.len();
+    drop(file);
+    temp.commit()?;
+    Ok(Summary { plan, file_bytes })
+}
