@@ -1,0 +1,198 @@
+//! The `chatglm` binary from the outside: what a user sees, exit codes included.
+
+use chatglm::build::synthetic::{write_synthetic, Preset};
+use chatglm::build::{NoProgress, WriteOptions};
+use chatglm_kernels::GgmlType;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+/// A synthetic tiny model shared by the tests of this file.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("chatglm-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("tiny.gguf");
+        let opts = WriteOptions {
+            output: out.clone(),
+            matrix_type: GgmlType::Q8_0,
+            portable: true,
+            threads: 2,
+            name: "tiny".into(),
+        };
+        write_synthetic(
+            Preset::Tiny,
+            3,
+            &opts,
+            &mut NoProgress,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        out
+    })
+}
+
+fn chatglm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A copy of the model with `edit` applied to its bytes.
+fn broken(name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(model()).unwrap();
+    edit(&mut bytes);
+    let path = model().with_file_name(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn info_lists_the_tensors() {
+    let m = model().to_str().unwrap();
+    let o = chatglm(&["info", "-m", m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("blk.1.ffn_down.weight"), "{text}");
+    assert!(text.contains("general.architecture"));
+    let o = chatglm(&["info", "-m", m, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tensor_count"], 17);
+    assert_eq!(v["metadata"]["general.architecture"], "chatglm");
+    assert_eq!(v["tensors"][0]["name"], "token_embd.weight");
+}
+
+#[test]
+fn broken_files_give_one_line_and_a_non_zero_exit() {
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (broken("magic.gguf", |b| b[0] = b'X'), "magic"),
+        (broken("version.gguf", |b| b[4] = 9), "version"),
+        (
+            broken("truncated.gguf", |b| b.truncate(b.len() / 2)),
+            "past the end",
+        ),
+        (broken("header-only.gguf", |b| b.truncate(40)), "byte"),
+        (
+            broken("tensor-count.gguf", |b| {
+                b[8..16].copy_from_slice(&u64::MAX.to_le_bytes())
+            }),
+            "count",
+        ),
+        (PathBuf::from("/nonexistent/model.gguf"), "No such file"),
+    ];
+    for (path, needle) in cases {
+        for cmd in ["info", "run"] {
+            let p = path.to_str().unwrap();
+            let o = if cmd == "info" {
+                chatglm(&["info", "-m", p])
+            } else {
+                chatglm(&["run", "-m", p, "-p", "hi"])
+            };
+            assert_eq!(o.status.code(), Some(1), "{cmd} {p}");
+            let err = stderr(&o);
+            assert!(err.starts_with("chatglm: error: "), "{err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(needle),
+                "{cmd} {p}: {err:?} should mention {needle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_flags_and_too_long_prompts_are_errors() {
+    let m = model().to_str().unwrap();
+    let o = chatglm(&["run", "-m", m, "-p", "hi", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--bogus"));
+    let o = chatglm(&["run", "-m", m, "-p", &"word ".repeat(200), "-c", "64"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("context holds 64"), "{}", stderr(&o));
+    let o = chatglm(&["run", "-m", m, "-p", "hi", "-c", "100000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("larger than the model's"),
+        "{}",
+        stderr(&o)
+    );
+    let o = chatglm(&["run", "-m", m, "-p", "hi", "--top-p", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("top_p"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_json_is_reproducible_with_a_seed() {
+    let m = model().to_str().unwrap();
+    let args = [
+        "run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--json",
+    ];
+    let a = chatglm(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(v["ids"].as_array().unwrap().len(), 12);
+    assert_eq!(v["stop"], "max_tokens");
+    assert_eq!(v["seed"], 5);
+    assert!(v["timings"]["decode_tok_s"].as_f64().unwrap() > 0.0);
+    let b = chatglm(&args);
+    let w: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_eq!(v["ids"], w["ids"], "same seed, same ids");
+    assert_eq!(v["text"], w["text"]);
+    assert_eq!(v["prompt_ids"], w["prompt_ids"]);
+}
+
+#[test]
+fn tokenize_and_chat_from_a_pipe() {
+    let m = model().to_str().unwrap();
+    let o = chatglm(&["tokenize", "-m", m, "--json", "hello world"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["decoded"], "hello world");
+    assert_eq!(
+        v["ids"].as_array().unwrap().len(),
+        v["pieces"].as_array().unwrap().len()
+    );
+
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["chat", "-m", m, "-n", "4", "--temp", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n/clear\nhello\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let replies: Vec<&str> = out.lines().collect();
+    assert_eq!(replies.len(), 2, "{out:?}");
+    assert_eq!(
+        replies[0], replies[1],
+        "after /clear the same message gets the same greedy reply"
+    );
+}
+
+#[test]
+fn bench_reports_json() {
+    let m = model().to_str().unwrap();
+    let o = chatglm(&["bench", "-m", m, "-p", "8", "-n", "4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["prefill"]["tokens"], 8);
+    assert_eq!(v["decode"]["tokens"], 4);
+    assert!(v["decode"]["weight_gb_s"].as_f64().unwrap() > 0.0);
+    assert!(v["kernels"].is_string());
+}
