@@ -18,10 +18,11 @@
 
 #![allow(non_camel_case_types)]
 
-pub mod model;
-pub mod session;
+// In the order the header declares them.
 pub mod status;
 pub mod strings;
+pub mod model;
+pub mod session;
 pub mod tokens;
 
 /// A token id (an index into the model's vocabulary).
