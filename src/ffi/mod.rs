@@ -18,11 +18,15 @@
 
 #![allow(non_camel_case_types)]
 
-// In the order the header declares them.
+// In the order the header declares them (blank lines keep rustfmt from sorting them).
 pub mod status;
+
 pub mod strings;
+
 pub mod model;
+
 pub mod session;
+
 pub mod tokens;
 
 /// A token id (an index into the model's vocabulary).

@@ -73,7 +73,9 @@ pub unsafe extern "C" fn chatglm_string_free(text: *mut c_char) {
         let mut len = [0u8; HEADER];
         std::ptr::copy_nonoverlapping(start, len.as_mut_ptr(), HEADER);
         let len = u64::from_ne_bytes(len) as usize;
-        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(start, len)));
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            start, len,
+        )));
     }
 }
 
@@ -114,8 +116,12 @@ mod tests {
         let bad = b"ab\xff\0";
         // SAFETY: NUL-terminated bytes.
         let e = unsafe { utf8_arg(bad.as_ptr().cast(), "text") }.unwrap_err();
-        assert_eq!(e.message, "`text` is not valid UTF-8 (bad byte at offset 2)");
+        assert_eq!(
+            e.message,
+            "`text` is not valid UTF-8 (bad byte at offset 2)"
+        );
         // SAFETY: NUL-terminated bytes.
-        assert_eq!(unsafe { bytes_arg(bad.as_ptr().cast(), "p") }.unwrap(), b"ab\xff");
+        let raw = unsafe { bytes_arg(bad.as_ptr().cast(), "p") }.unwrap();
+        assert_eq!(raw, b"ab\xff");
     }
 }
