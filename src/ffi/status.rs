@@ -1,4 +1,4 @@
-//! Status codes, the per-thread last error message, and [`guard`], which every entry point
+//! Status codes, the per-thread last error message, and `guard`, which every entry point
 //! runs its body in.
 
 use crate::model::ModelError;
