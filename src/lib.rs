@@ -6,11 +6,14 @@
 //! - [`sampler`]: greedy, temperature, top-k, top-p and repetition penalty, seeded.
 //! - [`Engine`] and [`Session`]: a loaded model file and a conversation with it, generating
 //!   text streamed through a callback. The CLI and the C ABI are thin layers over these.
+//! - [`ffi`]: the C ABI declared in `include/chatglm.h`.
 #![deny(unsafe_code)]
 
 pub mod arch;
 pub mod build;
 mod error;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod gguf;
 pub mod model;
 pub mod perplexity;
