@@ -445,8 +445,7 @@ enum chatglm_status chatglm_session_last_stats(const struct chatglm_session *ses
  * Replies to the user message `message` after the session's history in the model's chat
  * format, streaming the reply through `callback` (NULL: no streaming) with `user_data`, then
  * adds both to the history. When the conversation no longer fits the context, its oldest
- * rounds are dropped (also when the call then fails because the message alone does not
- * fit). With `reply_out` not NULL, the whole reply is stored in `*reply_out`
+ * rounds are dropped; a failed call leaves the history as it was. With `reply_out` not NULL, the whole reply is stored in `*reply_out`
  * (NULL on failure); free it with `chatglm_string_free`. `options` NULL: the defaults.
  *
  * Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (NULL `session` or `message`, invalid UTF-8, bad
@@ -484,7 +483,7 @@ enum chatglm_status chatglm_complete(struct chatglm_session *session,
  * message, which must be a user message (ChatGLM2 understands only alternating user and
  * assistant messages; ChatGLM3 also system prompts and observations). Streams and returns
  * the reply as `chatglm_chat` does, after which the history holds the messages and the reply.
- * On failure the history is empty.
+ * On failure the history is left as it was.
  *
  * # Safety
  * As for `chatglm_chat`; `messages` is NULL or points to `n_messages` messages whose

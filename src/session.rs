@@ -259,25 +259,20 @@ impl Session {
     /// Replies to `message` after the history in the model's chat format, streaming the
     /// reply's text through `on_text` (return `false` to stop), then adds both to the history.
     /// When the conversation no longer fits, the oldest rounds are dropped (the prompt always
-    /// starts with `[gMASK] sop`); a message that does not fit alone is an error.
+    /// starts with `[gMASK] sop`); a message that does not fit alone is an error. On error the
+    /// history is left as it was.
     pub fn chat(
         &mut self,
         message: &str,
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let prompt = self.fit_chat_prompt(message, options)?;
-        let generation = self.generate(&prompt, options, on_text)?;
-        self.history.push(ChatMessage::new(Role::User, message));
-        self.history.push(ChatMessage::new(
-            Role::Assistant,
-            reply_content(&generation.text),
-        ));
-        Ok(generation)
+        self.chat_after(self.history.clone(), message, options, on_text)
     }
 
     /// Replaces the history with `messages[..n-1]` and replies to the last one, which must be
-    /// a user message (as `chatglm run --messages` does).
+    /// a user message (as `chatglm run --messages` does). On error the history is left as it
+    /// was.
     pub fn respond(
         &mut self,
         messages: &[ChatMessage],
@@ -292,8 +287,34 @@ impl Session {
                 "the conversation must end with a user message".into(),
             ));
         }
-        self.history = earlier.to_vec();
-        self.chat(&last.content, options, on_text)
+        self.chat_after(earlier.to_vec(), &last.content, options, on_text)
+    }
+
+    /// Replaces the history (checked: the model's chat format must be able to encode it).
+    pub fn set_history(&mut self, messages: Vec<ChatMessage>) -> Result<()> {
+        self.engine.tokenizer().encode_chat(&messages, "")?;
+        self.history = messages;
+        Ok(())
+    }
+
+    /// [`Session::chat`] after `history`, which becomes the session's history (with the new
+    /// round) only when the reply succeeds.
+    fn chat_after(
+        &mut self,
+        mut history: Vec<ChatMessage>,
+        message: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let prompt = self.fit_chat_prompt(&mut history, message, options)?;
+        let generation = self.generate(&prompt, options, on_text)?;
+        history.push(ChatMessage::new(Role::User, message));
+        history.push(ChatMessage::new(
+            Role::Assistant,
+            reply_content(&generation.text),
+        ));
+        self.history = history;
+        Ok(generation)
     }
 
     /// Continues `text` with only the `[gMASK] sop` prefix (no chat format, no history).
@@ -307,18 +328,24 @@ impl Session {
         self.generate(&prompt, options, on_text)
     }
 
-    /// The chat prompt for `message`, dropping the oldest history rounds until the prompt
-    /// leaves room for the reply: `max_new_tokens`, but at most half the context.
-    fn fit_chat_prompt(&mut self, message: &str, options: &GenerateOptions) -> Result<Vec<u32>> {
+    /// The chat prompt for `message` after `history`, dropping the oldest rounds of `history`
+    /// until the prompt leaves room for the reply: `max_new_tokens`, but at most half the
+    /// context.
+    fn fit_chat_prompt(
+        &self,
+        history: &mut Vec<ChatMessage>,
+        message: &str,
+        options: &GenerateOptions,
+    ) -> Result<Vec<u32>> {
         let tok = self.engine.tokenizer();
         let reply = options.max_new_tokens.clamp(1, (self.context() / 2).max(1));
         let room = self.context().saturating_sub(reply);
         loop {
-            let prompt = tok.encode_chat(&self.history, message)?;
-            if prompt.len() <= room || self.history.is_empty() {
+            let prompt = tok.encode_chat(history, message)?;
+            if prompt.len() <= room || history.is_empty() {
                 return Ok(prompt);
             }
-            drop_oldest_round(&mut self.history, tok.family());
+            drop_oldest_round(history, tok.family());
         }
     }
 
