@@ -20,6 +20,9 @@ pub fn file_type(ty: GgmlType) -> u32 {
         GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
         GgmlType::Q8_1 => 1024, // never a weight type; no llama.cpp value
+        // Row-interleaved forms: the ftype of the blocks they hold.
+        GgmlType::Q4_0x8 => 2,
+        GgmlType::Q8_0x8 => 7,
     }
 }
 
