@@ -14,7 +14,8 @@
 //!   `CHATGLM_KERNELS`; [`arch`]: the kernel table of each instruction set.
 //! - [`interleave()`]: the row-interleaved layout of this project's types
 //!   ([`GgmlType::Q4_0x8`], [`GgmlType::Q8_0x8`]).
-//! - [`pool`]: the persistent worker threads.
+//! - [`pool`]: the persistent worker threads; [`stream`]: a plain streaming read, the
+//!   bandwidth yardstick.
 //!
 //! `unsafe` lives in `arch/x86_64/avx2.rs`, `arch/x86_64/avx512.rs` (intrinsics behind run-time
 //! feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
@@ -28,6 +29,7 @@ pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod quant;
+pub mod stream;
 pub mod types;
 
 pub use arch::Kernels;

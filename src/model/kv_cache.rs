@@ -3,6 +3,7 @@
 //! in f16). Allocated once for the context asked for; never grows.
 
 use super::ModelError;
+use chatglm_kernels::isa::kernels;
 use half::f16;
 
 /// Element type of the cache.
@@ -42,30 +43,23 @@ impl Buf {
         }
     }
 
+    /// `q . x[at..at + q.len()]` through the SIMD kernels (16-lane summation order, the
+    /// same on every kernel path).
     fn dot(&self, at: usize, q: &[f32]) -> f32 {
+        let k = kernels();
         match self {
-            Buf::F16(b) => b[at..at + q.len()]
-                .iter()
-                .zip(q)
-                .map(|(k, &q)| k.to_f32() * q)
-                .sum(),
-            Buf::F32(b) => b[at..at + q.len()].iter().zip(q).map(|(k, q)| k * q).sum(),
+            Buf::F16(b) => k.dot_f16_values(&b[at..at + q.len()], q),
+            Buf::F32(b) => k.dot_f32_values(&b[at..at + q.len()], q),
         }
     }
 
+    /// `out += w * x[at..at + out.len()]` through the SIMD kernels.
     fn axpy(&self, at: usize, w: f32, out: &mut [f32]) {
+        let k = kernels();
         let n = out.len();
         match self {
-            Buf::F16(b) => {
-                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
-                    *o += w * v.to_f32();
-                }
-            }
-            Buf::F32(b) => {
-                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
-                    *o += w * v;
-                }
-            }
+            Buf::F16(b) => k.axpy_f16_values(w, &b[at..at + n], out),
+            Buf::F32(b) => k.axpy_f32_values(w, &b[at..at + n], out),
         }
     }
 }
@@ -244,6 +238,30 @@ impl KvCache {
     pub(crate) fn key_dot(&self, layer: usize, pos: usize, group: usize, q: &[f32]) -> f32 {
         self.k
             .dot(self.offset(layer, pos) + group * self.head_dim, q)
+    }
+
+    /// `scores[t] = scale * (q . k[layer, t, group])` for every `t < scores.len()` (the
+    /// attention scores of one head; `q` is `head_dim`).
+    pub(crate) fn key_scores(
+        &self,
+        layer: usize,
+        group: usize,
+        q: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = self.key_dot(layer, t, group, q) * scale;
+        }
+    }
+
+    /// `out = sum_t weights[t] * v[layer, t, group]` over `t < weights.len()`, accumulated in
+    /// position order (`out` is `head_dim`).
+    pub(crate) fn value_mix(&self, layer: usize, group: usize, weights: &[f32], out: &mut [f32]) {
+        out.fill(0.0);
+        for (t, &w) in weights.iter().enumerate() {
+            self.value_axpy(layer, t, group, w, out);
+        }
     }
 
     /// `out += w * v[layer, pos, group]` (`out` is `head_dim`).

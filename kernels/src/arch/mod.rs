@@ -20,6 +20,7 @@ use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
 use crate::KernelError;
+use zerocopy::IntoBytes;
 
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -59,4 +60,26 @@ pub struct Kernels {
     pub axpy_f32: fn(f32, &[u8], &mut [f32]),
     /// `y[i] += a * x[i]` for a row of little-endian f16 bytes.
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
+}
+
+impl Kernels {
+    /// [`Kernels::dot_f16`] for f16 values in memory (a KV cache).
+    pub fn dot_f16_values(&self, x: &[half::f16], y: &[f32]) -> f32 {
+        (self.dot_f16)(x.as_bytes(), y)
+    }
+
+    /// [`Kernels::dot_f32`] for f32 values in memory.
+    pub fn dot_f32_values(&self, x: &[f32], y: &[f32]) -> f32 {
+        (self.dot_f32)(x.as_bytes(), y)
+    }
+
+    /// [`Kernels::axpy_f16`] for f16 values in memory.
+    pub fn axpy_f16_values(&self, a: f32, x: &[half::f16], y: &mut [f32]) {
+        (self.axpy_f16)(a, x.as_bytes(), y)
+    }
+
+    /// [`Kernels::axpy_f32`] for f32 values in memory.
+    pub fn axpy_f32_values(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        (self.axpy_f32)(a, x.as_bytes(), y)
+    }
 }
