@@ -476,6 +476,52 @@ fn float_kernels_equal_the_reference() {
     }
 }
 
+#[test]
+fn attention_kernels_equal_the_reference() {
+    let mut rng = Rng(9);
+    let s = &scalar::KERNELS;
+    for d in [4usize, 32, 72, 128, 130, 256] {
+        for stride_elems in [d, d + 3, 2 * d + 128] {
+            for n in [0usize, 1, 2, 17, 300] {
+                let len = if n == 0 {
+                    0
+                } else {
+                    (n - 1) * stride_elems + d
+                };
+                let x: Vec<u8> = (0..len)
+                    .flat_map(|_| half::f16::from_f32(rng.unit() * 4.0).to_le_bytes())
+                    .collect();
+                let q: Vec<f32> = (0..d).map(|_| rng.unit()).collect();
+                let w: Vec<f32> = (0..n).map(|_| rng.unit().abs()).collect();
+                for k in simd_tables() {
+                    // One more output than rows: the last one is left alone.
+                    let mut want = vec![7.0f32; n + 1];
+                    let mut got = want.clone();
+                    (s.scores_f16)(&x, 2 * stride_elems, &q, 0.125, &mut want);
+                    (k.scores_f16)(&x, 2 * stride_elems, &q, 0.125, &mut got);
+                    assert_same(&got, &want, &format!("{} scores d={d} n={n}", k.isa));
+                    assert_eq!(got[n], 7.0);
+                    // Row by row with the dot kernel: the same bits.
+                    for (t, g) in got.iter().take(n).enumerate() {
+                        let row = &x[2 * t * stride_elems..2 * (t * stride_elems + d)];
+                        assert!(same(*g, (k.dot_f16)(row, &q) * 0.125));
+                    }
+                    let mut want = vec![f32::NAN; d];
+                    let mut got = want.clone();
+                    (s.mix_f16)(&x, 2 * stride_elems, &w, &mut want);
+                    (k.mix_f16)(&x, 2 * stride_elems, &w, &mut got);
+                    assert_same(&got, &want, &format!("{} mix d={d} n={n}", k.isa));
+                    // And with one weight too many (no row for it): ignored.
+                    let mut w2 = w.clone();
+                    w2.push(1.0);
+                    (k.mix_f16)(&x, 2 * stride_elems, &w2, &mut got);
+                    assert_same(&got, &want, "mix, extra weight");
+                }
+            }
+        }
+    }
+}
+
 // ---- Whole products, every table, every thread count.
 
 /// A `rows x cols` matrix of `ty` with random blocks (edge scales included).

@@ -241,7 +241,8 @@ impl KvCache {
     }
 
     /// `scores[t] = scale * (q . k[layer, t, group])` for every `t < scores.len()` (the
-    /// attention scores of one head; `q` is `head_dim`).
+    /// attention scores of one head; `q` is `head_dim`). Same bits as [`KvCache::key_dot`]
+    /// per position.
     pub(crate) fn key_scores(
         &self,
         layer: usize,
@@ -250,18 +251,43 @@ impl KvCache {
         scale: f32,
         scores: &mut [f32],
     ) {
-        for (t, s) in scores.iter_mut().enumerate() {
-            *s = self.key_dot(layer, t, group, q) * scale;
+        match &self.k {
+            Buf::F16(b) => {
+                let rows = self.rows(layer, group, scores.len());
+                kernels().scores_f16_values(&b[rows], self.kv_dim(), q, scale, scores);
+            }
+            Buf::F32(_) => {
+                for (t, s) in scores.iter_mut().enumerate() {
+                    *s = self.key_dot(layer, t, group, q) * scale;
+                }
+            }
         }
     }
 
     /// `out = sum_t weights[t] * v[layer, t, group]` over `t < weights.len()`, accumulated in
-    /// position order (`out` is `head_dim`).
+    /// position order from 0 (`out` is `head_dim`). Same bits as [`KvCache::value_axpy`]
+    /// position after position.
     pub(crate) fn value_mix(&self, layer: usize, group: usize, weights: &[f32], out: &mut [f32]) {
-        out.fill(0.0);
-        for (t, &w) in weights.iter().enumerate() {
-            self.value_axpy(layer, t, group, w, out);
+        match &self.v {
+            Buf::F16(b) => {
+                let rows = self.rows(layer, group, weights.len());
+                kernels().mix_f16_values(&b[rows], self.kv_dim(), weights, out);
+            }
+            Buf::F32(_) => {
+                out.fill(0.0);
+                for (t, &w) in weights.iter().enumerate() {
+                    self.value_axpy(layer, t, group, w, out);
+                }
+            }
         }
+    }
+
+    /// The elements spanned by positions `0..n` of `group` in `layer` (row `t` starts at
+    /// `t * kv_dim` in the range).
+    fn rows(&self, layer: usize, group: usize, n: usize) -> std::ops::Range<usize> {
+        let start = self.offset(layer, 0) + group * self.head_dim;
+        let len = n.saturating_sub(1) * self.kv_dim() + self.head_dim;
+        start..start + if n == 0 { 0 } else { len }
     }
 
     /// `out += w * v[layer, pos, group]` (`out` is `head_dim`).
@@ -299,6 +325,38 @@ mod tests {
             let mut out = [1.0; 4];
             c.value_axpy(1, 2, 0, 2.0, &mut out);
             assert_eq!(out, [3.0, 1.0, -1.0, -3.0]);
+        }
+    }
+
+    #[test]
+    fn model_kv_cache_batched_attention_equals_per_position() {
+        for ty in [KvType::F16, KvType::F32] {
+            let (layers, cap, groups, hd) = (2, 40, 2, 128);
+            let mut c = KvCache::new(ty, layers, cap, groups, hd).unwrap();
+            let mut seed = 1u32;
+            let mut rnd = || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            };
+            for l in 0..layers {
+                for p in 0..cap {
+                    let k: Vec<f32> = (0..groups * hd).map(|_| rnd()).collect();
+                    let v: Vec<f32> = (0..groups * hd).map(|_| rnd()).collect();
+                    c.store(l, p, &k, &v);
+                }
+            }
+            let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..33).map(|_| rnd().abs()).collect();
+            let mut scores = vec![0.0f32; 33];
+            c.key_scores(1, 1, &q, 0.3, &mut scores);
+            let mut out = vec![0.0f32; hd];
+            c.value_mix(1, 1, &w, &mut out);
+            let mut want_out = vec![0.0f32; hd];
+            for (t, (&s, &a)) in scores.iter().zip(&w).enumerate() {
+                assert_eq!(s.to_bits(), (c.key_dot(1, t, 1, &q) * 0.3).to_bits());
+                c.value_axpy(1, t, 1, a, &mut want_out);
+            }
+            assert_eq!(out, want_out);
         }
     }
 

@@ -23,6 +23,19 @@ use crate::KernelError;
 use zerocopy::IntoBytes;
 
 pub mod scalar;
+
+/// Row `t` of `len` elements of `elem` bytes each at byte `t * stride` of `x`, if it lies
+/// inside `x` (the strided rows of the attention kernels).
+pub(crate) fn strided_row(
+    x: &[u8],
+    t: usize,
+    stride: usize,
+    len: usize,
+    elem: usize,
+) -> Option<&[u8]> {
+    let start = t.checked_mul(stride)?;
+    x.get(start..start.checked_add(len.checked_mul(elem)?)?)
+}
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
@@ -60,6 +73,16 @@ pub struct Kernels {
     pub axpy_f32: fn(f32, &[u8], &mut [f32]),
     /// `y[i] += a * x[i]` for a row of little-endian f16 bytes.
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
+    /// Attention scores of one head over f16 key rows: `(x, stride, q, scale, out)` sets
+    /// `out[t] = dot_f16(row t, q) * scale`, where row `t` is the `q.len()` f16 values at
+    /// byte `t * stride` of `x`, for every `t < out.len()` whose row lies inside `x` (the
+    /// rest of `out` is left as it is). Same bits as `dot_f16` row by row.
+    pub scores_f16: fn(&[u8], usize, &[f32], f32, &mut [f32]),
+    /// Weighted sum of f16 value rows: `(x, stride, w, out)` sets
+    /// `out[i] = sum_t w[t] * row t[i]`, accumulated from 0 in order of `t` (an `axpy_f16`
+    /// per row), over the `t < w.len()` whose row (`out.len()` values at byte `t * stride`)
+    /// lies inside `x`.
+    pub mix_f16: fn(&[u8], usize, &[f32], &mut [f32]),
 }
 
 impl Kernels {
@@ -76,6 +99,23 @@ impl Kernels {
     /// [`Kernels::axpy_f16`] for f16 values in memory.
     pub fn axpy_f16_values(&self, a: f32, x: &[half::f16], y: &mut [f32]) {
         (self.axpy_f16)(a, x.as_bytes(), y)
+    }
+
+    /// [`Kernels::scores_f16`] over f16 values in memory (`stride` in values).
+    pub fn scores_f16_values(
+        &self,
+        x: &[half::f16],
+        stride: usize,
+        q: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        (self.scores_f16)(x.as_bytes(), stride.saturating_mul(2), q, scale, out)
+    }
+
+    /// [`Kernels::mix_f16`] over f16 values in memory (`stride` in values).
+    pub fn mix_f16_values(&self, x: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
+        (self.mix_f16)(x.as_bytes(), stride.saturating_mul(2), w, out)
     }
 
     /// [`Kernels::axpy_f32`] for f32 values in memory.

@@ -25,7 +25,30 @@ pub static KERNELS: Kernels = Kernels {
     dot_f16,
     axpy_f32,
     axpy_f16,
+    scores_f16,
+    mix_f16,
 };
+
+/// Attention scores: `dot_f16` per row, times `scale`.
+pub(crate) fn scores_f16(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    for (t, o) in out.iter_mut().enumerate() {
+        match super::strided_row(x, t, stride, q.len(), 2) {
+            Some(row) => *o = dot_f16(row, q) * scale,
+            None => return,
+        }
+    }
+}
+
+/// Weighted sum of rows: `out = 0`, then `axpy_f16` per row in order.
+pub(crate) fn mix_f16(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (t, &a) in w.iter().enumerate() {
+        match super::strided_row(x, t, stride, out.len(), 2) {
+            Some(row) => axpy_f16(a, row, out),
+            None => return,
+        }
+    }
+}
 
 /// Q8_0 blocks with their f32 scales and sums.
 pub(crate) fn quantize_q8_0(

@@ -50,6 +50,8 @@ static KERNELS: Kernels = Kernels {
     dot_f16,
     axpy_f32,
     axpy_f16,
+    scores_f16,
+    mix_f16,
 };
 
 // ---- Safe wrappers (the table entries). Each `unsafe` call below relies on the same fact:
@@ -123,6 +125,16 @@ fn axpy_f32(a: f32, x: &[u8], y: &mut [f32]) {
 fn axpy_f16(a: f32, x: &[u8], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { f16_axpy(a, x, y) }
+}
+
+fn scores_f16(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_scores(x, stride, q, scale, out) }
+}
+
+fn mix_f16(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_mix(x, stride, w, out) }
 }
 
 // ---- Loads and stores through fixed-size references.
@@ -635,5 +647,75 @@ pub(super) fn f16_axpy(a: f32, x: &[u8], y: &mut [f32]) {
     }
     for (b, o) in x[2 * full..2 * n].chunks_exact(2).zip(&mut y[full..n]) {
         *o += a * half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+}
+
+// ---- Attention over f16 rows.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    for (t, o) in out.iter_mut().enumerate() {
+        match crate::arch::strided_row(x, t, stride, q.len(), 2) {
+            Some(row) => *o = f16_dot(row, q) * scale,
+            None => return,
+        }
+    }
+}
+
+/// `out = sum_t w[t] * row t`: columns in blocks of 64 held in 8 registers while the rows
+/// stream by, then 8 at a time, then one at a time; each element sums in order of `t` from 0
+/// (as `axpy_f16` row after row does).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    let d = out.len();
+    // Rows that lie inside `x`.
+    let rows = w
+        .iter()
+        .enumerate()
+        .take_while(|&(t, _)| crate::arch::strided_row(x, t, stride, d, 2).is_some())
+        .count();
+    let row = |t: usize| crate::arch::strided_row(x, t, stride, d, 2).unwrap_or(&[]);
+    let (blocks, rest) = out.as_chunks_mut::<64>();
+    for (b, o) in blocks.iter_mut().enumerate() {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (t, &a) in w.iter().enumerate().take(rows) {
+            let av = _mm256_set1_ps(a);
+            let Some(v) = row(t).get(128 * b..128 * b + 128) else {
+                continue;
+            };
+            for (acc, c) in acc.iter_mut().zip(v.as_chunks::<16>().0) {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(av, _mm256_cvtph_ps(load_i128(c))));
+            }
+        }
+        for (o, acc) in o.as_chunks_mut::<8>().0.iter_mut().zip(acc) {
+            store_f32x8(o, acc);
+        }
+    }
+    let done = blocks.len() * 64;
+    let (eights, tail) = rest.as_chunks_mut::<8>();
+    for (j, o) in eights.iter_mut().enumerate() {
+        let col = done + 8 * j;
+        let mut acc = _mm256_setzero_ps();
+        for (t, &a) in w.iter().enumerate().take(rows) {
+            let Some(Ok(c)) = row(t).get(2 * col..2 * col + 16).map(<&[u8; 16]>::try_from) else {
+                continue;
+            };
+            acc = _mm256_add_ps(
+                acc,
+                _mm256_mul_ps(_mm256_set1_ps(a), _mm256_cvtph_ps(load_i128(c))),
+            );
+        }
+        store_f32x8(o, acc);
+    }
+    let col0 = done + 8 * eights.len();
+    for (j, o) in tail.iter_mut().enumerate() {
+        let col = col0 + j;
+        let mut acc = 0.0f32;
+        for (t, &a) in w.iter().enumerate().take(rows) {
+            if let Some(&[lo, hi]) = row(t).get(2 * col..2 * col + 2) {
+                acc += a * half::f16::from_le_bytes([lo, hi]).to_f32();
+            }
+        }
+        *o = acc;
     }
 }

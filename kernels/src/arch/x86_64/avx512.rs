@@ -50,6 +50,8 @@ static KERNELS: Kernels = Kernels {
     dot_f16,
     axpy_f32,
     axpy_f16,
+    scores_f16,
+    mix_f16,
 };
 
 // ---- Safe wrappers. Each `unsafe` call relies on the same fact: the table is handed out
@@ -121,6 +123,16 @@ fn axpy_f32(a: f32, x: &[u8], y: &mut [f32]) {
 fn axpy_f16(a: f32, x: &[u8], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { avx2::f16_axpy(a, x, y) }
+}
+
+fn scores_f16(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_scores(x, stride, q, scale, out) }
+}
+
+fn mix_f16(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_mix(x, stride, w, out) }
 }
 
 // ---- Loads.
@@ -247,4 +259,78 @@ fn chunk_pairs(qs: &[[u8; 32]; 4]) -> (&[[u8; 32]; 2], &[[u8; 32]; 2]) {
         unreachable!("4 chunks are 2 pairs")
     };
     (p01, p23)
+}
+
+// ---- Attention over f16 rows.
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f16x16(p: &[u8; 32]) -> __m512 {
+    // SAFETY: 32 readable bytes; `loadu` is unaligned.
+    let h = unsafe { _mm256_loadu_si256(p.as_ptr().cast()) };
+    _mm512_cvtph_ps(h)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f32x16(p: &[f32; 16]) -> __m512 {
+    // SAFETY: 16 readable f32; `loadu` is unaligned.
+    unsafe { _mm512_loadu_ps(p.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn store_f32x16(p: &mut [f32; 16], v: __m512) {
+    // SAFETY: 16 writable f32; `storeu` is unaligned.
+    unsafe { _mm512_storeu_ps(p.as_mut_ptr(), v) }
+}
+
+/// Scores with `q` held in registers when a head is 128 wide (16 lanes, 8 registers: the
+/// order of `dot_in_lanes`); other widths row by row through the AVX2 dot.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    let Ok(q128) = <&[f32; 128]>::try_from(q) else {
+        return avx2::f16_scores(x, stride, q, scale, out);
+    };
+    let qv: [__m512; 8] = std::array::from_fn(|c| load_f32x16(&q128.as_chunks::<16>().0[c]));
+    for (t, o) in out.iter_mut().enumerate() {
+        let Some(Ok(row)) =
+            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+        else {
+            return;
+        };
+        let mut acc = _mm512_setzero_ps();
+        for (c, &qc) in row.as_chunks::<32>().0.iter().zip(&qv) {
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(load_f16x16(c), qc));
+        }
+        let sum = avx2::fold16(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+        );
+        *o = sum * scale;
+    }
+}
+
+/// The weighted sum with a 128-wide output held in 8 registers while the rows stream by;
+/// other widths through the AVX2 kernel (same bits).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    let Ok(o128) = <&mut [f32; 128]>::try_from(&mut *out) else {
+        return avx2::f16_mix(x, stride, w, out);
+    };
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (t, &a) in w.iter().enumerate() {
+        let Some(Ok(row)) =
+            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+        else {
+            break;
+        };
+        let av = _mm512_set1_ps(a);
+        for (acc, c) in acc.iter_mut().zip(row.as_chunks::<32>().0) {
+            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(av, load_f16x16(c)));
+        }
+    }
+    for (o, acc) in o128.as_chunks_mut::<16>().0.iter_mut().zip(acc) {
+        store_f32x16(o, acc);
+    }
 }
