@@ -2,8 +2,8 @@
 //!
 //! Decoding one token runs about 115 matrix products of a few milliseconds or less, so the
 //! cost of handing out a product matters. The workers stay alive between products: after a
-//! job they spin for a short while ([`SPIN`]) watching for the next one, then park on a
-//! condition variable. The calling thread takes part as thread 0 and returns when every
+//! job they watch for the next one for a short while ([`WAIT`]: spinning, then yielding the
+//! CPU), then park on a condition variable. The calling thread takes part as thread 0 and returns when every
 //! thread has finished, so a job may borrow from the caller's stack.
 //!
 //! `unsafe` here: the job is a borrowed `&dyn Fn`, whose lifetime is erased to hand it to
@@ -17,10 +17,37 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker (and the caller waiting for the workers) spins before parking.
-/// Between the products of one token the gaps are microseconds; between tokens a parked
-/// worker costs one wake-up.
-pub const SPIN: Duration = Duration::from_micros(200);
+/// How long a waiting thread (an idle worker, or the caller waiting for the workers) spins on
+/// the CPU before it starts yielding it.
+pub const SPIN: Duration = Duration::from_micros(10);
+
+/// How long a waiting thread keeps checking (spinning, then yielding the CPU to any other
+/// runnable thread) before it parks. Between the products of one token the gaps are
+/// microseconds; between tokens a parked worker costs one wake-up (tens of microseconds).
+/// Yielding matters when the machine is busier than the pool: a thread that only spun would
+/// keep the CPU from the very thread it waits for.
+pub const WAIT: Duration = Duration::from_micros(300);
+
+/// Waits until `done()` or [`WAIT`] has passed: spins for [`SPIN`], then yields between
+/// checks. Returns whether `done()` became true.
+fn wait_briefly(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        let waited = start.elapsed();
+        if waited >= WAIT {
+            return done();
+        }
+        if waited >= SPIN {
+            std::thread::yield_now();
+        }
+    }
+}
 
 /// Most threads a pool may have.
 pub const MAX_THREADS: usize = 256;
@@ -162,13 +189,8 @@ impl Pool {
 
         let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
 
-        // Wait for the workers: spin, then sleep.
-        let start = Instant::now();
-        while shared.pending.load(Ordering::Acquire) != 0 && start.elapsed() < SPIN {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
+        // Wait for the workers: spin, yield, then sleep.
+        wait_briefly(|| shared.pending.load(Ordering::Acquire) == 0);
         let mut slot = shared.lock();
         while shared.pending.load(Ordering::Acquire) != 0 {
             slot = shared.done.wait(slot).unwrap_or_else(|e| e.into_inner());
@@ -202,13 +224,8 @@ impl Drop for Pool {
 fn worker(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
-        // Spin briefly for the next job, then park.
-        let start = Instant::now();
-        while shared.epoch.load(Ordering::Acquire) == seen && start.elapsed() < SPIN {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
+        // Watch briefly for the next job, then park.
+        wait_briefly(|| shared.epoch.load(Ordering::Acquire) != seen);
         let job = {
             let mut slot = shared.lock();
             while shared.epoch.load(Ordering::Acquire) == seen && !slot.shutdown {
@@ -337,8 +354,8 @@ mod tests {
         assert!(matches!(Pool::new(0), Err(PoolError::Threads(0))));
         assert!(Pool::new(MAX_THREADS + 1).is_err());
         let pool = Pool::new(2).unwrap();
-        // Workers park after SPIN; a job after that still runs.
-        std::thread::sleep(SPIN * 3);
+        // Workers park after WAIT; a job after that still runs.
+        std::thread::sleep(WAIT * 3);
         let n = AtomicUsize::new(0);
         pool.run(&|i| {
             n.fetch_add(i + 1, Ordering::Relaxed);
