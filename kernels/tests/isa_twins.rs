@@ -506,14 +506,16 @@ fn attention_kernels_equal_the_reference() {
                         let row = &x[2 * t * stride_elems..2 * (t * stride_elems + d)];
                         assert!(same(*g, (k.dot_f16)(row, &q) * 0.125));
                     }
-                    let mut want = vec![f32::NAN; d];
-                    let mut got = want.clone();
+                    let start: Vec<f32> = (0..d).map(|i| i as f32 * 0.25 - 3.0).collect();
+                    let mut want = start.clone();
+                    let mut got = start.clone();
                     (s.mix_f16)(&x, 2 * stride_elems, &w, &mut want);
                     (k.mix_f16)(&x, 2 * stride_elems, &w, &mut got);
                     assert_same(&got, &want, &format!("{} mix d={d} n={n}", k.isa));
                     // And with one weight too many (no row for it): ignored.
                     let mut w2 = w.clone();
                     w2.push(1.0);
+                    let mut got = start.clone();
                     (k.mix_f16)(&x, 2 * stride_elems, &w2, &mut got);
                     assert_same(&got, &want, "mix, extra weight");
                 }

@@ -380,17 +380,21 @@ impl Model {
                     let Some(part) = parts.get(t) else { return };
                     let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
                     let (heads, o, a) = &mut *part;
-                    for ((hd, o), att) in heads
-                        .clone()
-                        .zip(o.chunks_exact_mut(d))
-                        .zip(a.chunks_exact_mut(ctx))
-                    {
-                        let g = hd / cfg.heads_per_group();
-                        let q = &row[hd * d..(hd + 1) * d];
-                        let att = &mut att[..=pos];
-                        cache.key_scores(l, g, q, scale, att);
-                        softmax(att);
-                        cache.value_mix(l, g, att, o);
+                    // The thread's heads, one kv group at a time.
+                    let hpg = cfg.heads_per_group();
+                    let mut h = heads.start;
+                    while h < heads.end {
+                        let g = h / hpg;
+                        let end = ((g + 1) * hpg).min(heads.end);
+                        let (j0, j1) = (h - heads.start, end - heads.start);
+                        let qs = &row[h * d..end * d];
+                        let att = &mut a[j0 * ctx..j1 * ctx];
+                        cache.key_scores(l, g, qs, scale, att, ctx, pos + 1);
+                        for scores in att.chunks_exact_mut(ctx) {
+                            softmax(&mut scores[..=pos]);
+                        }
+                        cache.value_mix(l, g, att, ctx, pos + 1, &mut o[j0 * d..j1 * d]);
+                        h = end;
                     }
                 });
             }

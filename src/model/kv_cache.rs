@@ -64,6 +64,11 @@ impl Buf {
     }
 }
 
+/// Positions per block of the attention helpers ([`KvCache::key_scores`]): 64 positions of
+/// one group are 16 KiB of f16 keys (or values), which stay in L1 while every head of the
+/// group uses them.
+const ATT_BLOCK: usize = 64;
+
 /// `vec![zero; len]` that reports allocation failure.
 pub(crate) fn zeroed<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, ModelError> {
     let mut v = Vec::new();
@@ -240,52 +245,83 @@ impl KvCache {
             .dot(self.offset(layer, pos) + group * self.head_dim, q)
     }
 
-    /// `scores[t] = scale * (q . k[layer, t, group])` for every `t < scores.len()` (the
-    /// attention scores of one head; `q` is `head_dim`). Same bits as [`KvCache::key_dot`]
-    /// per position.
+    /// Attention scores of several heads that read `group`: for head `j` (query
+    /// `qs[j * head_dim..][..head_dim]`), `scores[j * stride + t] = scale * (q_j . k[layer, t,
+    /// group])` for `t < n`. Positions go in blocks of [`ATT_BLOCK`], each read from memory
+    /// once for all the heads. Same bits as [`KvCache::key_dot`] per position.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn key_scores(
         &self,
         layer: usize,
         group: usize,
-        q: &[f32],
+        qs: &[f32],
         scale: f32,
         scores: &mut [f32],
+        stride: usize,
+        n: usize,
     ) {
-        match &self.k {
-            Buf::F16(b) => {
-                let rows = self.rows(layer, group, scores.len());
-                kernels().scores_f16_values(&b[rows], self.kv_dim(), q, scale, scores);
-            }
-            Buf::F32(_) => {
-                for (t, s) in scores.iter_mut().enumerate() {
-                    *s = self.key_dot(layer, t, group, q) * scale;
+        let k = kernels();
+        let hd = self.head_dim;
+        for t0 in (0..n).step_by(ATT_BLOCK) {
+            let t1 = (t0 + ATT_BLOCK).min(n);
+            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_mut(stride.max(1))) {
+                let Some(s) = s.get_mut(t0..t1) else { continue };
+                match &self.k {
+                    Buf::F16(b) => {
+                        let rows = self.rows(layer, group, t0, t1);
+                        k.scores_f16_values(&b[rows], self.kv_dim(), q, scale, s);
+                    }
+                    Buf::F32(_) => {
+                        for (t, s) in (t0..t1).zip(s) {
+                            *s = self.key_dot(layer, t, group, q) * scale;
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// `out = sum_t weights[t] * v[layer, t, group]` over `t < weights.len()`, accumulated in
-    /// position order from 0 (`out` is `head_dim`). Same bits as [`KvCache::value_axpy`]
-    /// position after position.
-    pub(crate) fn value_mix(&self, layer: usize, group: usize, weights: &[f32], out: &mut [f32]) {
-        match &self.v {
-            Buf::F16(b) => {
-                let rows = self.rows(layer, group, weights.len());
-                kernels().mix_f16_values(&b[rows], self.kv_dim(), weights, out);
-            }
-            Buf::F32(_) => {
-                out.fill(0.0);
-                for (t, &w) in weights.iter().enumerate() {
-                    self.value_axpy(layer, t, group, w, out);
+    /// Attention outputs of several heads that read `group`: head `j`'s output
+    /// `outs[j * head_dim..][..head_dim]` is set to `sum_t weights[j * stride + t] * v[layer,
+    /// t, group]` over `t < n`, accumulated in position order from 0. Positions go in blocks
+    /// as in [`KvCache::key_scores`]. Same bits as [`KvCache::value_axpy`] position after
+    /// position.
+    pub(crate) fn value_mix(
+        &self,
+        layer: usize,
+        group: usize,
+        weights: &[f32],
+        stride: usize,
+        n: usize,
+        outs: &mut [f32],
+    ) {
+        let k = kernels();
+        let hd = self.head_dim;
+        outs.fill(0.0);
+        for t0 in (0..n).step_by(ATT_BLOCK) {
+            let t1 = (t0 + ATT_BLOCK).min(n);
+            for (o, w) in outs.chunks_exact_mut(hd).zip(weights.chunks(stride.max(1))) {
+                let Some(w) = w.get(t0..t1) else { continue };
+                match &self.v {
+                    Buf::F16(b) => {
+                        let rows = self.rows(layer, group, t0, t1);
+                        k.mix_f16_values(&b[rows], self.kv_dim(), w, o);
+                    }
+                    Buf::F32(_) => {
+                        for (t, &a) in (t0..t1).zip(w) {
+                            self.value_axpy(layer, t, group, a, o);
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// The elements spanned by positions `0..n` of `group` in `layer` (row `t` starts at
-    /// `t * kv_dim` in the range).
-    fn rows(&self, layer: usize, group: usize, n: usize) -> std::ops::Range<usize> {
-        let start = self.offset(layer, 0) + group * self.head_dim;
+    /// The elements spanned by positions `t0..t1` of `group` in `layer` (row `t` starts at
+    /// `(t - t0) * kv_dim` in the range).
+    fn rows(&self, layer: usize, group: usize, t0: usize, t1: usize) -> std::ops::Range<usize> {
+        let start = self.offset(layer, t0) + group * self.head_dim;
+        let n = t1.saturating_sub(t0);
         let len = n.saturating_sub(1) * self.kv_dim() + self.head_dim;
         start..start + if n == 0 { 0 } else { len }
     }
@@ -331,7 +367,7 @@ mod tests {
     #[test]
     fn model_kv_cache_batched_attention_equals_per_position() {
         for ty in [KvType::F16, KvType::F32] {
-            let (layers, cap, groups, hd) = (2, 40, 2, 128);
+            let (layers, cap, groups, hd) = (2, 80, 2, 128);
             let mut c = KvCache::new(ty, layers, cap, groups, hd).unwrap();
             let mut seed = 1u32;
             let mut rnd = || {
@@ -345,18 +381,25 @@ mod tests {
                     c.store(l, p, &k, &v);
                 }
             }
-            let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
-            let w: Vec<f32> = (0..33).map(|_| rnd().abs()).collect();
-            let mut scores = vec![0.0f32; 33];
-            c.key_scores(1, 1, &q, 0.3, &mut scores);
-            let mut out = vec![0.0f32; hd];
-            c.value_mix(1, 1, &w, &mut out);
-            let mut want_out = vec![0.0f32; hd];
-            for (t, (&s, &a)) in scores.iter().zip(&w).enumerate() {
-                assert_eq!(s.to_bits(), (c.key_dot(1, t, 1, &q) * 0.3).to_bits());
-                c.value_axpy(1, t, 1, a, &mut want_out);
+            // Three heads, 70 positions (two blocks), rows of 80 scores.
+            let (heads, n, stride) = (3, 70, 80);
+            let qs: Vec<f32> = (0..heads * hd).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..heads * stride).map(|_| rnd().abs()).collect();
+            let mut scores = vec![9.0f32; heads * stride];
+            c.key_scores(1, 1, &qs, 0.3, &mut scores, stride, n);
+            let mut outs = vec![1.0f32; heads * hd];
+            c.value_mix(1, 1, &w, stride, n, &mut outs);
+            for j in 0..heads {
+                let q = &qs[j * hd..(j + 1) * hd];
+                let mut want_out = vec![0.0f32; hd];
+                for t in 0..n {
+                    let s = scores[j * stride + t];
+                    assert_eq!(s.to_bits(), (c.key_dot(1, t, 1, q) * 0.3).to_bits());
+                    c.value_axpy(1, t, 1, w[j * stride + t], &mut want_out);
+                }
+                assert_eq!(scores[j * stride + n], 9.0);
+                assert_eq!(&outs[j * hd..(j + 1) * hd], &want_out[..]);
             }
-            assert_eq!(out, want_out);
         }
     }
 

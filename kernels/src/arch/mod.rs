@@ -78,10 +78,9 @@ pub struct Kernels {
     /// byte `t * stride` of `x`, for every `t < out.len()` whose row lies inside `x` (the
     /// rest of `out` is left as it is). Same bits as `dot_f16` row by row.
     pub scores_f16: fn(&[u8], usize, &[f32], f32, &mut [f32]),
-    /// Weighted sum of f16 value rows: `(x, stride, w, out)` sets
-    /// `out[i] = sum_t w[t] * row t[i]`, accumulated from 0 in order of `t` (an `axpy_f16`
-    /// per row), over the `t < w.len()` whose row (`out.len()` values at byte `t * stride`)
-    /// lies inside `x`.
+    /// Weighted sum of f16 value rows: `(x, stride, w, out)` adds `w[t] * row t[i]` to
+    /// `out[i]` in order of `t` (an `axpy_f16` per row), over the `t < w.len()` whose row
+    /// (`out.len()` values at byte `t * stride`) lies inside `x`.
     pub mix_f16: fn(&[u8], usize, &[f32], &mut [f32]),
 }
 
@@ -113,7 +112,7 @@ impl Kernels {
         (self.scores_f16)(x.as_bytes(), stride.saturating_mul(2), q, scale, out)
     }
 
-    /// [`Kernels::mix_f16`] over f16 values in memory (`stride` in values).
+    /// [`Kernels::mix_f16`] over f16 values in memory (`stride` in values): adds to `out`.
     pub fn mix_f16_values(&self, x: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
         (self.mix_f16)(x.as_bytes(), stride.saturating_mul(2), w, out)
     }

@@ -39,9 +39,8 @@ pub(crate) fn scores_f16(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &m
     }
 }
 
-/// Weighted sum of rows: `out = 0`, then `axpy_f16` per row in order.
+/// Weighted sum of rows added to `out`: `axpy_f16` per row in order.
 pub(crate) fn mix_f16(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
-    out.fill(0.0);
     for (t, &a) in w.iter().enumerate() {
         match super::strided_row(x, t, stride, out.len(), 2) {
             Some(row) => axpy_f16(a, row, out),

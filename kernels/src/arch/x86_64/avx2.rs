@@ -662,9 +662,9 @@ pub(super) fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &m
     }
 }
 
-/// `out = sum_t w[t] * row t`: columns in blocks of 64 held in 8 registers while the rows
-/// stream by, then 8 at a time, then one at a time; each element sums in order of `t` from 0
-/// (as `axpy_f16` row after row does).
+/// `out += sum_t w[t] * row t`: columns in blocks of 64 held in 8 registers while the rows
+/// stream by, then 8 at a time, then one at a time; each element sums in order of `t` (as
+/// `axpy_f16` row after row does).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let d = out.len();
@@ -677,7 +677,7 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let row = |t: usize| crate::arch::strided_row(x, t, stride, d, 2).unwrap_or(&[]);
     let (blocks, rest) = out.as_chunks_mut::<64>();
     for (b, o) in blocks.iter_mut().enumerate() {
-        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut acc: [__m256; 8] = std::array::from_fn(|k| load_f32x8(&o.as_chunks::<8>().0[k]));
         for (t, &a) in w.iter().enumerate().take(rows) {
             let av = _mm256_set1_ps(a);
             let Some(v) = row(t).get(128 * b..128 * b + 128) else {
@@ -695,7 +695,7 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let (eights, tail) = rest.as_chunks_mut::<8>();
     for (j, o) in eights.iter_mut().enumerate() {
         let col = done + 8 * j;
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = load_f32x8(o);
         for (t, &a) in w.iter().enumerate().take(rows) {
             let Some(Ok(c)) = row(t).get(2 * col..2 * col + 16).map(<&[u8; 16]>::try_from) else {
                 continue;
@@ -710,7 +710,7 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let col0 = done + 8 * eights.len();
     for (j, o) in tail.iter_mut().enumerate() {
         let col = col0 + j;
-        let mut acc = 0.0f32;
+        let mut acc = *o;
         for (t, &a) in w.iter().enumerate().take(rows) {
             if let Some(&[lo, hi]) = row(t).get(2 * col..2 * col + 2) {
                 acc += a * half::f16::from_le_bytes([lo, hi]).to_f32();

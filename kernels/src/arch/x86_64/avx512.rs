@@ -311,14 +311,14 @@ fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
     }
 }
 
-/// The weighted sum with a 128-wide output held in 8 registers while the rows stream by;
+/// The weighted sum added to a 128-wide output held in 8 registers while the rows stream by;
 /// other widths through the AVX2 kernel (same bits).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let Ok(o128) = <&mut [f32; 128]>::try_from(&mut *out) else {
         return avx2::f16_mix(x, stride, w, out);
     };
-    let mut acc = [_mm512_setzero_ps(); 8];
+    let mut acc: [__m512; 8] = std::array::from_fn(|k| load_f32x16(&o128.as_chunks::<16>().0[k]));
     for (t, &a) in w.iter().enumerate() {
         let Some(Ok(row)) =
             crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
