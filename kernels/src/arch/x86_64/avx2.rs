@@ -205,6 +205,28 @@ pub(super) fn act_groups(qs: &[i8; QK]) -> [i32; 8] {
     zerocopy::transmute!(*qs)
 }
 
+// ---- Prefetching.
+
+/// How far ahead of the block in hand the interleaved kernels ask for the weights. With two
+/// threads each streaming ~25 GB/s against ~120 ns of memory latency, ~3 KB per thread must
+/// be in flight; the hardware prefetcher alone falls short of that while the core is busy
+/// computing. Measured on Zen 5 (27392x4096, 2 threads): q4_0x8 41 GB/s without, 45-64 GB/s
+/// with every line 4 KB ahead; one line per block 1 KB ahead was worse than none (40).
+pub(super) const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for every cache line of the block `PREFETCH_AHEAD` bytes after `blk` (a hint:
+/// nothing is read, any address is allowed, so running past the end of the matrix is fine).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn prefetch_ahead<T>(blk: &T) {
+    let p = (blk as *const T).cast::<i8>().wrapping_add(PREFETCH_AHEAD);
+    let mut off = 0;
+    while off < size_of::<T>() {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+        off += 64;
+    }
+}
+
 // ---- Horizontal helpers.
 
 /// Lane `r` of the result is the sum of the 8 lanes of `p[r]` (integer, exact).
@@ -381,6 +403,7 @@ fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
         let mut acc = _mm256_setzero_ps();
         for (((blk, ab), &dy), &s) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
+            prefetch_ahead(blk);
             let g = act_groups(&ab.qs);
             // i16 lanes: 8 products of a nibble (<= 15) and an activation (|a| <= 127),
             // at most 8 * 2 * 15 * 127 = 30480 in magnitude.
@@ -413,6 +436,7 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
         let mut acc = _mm256_setzero_ps();
         for ((blk, ab), &dy) in group.iter().zip(a.blocks()).zip(a.d()) {
+            prefetch_ahead(blk);
             let g = act_groups(&ab.qs);
             let mut s32 = _mm256_setzero_si256();
             for (c, chunk) in blk.qs.iter().enumerate() {

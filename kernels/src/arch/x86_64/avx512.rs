@@ -190,7 +190,7 @@ fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
         for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
             let [a_lo01, a_hi01, a_lo23, a_hi23] =
                 act_pairs(&ab.qs, [(0, 1), (4, 5), (2, 3), (6, 7)]);
-            prefetch(blk);
+            avx2::prefetch_ahead(blk);
             let (c01, c23) = chunk_pairs(&blk.qs);
             let v01 = load_u8x64(c01);
             let v23 = load_u8x64(c23);
@@ -224,7 +224,7 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
         let mut acc = _mm256_setzero_ps();
         for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
-            prefetch(blk);
+            avx2::prefetch_ahead(blk);
             let acts = act_pairs(&ab.qs, [(0, 1), (2, 3), (4, 5), (6, 7)]);
             let mut p = _mm512_setzero_si512();
             for (pair, act) in blk.qs.as_chunks::<2>().0.iter().zip(acts) {
@@ -238,18 +238,6 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
         }
         avx2::store_f32x8(out, acc);
     }
-}
-
-/// Bytes ahead of the current block that the kernels ask the cache to fetch.
-const PREFETCH_AHEAD: usize = 1024;
-
-/// Hints the cache line `PREFETCH_AHEAD` bytes after `blk` (a hint: any address is allowed,
-/// nothing is read).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prefetch<T>(blk: &T) {
-    let p = (blk as *const T).cast::<i8>().wrapping_add(PREFETCH_AHEAD);
-    _mm_prefetch::<_MM_HINT_T0>(p);
 }
 
 /// The two 64-byte halves of a Q4_0x8 block's nibbles.
