@@ -84,7 +84,7 @@ fn whole_blocks_error<B: Block>(len: usize) -> KernelError {
 /// Quantizes the f32 row `src` into `dst`, the bytes of type `ty` (ggml's layout, little
 /// endian). `src.len()` must be a multiple of the block size and `dst.len()` the matching
 /// number of bytes. On error `dst` may be partly written. The row-interleaved types hold
-/// several rows at once: quantize to the portable type and use [`crate::interleave`]
+/// several rows at once: quantize to the portable type and use [`crate::interleave()`]
 /// ([`KernelError::Unsupported`] here).
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
     let expected = bytes_for(ty, src.len())?;

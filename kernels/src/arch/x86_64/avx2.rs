@@ -8,9 +8,10 @@
 //! reference's multiplications and additions in the reference's order.
 //!
 //! Safety: every function that uses AVX2 is `#[target_feature(enable = "avx2,fma,f16c")]`.
-//! Such a function is reachable from safe code only through [`KERNELS`], which [`kernels`]
-//! hands out after checking the three features at run time; the table's wrappers are the only
-//! callers (the AVX-512 table, built after the same checks, calls the `pub(super)` ones).
+//! Such a function is reachable from safe code only through the private table `KERNELS`,
+//! which [`kernels`] hands out after checking the three features at run time; the table's
+//! wrappers are the only callers (the AVX-512 table, built after the same checks, calls the
+//! `pub(super)` ones).
 //! Memory is read through fixed-size array references (`&[u8; 32]` and the like), so every
 //! load is in bounds by its type.
 #![allow(unsafe_code)]

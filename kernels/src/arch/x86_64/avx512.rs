@@ -7,9 +7,10 @@
 //! the float part (one row per lane, as in the AVX2 kernels). The other entries are the AVX2
 //! kernels (this path requires AVX2 and F16C as well), whose results are the same.
 //!
-//! Safety: as in `avx2.rs`. Every function that uses AVX-512 is `#[target_feature]` with
-//! [`FEATURES`]; [`kernels`] hands out [`KERNELS`] only after checking all of them (and
-//! AVX2, FMA, F16C for the AVX2 functions it calls); the table's wrappers are the only callers.
+//! Safety: as in `avx2.rs`. Every function that uses AVX-512 is `#[target_feature]` with the
+//! features that [`kernels`] checks (AVX-512 F/BW/VL/VNNI, and AVX2, FMA, F16C for the AVX2
+//! functions it calls) before it hands out the private table `KERNELS`; the table's wrappers
+//! are the only callers.
 #![allow(unsafe_code)]
 
 use super::avx2;
