@@ -25,6 +25,7 @@ mod mmap;
 
 pub use error::{Error, Result};
 pub use session::{
+    resolve_threads,
     Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason, Timings,
     DEFAULT_CONTEXT,
 };

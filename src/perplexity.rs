@@ -41,12 +41,14 @@ fn nll(logits: &[f32], target: u32) -> Result<f64> {
 }
 
 /// The perplexity of `engine`'s model on `text` with windows of `context` positions (at least
-/// 3), calling `progress(scored, total)` after each window.
+/// 3) on `threads` threads (0: one per CPU), calling `progress(scored, total)` after each
+/// window.
 pub fn perplexity(
     engine: &Engine,
     text: &str,
     context: usize,
     kv_type: KvType,
+    threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
     let max = engine.config().context_length;
@@ -63,11 +65,8 @@ pub fn perplexity(
     let model = engine.model();
     let vocab = model.config().vocab_size;
     let batch = SCORE_BATCH.min(context);
-    let mut state = model.new_state(StateOptions {
-        context,
-        batch,
-        kv_type,
-    })?;
+    let threads = crate::session::resolve_threads(threads);
+    let mut state = model.new_state(StateOptions { context, batch, kv_type, threads })?;
     let (mut total, mut scored) = (0.0f64, 0usize);
     for window in ids.chunks(context - 2) {
         let mut input = tok.prompt_prefix().to_vec();

@@ -89,15 +89,21 @@ pub struct SessionOptions {
     pub kv_type: KvType,
     /// Tokens per pass over the weights while reading a prompt.
     pub batch: usize,
+    /// Threads sharing each matrix product; 0 means one per CPU. Results do not depend on it.
+    pub threads: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            context: 0,
-            kv_type: KvType::F16,
-            batch: 32,
-        }
+        Self { context: 0, kv_type: KvType::F16, batch: 32, threads: 0 }
+    }
+}
+
+/// `threads`, or one per CPU when it is 0.
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
@@ -225,6 +231,7 @@ impl Session {
             context,
             batch,
             kv_type: options.kv_type,
+            threads: resolve_threads(options.threads),
         })?;
         Ok(Self {
             engine,
@@ -237,6 +244,11 @@ impl Session {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Threads the matrix products run on.
+    pub fn threads(&self) -> usize {
+        self.state.threads()
     }
 
     /// Positions of the KV cache.

@@ -88,6 +88,7 @@ fn run(case: &Case, kv_type: KvType, prefix: Option<(usize, &[f32], &[f32])>) ->
             context: 16,
             batch: 4,
             kv_type,
+            threads: 2,
         })
         .unwrap();
     let mut pos = 0;

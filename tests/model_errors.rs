@@ -189,6 +189,7 @@ fn model_forward_errors() {
         context: 8,
         batch: 3,
         kv_type: KvType::F16,
+        threads: 2,
     };
     let mut st = m.new_state(opts).unwrap();
     assert!(matches!(
@@ -254,6 +255,7 @@ fn model_forward_errors() {
             context,
             batch,
             kv_type: KvType::F32,
+            threads: 2,
         });
         assert!(
             matches!(e, Err(ModelError::StateOption { what: w, .. }) if w == what),

@@ -143,6 +143,7 @@ fn options(batch: usize, kv_type: KvType) -> StateOptions {
         context: 512,
         batch,
         kv_type,
+        threads: 2,
     }
 }
 

@@ -1,19 +1,29 @@
 //! Matrix-vector products at the ChatGLM2/3-6B shapes, reported as bytes of weights streamed
 //! per second (a decode step reads every weight once, so this is the number that matters).
 //!
-//! Run: `cargo bench -p chatglm-kernels --bench matvec`.
+//! Each benchmark is `matvec/<type>[x8]/<isa>/t<threads>/<rows>x<cols>`: the ggml layout or
+//! the row-interleaved one, every kernel path this CPU runs, 1 and 2 threads. Every
+//! iteration uses the next of several copies of the matrix, at least 512 MB in all, so the
+//! weights come from memory as in a decode step, not from the (32 MB) L3 cache. Compare with
+//! `stream/t<threads>`, a plain streaming read of the same 512 MB.
+//!
+//! Run: `cargo bench -p chatglm-kernels --bench matvec` (filter, e.g. `-- q4_0x8/avx512`).
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
-use chatglm_kernels::matmul::{matvec, row_bytes, WeightMatrix};
-use chatglm_kernels::GgmlType;
+use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
+use chatglm_kernels::stream::sum_words;
+use chatglm_kernels::{interleave, GgmlType, Isa, Pool};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
 
 /// (rows, cols): fused QKV, attention output, fused gate+up, down.
 const SHAPES: [(usize, usize); 4] = [(4608, 4096), (4096, 4096), (27392, 4096), (4096, 13696)];
+
+/// Bytes of weights each benchmark cycles through.
+const WORKING_SET: usize = 512 << 20;
 
 /// Deterministic pseudo-random bytes (64-bit LCG).
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -30,8 +40,8 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// A matrix of random blocks whose scales are a plausible finite f16 (random bytes there
 /// could be NaN), so the arithmetic is the real one.
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let mut data = random_bytes(rows * row_bytes(ty, cols).expect("whole blocks"), 1);
+fn weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut data = random_bytes(rows * row_bytes(ty, cols).expect("whole blocks"), seed);
     let scale = half::f16::from_f32(0.002).to_le_bytes();
     for block in data.chunks_exact_mut(ty.block_bytes()) {
         block[..2].copy_from_slice(&scale);
@@ -42,23 +52,65 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 fn bench_matvec(c: &mut Criterion) {
     let mut group = c.benchmark_group("matvec");
     group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let pools = [Pool::new(1).expect("pool"), Pool::new(2).expect("pool")];
+    let tables: Vec<_> = [Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod]
+        .into_iter()
+        .filter_map(Isa::kernels)
+        .collect();
+
+    // The yardstick: a plain read of the same amount of memory.
+    let plain = random_bytes(WORKING_SET, 3);
+    for pool in &pools {
+        group.throughput(Throughput::Bytes(plain.len() as u64));
+        group.bench_function(format!("stream/t{}", pool.threads()), |b| {
+            b.iter(|| sum_words(Some(pool), black_box(&plain)))
+        });
+    }
+    drop(plain);
+
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         for (rows, cols) in SHAPES {
-            let data = weights(ty, rows, cols);
-            let w = WeightMatrix::new(ty, rows, cols, &data).expect("sizes agree");
+            let size = rows * row_bytes(ty, cols).expect("whole blocks");
+            let copies = WORKING_SET.div_ceil(size);
+            let portable: Vec<Vec<u8>> = (0..copies)
+                .map(|i| weights(ty, rows, cols, i as u64 + 1))
+                .collect();
             let x: Vec<f32> = random_bytes(cols, 2)
                 .iter()
                 .map(|&b| (b as f32 - 127.5) / 64.0)
                 .collect();
             let mut y = vec![0.0f32; rows];
-            group.throughput(Throughput::Bytes(data.len() as u64));
-            group.bench_with_input(
-                BenchmarkId::new(ty.name(), format!("{rows}x{cols}")),
-                &x,
-                |b, x| b.iter(|| matvec(&w, black_box(x), &mut y).expect("valid shapes")),
-            );
+            for layout in ["portable", "x8"] {
+                let mats: Vec<(GgmlType, Vec<u8>)> = portable
+                    .iter()
+                    .map(|d| match layout {
+                        "x8" => interleave(ty, rows, cols, d).expect("interleave"),
+                        _ => (ty, d.clone()),
+                    })
+                    .collect();
+                let name = mats[0].0.name();
+                for k in &tables {
+                    for pool in &pools {
+                        group.throughput(Throughput::Bytes(size as u64));
+                        let id = BenchmarkId::new(
+                            format!("{name}/{}/t{}", k.isa, pool.threads()),
+                            format!("{rows}x{cols}"),
+                        );
+                        let mut next = 0;
+                        group.bench_with_input(id, &x, |b, x| {
+                            b.iter(|| {
+                                let (t, data) = &mats[next % mats.len()];
+                                next += 1;
+                                let w = WeightMatrix::new(*t, rows, cols, data).expect("sizes");
+                                matmul_with(k, Some(pool), &w, black_box(x), 1, &mut y)
+                                    .expect("valid shapes")
+                            })
+                        });
+                    }
+                }
+            }
         }
     }
     group.finish();

@@ -9,13 +9,33 @@
 //!   reference quantizers (`quantize_row_q4_0_ref` and friends), and the scalar block dot
 //!   products (the twins of the SIMD kernels).
 //! - [`matmul`]: the weight-matrix times activations interface the model calls, dispatching
-//!   on the weight type.
+//!   on the weight type, split over the threads of a [`Pool`].
+//! - [`isa`]: the instruction set, detected once at run time or forced with
+//!   `CHATGLM_KERNELS`; [`arch`]: the kernel table of each instruction set.
+//! - [`interleave()`]: the row-interleaved layout of this project's types
+//!   ([`GgmlType::Q4_0x8`], [`GgmlType::Q8_0x8`]).
+//! - [`pool`]: the persistent worker threads; [`stream`]: a plain streaming read, the
+//!   bandwidth yardstick.
+//!
+//! `unsafe` lives in `arch/x86_64/avx2.rs`, `arch/x86_64/avx512.rs` (intrinsics behind run-time
+//! feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
+//! it holds.
 #![deny(unsafe_code)]
 
+pub mod act;
+pub mod arch;
+pub mod interleave;
+pub mod isa;
 pub mod matmul;
+pub mod pool;
 pub mod quant;
+pub mod stream;
 pub mod types;
 
+pub use arch::Kernels;
+pub use interleave::{deinterleave, interleave};
+pub use isa::Isa;
+pub use pool::Pool;
 pub use types::GgmlType;
 
 /// Errors from quantization and kernel entry points.
@@ -66,4 +86,49 @@ pub enum KernelError {
         /// The f32 value that does not fit.
         value: f32,
     },
+    /// `CHATGLM_KERNELS` (or a name passed to [`isa::select`]) names no kernel path.
+    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2, avx512, neon or dotprod)")]
+    UnknownIsa(String),
+    /// The kernel path asked for needs CPU features this machine lacks.
+    #[error("kernel path {isa} is not available on this CPU (available: {available:?})")]
+    IsaUnavailable {
+        /// The path asked for.
+        isa: &'static str,
+        /// The paths this CPU can run.
+        available: Vec<&'static str>,
+    },
+    /// A matrix of a row-interleaved type must have a whole number of row groups.
+    #[error("a {ty} matrix needs a multiple of {group} rows, got {rows}")]
+    RowGroup {
+        /// The type.
+        ty: GgmlType,
+        /// Rows per group.
+        group: usize,
+        /// Rows of the matrix.
+        rows: usize,
+    },
+}
+
+impl KernelError {
+    /// Shifts the index of an error about one activation row to its index in the whole input.
+    pub(crate) fn offset_index(self, base: usize) -> Self {
+        match self {
+            KernelError::NonFinite { index, value } => KernelError::NonFinite {
+                index: base + index,
+                value,
+            },
+            KernelError::F16Overflow {
+                ty,
+                index,
+                what,
+                value,
+            } => KernelError::F16Overflow {
+                ty,
+                index: base + index,
+                what,
+                value,
+            },
+            other => other,
+        }
+    }
 }

@@ -2,8 +2,21 @@
 
 use std::fmt;
 
-/// A tensor element type. The discriminants are ggml's `ggml_type` ids, which are also the
-/// type ids stored in GGUF tensor infos.
+/// A tensor element type. The discriminants are the type ids stored in GGUF tensor infos:
+/// ggml's `ggml_type` ids for ggml's types, and ids of our own for the row-interleaved types.
+///
+/// # Row-interleaved types (this project's own)
+///
+/// `Q4_0x8` and `Q8_0x8` hold the same blocks as `Q4_0` and `Q8_0` (same bytes per element,
+/// so [`GgmlType::bytes_for`] is unchanged), but a matrix's rows are stored in groups of
+/// [`GROUP_ROWS`] = 8: one group block holds block `b` of each of the 8 rows, so one
+/// sequential read feeds 8 output rows. The layout is in `quant::q4_0x8` and `quant::q8_0x8`.
+/// A tensor of these types must have a row count that is a multiple of 8
+/// ([`GgmlType::row_group`]).
+///
+/// Their ids are `0x400 + the id of the portable type` (1026 and 1032): no ggml type uses an
+/// id in `0x400..` (ggml's ids end below 64), so a ggml reader rejects such a file instead of
+/// misreading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum GgmlType {
@@ -20,17 +33,26 @@ pub enum GgmlType {
     /// 32 signed bytes with an f16 scale and the f16 of `scale * sum(q)`; the activation
     /// format paired with [`GgmlType::Q4_1`] weights.
     Q8_1 = 9,
+    /// Q4_0 blocks of 8 rows interleaved block by block (this project's type, see above).
+    Q4_0x8 = 1026,
+    /// Q8_0 blocks of 8 rows interleaved block by block (this project's type, see above).
+    Q8_0x8 = 1032,
 }
+
+/// Rows per group of the row-interleaved types.
+pub const GROUP_ROWS: usize = 8;
 
 impl GgmlType {
     /// Every type this crate knows, in id order.
-    pub const ALL: [GgmlType; 6] = [
+    pub const ALL: [GgmlType; 8] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::Q8_1,
+        GgmlType::Q4_0x8,
+        GgmlType::Q8_0x8,
     ];
 
     /// The type with ggml id `id`, if this crate supports it.
@@ -52,6 +74,8 @@ impl GgmlType {
             GgmlType::Q4_1 => "q4_1",
             GgmlType::Q8_0 => "q8_0",
             GgmlType::Q8_1 => "q8_1",
+            GgmlType::Q4_0x8 => "q4_0x8",
+            GgmlType::Q8_0x8 => "q8_0x8",
         }
     }
 
@@ -66,7 +90,12 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q8_1 => 32,
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::Q4_0x8
+            | GgmlType::Q8_0x8 => 32,
         }
     }
 
@@ -75,11 +104,44 @@ impl GgmlType {
         match self {
             GgmlType::F32 => 4,
             GgmlType::F16 => 2,
-            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_0 | GgmlType::Q4_0x8 => 18,
             GgmlType::Q4_1 => 20,
-            GgmlType::Q8_0 => 34,
+            GgmlType::Q8_0 | GgmlType::Q8_0x8 => 34,
             GgmlType::Q8_1 => 36,
         }
+    }
+
+    /// Rows per interleave group: [`GROUP_ROWS`] for the row-interleaved types, 1 for ggml's
+    /// types. A matrix of this type has a multiple of this many rows.
+    pub fn row_group(self) -> usize {
+        match self {
+            GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => GROUP_ROWS,
+            _ => 1,
+        }
+    }
+
+    /// The ggml type whose blocks this type holds: `Q4_0` for `Q4_0x8`, `Q8_0` for `Q8_0x8`,
+    /// the type itself otherwise.
+    pub fn portable(self) -> GgmlType {
+        match self {
+            GgmlType::Q4_0x8 => GgmlType::Q4_0,
+            GgmlType::Q8_0x8 => GgmlType::Q8_0,
+            other => other,
+        }
+    }
+
+    /// The row-interleaved type holding this type's blocks, if there is one.
+    pub fn interleaved(self) -> Option<GgmlType> {
+        match self {
+            GgmlType::Q4_0 => Some(GgmlType::Q4_0x8),
+            GgmlType::Q8_0 => Some(GgmlType::Q8_0x8),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of this project's row-interleaved types (not a ggml type).
+    pub fn is_interleaved(self) -> bool {
+        self.row_group() > 1
     }
 
     /// Whether the type stores blocks of quantized integers.
@@ -91,7 +153,7 @@ impl GgmlType {
     /// size overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.block_bytes() as u64)
@@ -115,6 +177,17 @@ mod tests {
             assert_eq!(GgmlType::from_name(t.name()), Some(t));
         }
         assert_eq!(GgmlType::from_id(4), None);
+        assert_eq!(GgmlType::from_id(1026), Some(GgmlType::Q4_0x8));
+        assert_eq!(GgmlType::from_id(1032), Some(GgmlType::Q8_0x8));
+        for t in GgmlType::ALL {
+            assert_eq!(t.portable().block_bytes(), t.block_bytes());
+            assert_eq!(t.portable().block_size(), t.block_size());
+            if let Some(i) = t.interleaved() {
+                assert_eq!((i.portable(), i.row_group()), (t, 8));
+                assert!(i.is_interleaved() && !t.is_interleaved());
+                assert_eq!(i.id(), 0x400 + t.id());
+            }
+        }
         assert_eq!(GgmlType::from_name("q5_0"), None);
     }
 
@@ -122,6 +195,8 @@ mod tests {
     fn sizes() {
         assert_eq!(GgmlType::Q4_0.bytes_for(4096), Some(128 * 18));
         assert_eq!(GgmlType::Q4_0.bytes_for(33), None);
+        assert_eq!(GgmlType::Q4_0x8.bytes_for(4096 * 8), Some(8 * 128 * 18));
+        assert_eq!(GgmlType::Q8_0x8.bytes_for(64), Some(68));
         assert_eq!(GgmlType::F16.bytes_for(3), Some(6));
         assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
     }

@@ -15,6 +15,9 @@ pub fn file_type(ty: GgmlType) -> Option<u32> {
         GgmlType::Q4_1 => Some(3),
         GgmlType::Q8_0 => Some(7),
         GgmlType::Q8_1 => None, // an activation type, never written for weights
+        // Row-interleaved forms: the ftype of the blocks they hold.
+        GgmlType::Q4_0x8 => Some(2),
+        GgmlType::Q8_0x8 => Some(7),
     }
 }
 

@@ -63,6 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         context: opts.context,
         batch: args.batch.clamp(1, opts.context),
         kv_type: opts.kv_type,
+        threads: chatglm::resolve_threads(opts.threads),
     })?;
     // Decode reads every matrix once per token, but only one row of the embedding.
     let file = engine.file();
@@ -113,8 +114,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
     let (prefill_tok_s, decode_tok_s) = (median(prefill_rates), median(decode_rates));
     let weight_gb_s = weight_bytes as f64 * decode_tok_s / 1e9;
-    let kernels = "scalar";
-    let threads = args.model.threads.unwrap_or(1);
+    let kernels = chatglm_kernels::isa::active().name();
+    let threads = state.threads();
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({

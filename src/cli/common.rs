@@ -53,6 +53,7 @@ impl ModelArgs {
                 KvTypeArg::F16 => KvType::F16,
                 KvTypeArg::F32 => KvType::F32,
             },
+            threads: self.threads.unwrap_or(0),
             ..SessionOptions::default()
         }
     }

@@ -24,6 +24,9 @@ pub struct PerplexityArgs {
     /// Element type of the KV cache.
     #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
     kv_type: KvTypeArg,
+    /// Threads [default: all cores].
+    #[arg(short = 't', long, value_name = "N")]
+    threads: Option<usize>,
     /// Print `{"ppl": x, "tokens": n}`.
     #[arg(long)]
     json: bool,
@@ -46,7 +49,7 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
             eprint!("\rscored {done}/{total} tokens");
         }
     };
-    let p = perplexity(&engine, &text, context, kv, &mut progress)?;
+    let p = perplexity(&engine, &text, context, kv, args.threads.unwrap_or(0), &mut progress)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(

@@ -32,8 +32,15 @@ pub mod tokens;
 /// A token id (an index into the model's vocabulary).
 pub type chatglm_token = u32;
 
-/// Which kernels run matrix products, as `chatglm_model_info.kernels` reports it. This is the
-/// one place that names them: when the kernel dispatch lands, return its choice here.
+/// Which kernels run matrix products (chosen once from the CPU, or by `CHATGLM_KERNELS`), as
+/// `chatglm_model_info.kernels` reports it.
 pub(crate) fn kernels_name() -> &'static std::ffi::CStr {
-    c"scalar"
+    use chatglm_kernels::Isa;
+    match chatglm_kernels::isa::active() {
+        Isa::Scalar => c"scalar",
+        Isa::Avx2 => c"avx2",
+        Isa::Avx512 => c"avx512",
+        Isa::Neon => c"neon",
+        Isa::Dotprod => c"dotprod",
+    }
 }

@@ -86,17 +86,15 @@ fn session_options(
         0 => defaults.batch,
         b => b as usize,
     };
-    let n_threads = match opts.n_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        n => n,
-    };
+    let n_threads = crate::resolve_threads(opts.n_threads as usize);
     Ok((
         SessionOptions {
             context,
             kv_type,
             batch,
+            threads: n_threads,
         },
-        n_threads,
+        n_threads as u32,
     ))
 }
 

@@ -9,7 +9,9 @@ use super::kv_cache::{zeroed, KvCache, KvType};
 use super::ops::{rmsnorm, rope, rope_table, silu, softmax};
 use super::weights::Matrix;
 use super::{Model, ModelConfig, ModelError};
-use chatglm_kernels::matmul::{dequantize_row, matmul};
+use chatglm_kernels::matmul::{dequantize_row, matmul_par};
+use chatglm_kernels::pool::{share, Pool, MAX_THREADS};
+use std::sync::{Arc, Mutex};
 
 /// Which positions of a [`Model::forward`] call need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +33,21 @@ pub struct StateOptions {
     pub batch: usize,
     /// Element type of the KV cache.
     pub kv_type: KvType,
+    /// Threads that share each matrix product and the attention heads (the calling thread
+    /// included), 1..=256. Results do not depend on it.
+    pub threads: usize,
 }
 
 impl StateOptions {
-    /// `context` positions, batches of up to 32 tokens, an f16 cache.
+    /// `context` positions, batches of up to 32 tokens, an f16 cache, one thread per CPU.
     pub fn new(context: usize) -> Self {
         Self {
             context,
             batch: 32.min(context.max(1)),
             kv_type: KvType::F16,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
         }
     }
 }
@@ -80,6 +88,8 @@ pub struct RunState {
     residuals: Vec<f32>,
     /// Keys and values. (layers, ctx, groups * head_dim) each
     cache: KvCache,
+    /// The threads of the products (shared by clones of this state).
+    pool: Arc<Pool>,
 }
 
 impl RunState {
@@ -90,7 +100,15 @@ impl RunState {
             context,
             batch,
             kv_type,
+            threads,
         } = options;
+        if threads == 0 || threads > MAX_THREADS {
+            return Err(ModelError::StateOption {
+                what: "threads",
+                value: threads,
+                max: MAX_THREADS,
+            });
+        }
         if context == 0 || context > config.context_length {
             return Err(ModelError::StateOption {
                 what: "context",
@@ -143,7 +161,15 @@ impl RunState {
                 config.num_kv_groups,
                 config.head_dim,
             )?,
+            pool: Arc::new(
+                Pool::new(threads).map_err(|source| ModelError::Threads { threads, source })?,
+            ),
         })
+    }
+
+    /// Number of threads the products run on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 
     /// The KV cache.
@@ -262,6 +288,7 @@ impl Model {
             rmsnorm(out, x, &self.weights.output_norm, cfg.rms_eps);
         }
         self.product(
+            &st.pool,
             &self.weights.output,
             &st.hidden[..rows * h],
             rows,
@@ -305,7 +332,13 @@ impl Model {
             for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
                 rmsnorm(xb, x, &lw.attn_norm, cfg.rms_eps);
             }
-            self.product(&lw.attn_qkv, &st.xb[..n * h], n, &mut st.qkv[..n * qkv_dim])?;
+            self.product(
+                &st.pool,
+                &lw.attn_qkv,
+                &st.xb[..n * h],
+                n,
+                &mut st.qkv[..n * qkv_dim],
+            )?;
 
             // Bias, RoPE on the first half of every q and k head, then k and v into the cache.
             for (i, row) in st.qkv[..n * qkv_dim].chunks_exact_mut(qkv_dim).enumerate() {
@@ -324,32 +357,49 @@ impl Model {
             }
 
             // Multi-query attention: query head `hd` reads kv group `hd / heads_per_group`,
-            // causal over cache positions 0..=pos.
+            // causal over cache positions 0..=pos. The heads are shared among the threads.
             for (i, (row, out)) in st.qkv[..n * qkv_dim]
                 .chunks_exact(qkv_dim)
                 .zip(st.att_out.chunks_exact_mut(q_dim))
                 .enumerate()
             {
                 let pos = pos0 + i;
-                for (hd, ((q, o), att)) in row[..q_dim]
-                    .chunks_exact(d)
-                    .zip(out.chunks_exact_mut(d))
-                    .zip(st.att.chunks_exact_mut(ctx))
-                    .enumerate()
-                {
-                    let g = hd / cfg.heads_per_group();
-                    let att = &mut att[..=pos];
-                    for (t, a) in att.iter_mut().enumerate() {
-                        *a = st.cache.key_dot(l, t, g, q) * scale;
-                    }
-                    softmax(att);
-                    o.fill(0.0);
-                    for (t, &a) in att.iter().enumerate() {
-                        st.cache.value_axpy(l, t, g, a, o);
-                    }
+                let threads = st.pool.threads();
+                // Per thread: its heads' outputs (heads, d) and scores (heads, ctx).
+                let mut parts = Vec::with_capacity(threads);
+                let (mut out_rest, mut att_rest) = (out, &mut st.att[..]);
+                for t in 0..threads {
+                    let heads = share(cfg.num_heads, threads, t);
+                    let (o, o_rest) = std::mem::take(&mut out_rest).split_at_mut(heads.len() * d);
+                    let (a, a_rest) = std::mem::take(&mut att_rest).split_at_mut(heads.len() * ctx);
+                    (out_rest, att_rest) = (o_rest, a_rest);
+                    parts.push(Mutex::new((heads, o, a)));
                 }
+                let cache = &st.cache;
+                st.pool.run(&|t| {
+                    let Some(part) = parts.get(t) else { return };
+                    let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+                    let (heads, o, a) = &mut *part;
+                    // The thread's heads, one kv group at a time.
+                    let hpg = cfg.heads_per_group();
+                    let mut h = heads.start;
+                    while h < heads.end {
+                        let g = h / hpg;
+                        let end = ((g + 1) * hpg).min(heads.end);
+                        let (j0, j1) = (h - heads.start, end - heads.start);
+                        let qs = &row[h * d..end * d];
+                        let att = &mut a[j0 * ctx..j1 * ctx];
+                        cache.key_scores(l, g, qs, scale, att, ctx, pos + 1);
+                        for scores in att.chunks_exact_mut(ctx) {
+                            softmax(&mut scores[..=pos]);
+                        }
+                        cache.value_mix(l, g, att, ctx, pos + 1, &mut o[j0 * d..j1 * d]);
+                        h = end;
+                    }
+                });
             }
             self.product(
+                &st.pool,
                 &lw.attn_output,
                 &st.att_out[..n * q_dim],
                 n,
@@ -363,7 +413,13 @@ impl Model {
             for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
                 rmsnorm(xb, x, &lw.ffn_norm, cfg.rms_eps);
             }
-            self.product(&lw.ffn_up, &st.xb[..n * h], n, &mut st.ffn[..n * 2 * ffn])?;
+            self.product(
+                &st.pool,
+                &lw.ffn_up,
+                &st.xb[..n * h],
+                n,
+                &mut st.ffn[..n * 2 * ffn],
+            )?;
             for (gate_up, act) in st.ffn[..n * 2 * ffn]
                 .chunks_exact(2 * ffn)
                 .zip(st.ffn_act.chunks_exact_mut(ffn))
@@ -374,6 +430,7 @@ impl Model {
                 }
             }
             self.product(
+                &st.pool,
                 &lw.ffn_down,
                 &st.ffn_act[..n * ffn],
                 n,
@@ -388,10 +445,18 @@ impl Model {
         Ok(())
     }
 
-    /// `y = x w^T` for `n` rows through the kernels, naming the tensor on error.
-    fn product(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    /// `y = x w^T` for `n` rows through the kernels on the threads of `pool`, naming the
+    /// tensor on error.
+    fn product(
+        &self,
+        pool: &Pool,
+        w: &Matrix,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         let view = w.view(self.weights.bytes())?;
-        matmul(&view, x, n, y).map_err(|source| ModelError::Kernel {
+        matmul_par(pool, &view, x, n, y).map_err(|source| ModelError::Kernel {
             tensor: w.name.clone(),
             source,
         })

@@ -3,6 +3,7 @@
 //! in f16). Allocated once for the context asked for; never grows.
 
 use super::ModelError;
+use chatglm_kernels::isa::kernels;
 use half::f16;
 
 /// Element type of the cache.
@@ -42,33 +43,31 @@ impl Buf {
         }
     }
 
+    /// `q . x[at..at + q.len()]` through the SIMD kernels (16-lane summation order, the
+    /// same on every kernel path).
     fn dot(&self, at: usize, q: &[f32]) -> f32 {
+        let k = kernels();
         match self {
-            Buf::F16(b) => b[at..at + q.len()]
-                .iter()
-                .zip(q)
-                .map(|(k, &q)| k.to_f32() * q)
-                .sum(),
-            Buf::F32(b) => b[at..at + q.len()].iter().zip(q).map(|(k, q)| k * q).sum(),
+            Buf::F16(b) => k.dot_f16_values(&b[at..at + q.len()], q),
+            Buf::F32(b) => k.dot_f32_values(&b[at..at + q.len()], q),
         }
     }
 
+    /// `out += w * x[at..at + out.len()]` through the SIMD kernels.
     fn axpy(&self, at: usize, w: f32, out: &mut [f32]) {
+        let k = kernels();
         let n = out.len();
         match self {
-            Buf::F16(b) => {
-                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
-                    *o += w * v.to_f32();
-                }
-            }
-            Buf::F32(b) => {
-                for (o, v) in out.iter_mut().zip(&b[at..at + n]) {
-                    *o += w * v;
-                }
-            }
+            Buf::F16(b) => k.axpy_f16_values(w, &b[at..at + n], out),
+            Buf::F32(b) => k.axpy_f32_values(w, &b[at..at + n], out),
         }
     }
 }
+
+/// Positions per block of the attention helpers ([`KvCache::key_scores`]): 64 positions of
+/// one group are 16 KiB of f16 keys (or values), which stay in L1 while every head of the
+/// group uses them.
+const ATT_BLOCK: usize = 64;
 
 /// `vec![zero; len]` that reports allocation failure.
 pub(crate) fn zeroed<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, ModelError> {
@@ -246,6 +245,87 @@ impl KvCache {
             .dot(self.offset(layer, pos) + group * self.head_dim, q)
     }
 
+    /// Attention scores of several heads that read `group`: for head `j` (query
+    /// `qs[j * head_dim..][..head_dim]`), `scores[j * stride + t] = scale * (q_j . k[layer, t,
+    /// group])` for `t < n`. Positions go in blocks of [`ATT_BLOCK`], each read from memory
+    /// once for all the heads. Same bits as [`KvCache::key_dot`] per position.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn key_scores(
+        &self,
+        layer: usize,
+        group: usize,
+        qs: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        stride: usize,
+        n: usize,
+    ) {
+        let k = kernels();
+        let hd = self.head_dim;
+        for t0 in (0..n).step_by(ATT_BLOCK) {
+            let t1 = (t0 + ATT_BLOCK).min(n);
+            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_mut(stride.max(1))) {
+                let Some(s) = s.get_mut(t0..t1) else { continue };
+                match &self.k {
+                    Buf::F16(b) => {
+                        let rows = self.rows(layer, group, t0, t1);
+                        k.scores_f16_values(&b[rows], self.kv_dim(), q, scale, s);
+                    }
+                    Buf::F32(_) => {
+                        for (t, s) in (t0..t1).zip(s) {
+                            *s = self.key_dot(layer, t, group, q) * scale;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attention outputs of several heads that read `group`: head `j`'s output
+    /// `outs[j * head_dim..][..head_dim]` is set to `sum_t weights[j * stride + t] * v[layer,
+    /// t, group]` over `t < n`, accumulated in position order from 0. Positions go in blocks
+    /// as in [`KvCache::key_scores`]. Same bits as [`KvCache::value_axpy`] position after
+    /// position.
+    pub(crate) fn value_mix(
+        &self,
+        layer: usize,
+        group: usize,
+        weights: &[f32],
+        stride: usize,
+        n: usize,
+        outs: &mut [f32],
+    ) {
+        let k = kernels();
+        let hd = self.head_dim;
+        outs.fill(0.0);
+        for t0 in (0..n).step_by(ATT_BLOCK) {
+            let t1 = (t0 + ATT_BLOCK).min(n);
+            for (o, w) in outs.chunks_exact_mut(hd).zip(weights.chunks(stride.max(1))) {
+                let Some(w) = w.get(t0..t1) else { continue };
+                match &self.v {
+                    Buf::F16(b) => {
+                        let rows = self.rows(layer, group, t0, t1);
+                        k.mix_f16_values(&b[rows], self.kv_dim(), w, o);
+                    }
+                    Buf::F32(_) => {
+                        for (t, &a) in (t0..t1).zip(w) {
+                            self.value_axpy(layer, t, group, a, o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The elements spanned by positions `t0..t1` of `group` in `layer` (row `t` starts at
+    /// `(t - t0) * kv_dim` in the range).
+    fn rows(&self, layer: usize, group: usize, t0: usize, t1: usize) -> std::ops::Range<usize> {
+        let start = self.offset(layer, t0) + group * self.head_dim;
+        let n = t1.saturating_sub(t0);
+        let len = n.saturating_sub(1) * self.kv_dim() + self.head_dim;
+        start..start + if n == 0 { 0 } else { len }
+    }
+
     /// `out += w * v[layer, pos, group]` (`out` is `head_dim`).
     pub(crate) fn value_axpy(
         &self,
@@ -281,6 +361,45 @@ mod tests {
             let mut out = [1.0; 4];
             c.value_axpy(1, 2, 0, 2.0, &mut out);
             assert_eq!(out, [3.0, 1.0, -1.0, -3.0]);
+        }
+    }
+
+    #[test]
+    fn model_kv_cache_batched_attention_equals_per_position() {
+        for ty in [KvType::F16, KvType::F32] {
+            let (layers, cap, groups, hd) = (2, 80, 2, 128);
+            let mut c = KvCache::new(ty, layers, cap, groups, hd).unwrap();
+            let mut seed = 1u32;
+            let mut rnd = || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            };
+            for l in 0..layers {
+                for p in 0..cap {
+                    let k: Vec<f32> = (0..groups * hd).map(|_| rnd()).collect();
+                    let v: Vec<f32> = (0..groups * hd).map(|_| rnd()).collect();
+                    c.store(l, p, &k, &v);
+                }
+            }
+            // Three heads, 70 positions (two blocks), rows of 80 scores.
+            let (heads, n, stride) = (3, 70, 80);
+            let qs: Vec<f32> = (0..heads * hd).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..heads * stride).map(|_| rnd().abs()).collect();
+            let mut scores = vec![9.0f32; heads * stride];
+            c.key_scores(1, 1, &qs, 0.3, &mut scores, stride, n);
+            let mut outs = vec![1.0f32; heads * hd];
+            c.value_mix(1, 1, &w, stride, n, &mut outs);
+            for j in 0..heads {
+                let q = &qs[j * hd..(j + 1) * hd];
+                let mut want_out = vec![0.0f32; hd];
+                for t in 0..n {
+                    let s = scores[j * stride + t];
+                    assert_eq!(s.to_bits(), (c.key_dot(1, t, 1, q) * 0.3).to_bits());
+                    c.value_axpy(1, t, 1, w[j * stride + t], &mut want_out);
+                }
+                assert_eq!(scores[j * stride + n], 9.0);
+                assert_eq!(&outs[j * hd..(j + 1) * hd], &want_out[..]);
+            }
         }
     }
 

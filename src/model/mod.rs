@@ -22,7 +22,8 @@
 //! | `output_norm.weight` | `[H]` | f32 |
 //! | `output.weight` | `[V, H]` | any |
 //!
-//! "Any" is f32, f16, q4_0, q4_1 or q8_0; every product goes through
+//! "Any" is f32, f16, q4_0, q4_1, q8_0 or the row-interleaved q4_0x8 and q8_0x8 (whose row
+//! count is a multiple of 8); every product goes through
 //! [`chatglm_kernels::matmul`], so this module does not care which.
 
 mod config;
@@ -182,6 +183,14 @@ pub enum ModelError {
         expected: usize,
         /// Actual length.
         got: usize,
+    },
+    /// The worker threads of a run state could not be started.
+    #[error("cannot start {threads} threads: {source}")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// What the pool said.
+        source: chatglm_kernels::pool::PoolError,
     },
     /// A size computation overflows.
     #[error("size overflow: {0}")]

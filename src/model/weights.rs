@@ -31,12 +31,14 @@ pub struct TensorEntry {
 }
 
 /// Element types a 2-D weight may have.
-const MATRIX_TYPES: [GgmlType; 5] = [
+const MATRIX_TYPES: [GgmlType; 7] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q8_0,
+    GgmlType::Q4_0x8,
+    GgmlType::Q8_0x8,
 ];
 
 /// A 2-D weight: `rows x cols` elements of `ty` at `range` in the storage.
@@ -254,8 +256,18 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
             name,
             &[cols as u64, rows as u64],
             &MATRIX_TYPES,
-            "f32, f16, q4_0, q4_1 or q8_0",
+            "f32, f16, q4_0, q4_1, q8_0, q4_0x8 or q8_0x8",
         )?;
+        if rows % e.ty.row_group() != 0 {
+            return Err(ModelError::Kernel {
+                tensor: name.to_string(),
+                source: chatglm_kernels::KernelError::RowGroup {
+                    ty: e.ty,
+                    group: e.ty.row_group(),
+                    rows,
+                },
+            });
+        }
         Ok(Matrix {
             name: name.to_string(),
             ty: e.ty,

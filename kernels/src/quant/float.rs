@@ -46,27 +46,91 @@ pub fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) -> Result<(), KernelError
     Ok(())
 }
 
-/// `sum_i x[i] * y[i]` for a row `x` of little-endian f32 bytes and f32 activations `y`,
-/// accumulated in order in one f32.
+/// Lanes of the float dot products' summation order: see [`dot_in_lanes`].
+pub const DOT_LANES: usize = 16;
+
+/// The summation order of every float dot product of this crate, so that SIMD kernels (16 f32
+/// lanes: two AVX2 registers, one AVX-512 register, four NEON registers) give the same bits
+/// as this scalar reference:
+///
+/// 1. lane `l < 16` sums `x[i] * y[i]` (product rounded, then sum rounded; no fused
+///    multiply-add) for `i = l, l + 16, ...` over the first `n - n % 16` elements, in order;
+/// 2. the lanes are folded in halves: `l[i] += l[i + 8]` (i < 8), `l[i] += l[i + 4]`
+///    (i < 4), `l[i] += l[i + 2]` (i < 2), `sum = l[0] + l[1]`;
+/// 3. the last `n % 16` products are added to `sum` in order.
+///
+/// `x(i)` is the weight widened to f32 (exact for f16).
+pub fn dot_in_lanes(n: usize, x: impl Fn(usize) -> f32, y: &[f32]) -> f32 {
+    let full = n - n % DOT_LANES;
+    let mut lanes = [0.0f32; DOT_LANES];
+    for (c, ys) in y[..full].chunks_exact(DOT_LANES).enumerate() {
+        for (l, (acc, &yv)) in lanes.iter_mut().zip(ys).enumerate() {
+            *acc += x(c * DOT_LANES + l) * yv;
+        }
+    }
+    let mut width = DOT_LANES / 2;
+    while width > 1 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    let mut sum = lanes[0] + lanes[1];
+    for (i, &yv) in y.iter().enumerate().take(n).skip(full) {
+        sum += x(i) * yv;
+    }
+    sum
+}
+
+/// `sum_i x[i] * y[i]` for a row `x` of little-endian f32 bytes and f32 activations `y`, in the
+/// order of [`dot_in_lanes`].
 pub fn vec_dot_f32(x: &[u8], y: &[f32]) -> Result<f32, KernelError> {
     check_len("f32 row bytes", y.len().saturating_mul(4), x.len())?;
-    let mut sum = 0.0f32;
-    for (b, &yv) in x.chunks_exact(4).zip(y) {
-        sum += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * yv;
-    }
-    Ok(sum)
+    Ok(dot_in_lanes(y.len(), |i| f32_at(x, i), y))
 }
 
 /// `sum_i x[i] * y[i]` for a row `x` of little-endian f16 bytes and f32 activations `y`: each
-/// weight is widened to f32 (exactly) and the products are accumulated in order in one f32.
-/// (ggml's own f16 dot rounds the activations to f16 first; the model keeps them in f32.)
+/// weight is widened to f32 (exactly) and the products are summed in the order of
+/// [`dot_in_lanes`]. (ggml's own f16 dot rounds the activations to f16 first; the model keeps
+/// them in f32.)
 pub fn vec_dot_f16_f32(x: &[u8], y: &[f32]) -> Result<f32, KernelError> {
     check_len("f16 row bytes", y.len().saturating_mul(2), x.len())?;
-    let mut sum = 0.0f32;
-    for (b, &yv) in x.chunks_exact(2).zip(y) {
-        sum += f16::from_le_bytes([b[0], b[1]]).to_f32() * yv;
+    Ok(dot_in_lanes(y.len(), |i| f16_at(x, i), y))
+}
+
+/// `y[i] += a * x[i]` for a row `x` of little-endian f32 bytes (product rounded, then sum).
+pub fn axpy_f32(a: f32, x: &[u8], y: &mut [f32]) -> Result<(), KernelError> {
+    check_len("f32 row bytes", y.len().saturating_mul(4), x.len())?;
+    for (o, b) in y.iter_mut().zip(x.chunks_exact(4)) {
+        *o += a * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
-    Ok(sum)
+    Ok(())
+}
+
+/// `y[i] += a * x[i]` for a row `x` of little-endian f16 bytes (widened exactly; product
+/// rounded, then sum).
+pub fn axpy_f16(a: f32, x: &[u8], y: &mut [f32]) -> Result<(), KernelError> {
+    check_len("f16 row bytes", y.len().saturating_mul(2), x.len())?;
+    for (o, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+        *o += a * f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+    Ok(())
+}
+
+/// The f32 at element `i` of little-endian bytes (0 past the end; callers check lengths).
+fn f32_at(x: &[u8], i: usize) -> f32 {
+    match x.get(4 * i..4 * i + 4) {
+        Some(&[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
+        _ => 0.0,
+    }
+}
+
+/// The f16 at element `i` of little-endian bytes, widened (0 past the end).
+fn f16_at(x: &[u8], i: usize) -> f32 {
+    match x.get(2 * i..2 * i + 2) {
+        Some(&[a, b]) => f16::from_le_bytes([a, b]).to_f32(),
+        _ => 0.0,
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +210,38 @@ mod tests {
         assert_eq!(vec_dot_f16_f32(&w16, &x), Ok(0.0));
         assert_eq!(vec_dot_f32(&w32, &x[..2]).map_err(|_| ()), Err(()));
         assert_eq!(vec_dot_f16_f32(&w16[..4], &x).map_err(|_| ()), Err(()));
+        let mut y = [1.0f32; 3];
+        axpy_f16(2.0, &w16, &mut y).unwrap();
+        assert_eq!(y, [4.0, -3.0, 1.5]);
+        axpy_f32(-1.0, &w32, &mut y).unwrap();
+        assert_eq!(y, [2.5, -1.0, 1.25]);
+        assert!(axpy_f32(1.0, &w32[..8], &mut y).is_err());
+    }
+
+    #[test]
+    fn lane_order_by_hand() {
+        // x = 1 everywhere; y[0] = 2^24, y[1] = 1, y[16] = -2^24, y[33] = 0.5, rest 0.
+        // Sequentially: 2^24 + 1 rounds to 2^24 (tie to even), minus 2^24 gives 0, + 0.5.
+        // In lanes: lane 0 = 2^24 - 2^24 = 0, lane 1 = 1, folded: 1; the tail (element 33)
+        // adds 0.5: 1.5.
+        let mut y = [0.0f32; 34];
+        y[0] = 16_777_216.0;
+        y[1] = 1.0;
+        y[16] = -16_777_216.0;
+        y[33] = 0.5;
+        assert_eq!(dot_in_lanes(34, |_| 1.0, &y), 1.5);
+        let sequential = y.iter().fold(0.0f32, |s, v| s + v);
+        assert_eq!(sequential, 0.5);
+        // The fold pairs lane i with lane i + 8 first: 2^24 in lane 3, -2^24 in lane 11, 1 in
+        // lane 7: (l3 + l11) = 0, then + l7 in the next fold: 1. A left-to-right lane sum
+        // would give 2^24 + 1 - 2^24 = 0.
+        let mut y = [0.0f32; 16];
+        y[3] = 16_777_216.0;
+        y[7] = 1.0;
+        y[11] = -16_777_216.0;
+        assert_eq!(dot_in_lanes(16, |_| 1.0, &y), 1.0);
+        let mut w = [0u8; 64];
+        quantize_row_f32(&[1.0; 16], &mut w).unwrap();
+        assert_eq!(vec_dot_f32(&w, &y), Ok(1.0));
     }
 }

@@ -36,15 +36,19 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub mod float;
 pub mod q4_0;
+pub mod q4_0x8;
 pub mod q4_1;
 pub mod q8_0;
+pub mod q8_0x8;
 pub mod q8_1;
 #[cfg(test)]
 pub(crate) mod tests_common;
 
 pub use q4_0::BlockQ4_0;
+pub use q4_0x8::BlockQ4_0x8;
 pub use q4_1::BlockQ4_1;
 pub use q8_0::BlockQ8_0;
+pub use q8_0x8::BlockQ8_0x8;
 pub use q8_1::BlockQ8_1;
 
 /// Elements per block of every quantized type here (ggml's `QK4_0`, `QK4_1`, `QK8_0`, `QK8_1`).
@@ -79,7 +83,9 @@ fn whole_blocks_error<B: Block>(len: usize) -> KernelError {
 
 /// Quantizes the f32 row `src` into `dst`, the bytes of type `ty` (ggml's layout, little
 /// endian). `src.len()` must be a multiple of the block size and `dst.len()` the matching
-/// number of bytes. On error `dst` may be partly written.
+/// number of bytes. On error `dst` may be partly written. The row-interleaved types hold
+/// several rows at once: quantize to the portable type and use [`crate::interleave()`]
+/// ([`KernelError::Unsupported`] here).
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
     let expected = bytes_for(ty, src.len())?;
     check_len("quantized row bytes", expected, dst.len())?;
@@ -90,13 +96,15 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ker
         GgmlType::Q4_1 => q4_1::quantize_row_q4_1(src, as_blocks_mut(dst)?),
         GgmlType::Q8_0 => q8_0::quantize_row_q8_0(src, as_blocks_mut(dst)?),
         GgmlType::Q8_1 => q8_1::quantize_row_q8_1(src, as_blocks_mut(dst)?),
+        GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
     }
 }
 
 /// Dequantizes the bytes `src` of type `ty` into `dst`. `dst.len()` must be a multiple of the
 /// block size and `src.len()` the matching number of bytes. Stored scales are not validated:
 /// a block with an infinite or NaN scale (which [`quantize_row`] never writes) decodes to
-/// inf/NaN, as in ggml.
+/// inf/NaN, as in ggml. A row of a row-interleaved type is not contiguous: use
+/// [`crate::matmul::dequantize_row`] on the matrix ([`KernelError::Unsupported`] here).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
     let expected = bytes_for(ty, dst.len())?;
     check_len("quantized row bytes", expected, src.len())?;
@@ -107,13 +115,14 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
         GgmlType::Q4_1 => q4_1::dequantize_row_q4_1(as_blocks(src)?, dst),
         GgmlType::Q8_0 => q8_0::dequantize_row_q8_0(as_blocks(src)?, dst),
         GgmlType::Q8_1 => q8_1::dequantize_row_q8_1(as_blocks(src)?, dst),
+        GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
     }
 }
 
 /// Bytes of `n` elements of `ty`, or the error that `n` is not a whole number of blocks.
 fn bytes_for(ty: GgmlType, n: usize) -> Result<usize, KernelError> {
     let bs = ty.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(KernelError::NotBlockMultiple {
             ty,
             len: n,
@@ -260,6 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn interleaved_types_have_no_single_rows() {
+        for ty in [GgmlType::Q4_0x8, GgmlType::Q8_0x8] {
+            let mut bytes = vec![0u8; ty.block_bytes()];
+            let mut out = [0.0f32; 32];
+            assert_eq!(
+                quantize_row(ty, &out, &mut bytes),
+                Err(KernelError::Unsupported(ty))
+            );
+            assert_eq!(
+                dequantize_row(ty, &bytes, &mut out),
+                Err(KernelError::Unsupported(ty))
+            );
+        }
+    }
+
+    #[test]
     fn block_views_need_whole_blocks_at_any_offset() {
         let bytes = [0u8; 1 + 2 * 18];
         // Odd offset: blocks have alignment 1, so this works.
@@ -270,7 +295,7 @@ mod tests {
 
     #[test]
     fn non_finite_inputs_are_errors_for_every_type() {
-        for ty in GgmlType::ALL {
+        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_interleaved()) {
             for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
                 let mut src = [0.5f32; 64];
                 src[37] = bad;
@@ -290,7 +315,7 @@ mod tests {
         let src: Vec<f32> = (0..96)
             .map(|i| ((i * 37 % 64) as f32 - 31.5) / 8.0)
             .collect();
-        for ty in GgmlType::ALL {
+        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_interleaved()) {
             let mut bytes = vec![0u8; 96 / ty.block_size() * ty.block_bytes()];
             quantize_row(ty, &src, &mut bytes).unwrap();
             let mut back = vec![0.0f32; 96];
@@ -303,6 +328,7 @@ mod tests {
                 GgmlType::Q8_0 | GgmlType::Q8_1 => 4.0 / 127.0 * 0.6,
                 GgmlType::Q4_1 => 7.875 / 15.0 * 0.6,
                 GgmlType::Q4_0 => 0.5 * 1.01,
+                GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => unreachable!("filtered out"),
             };
             for (a, b) in src.iter().zip(&back) {
                 assert!((a - b).abs() <= tol, "{ty}: {a} -> {b}");

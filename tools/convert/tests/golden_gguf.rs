@@ -83,6 +83,7 @@ fn golden_logits_at_f32() {
             context,
             batch: context,
             kv_type: KvType::F32,
+            threads: 2,
         };
         let mut st = model.new_state(opts).unwrap();
         let logits = model
@@ -166,6 +167,7 @@ fn golden_greedy_at_f32() {
                     context: model.config().context_length,
                     batch: 32,
                     kv_type,
+                    threads: 2,
                 };
                 let mut st = model.new_state(opts).unwrap();
                 let mut logits = model

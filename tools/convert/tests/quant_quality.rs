@@ -35,6 +35,7 @@ fn all_logits(e: &Engine, ids: &[u32]) -> Vec<f32> {
             context,
             batch: context,
             kv_type: KvType::F32,
+            threads: 2,
         })
         .unwrap();
     model
@@ -69,7 +70,7 @@ fn quantized_files_stay_close_to_f32() {
     let text = text();
     let ids = u32s(&golden_json(name)["positions"]["input_ids"]);
     let base = engine(name, GgmlType::F32);
-    let ppl_f32 = perplexity(&base, &text, 256, KvType::F32, &mut |_, _| {}).unwrap();
+    let ppl_f32 = perplexity(&base, &text, 256, KvType::F32, 0, &mut |_, _| {}).unwrap();
     let vocab = base.config().vocab_size;
     let logits_f32 = all_logits(&base, &ids);
     let greedy_f32: Vec<u32> = logits_f32.chunks(vocab).map(argmax).collect();
@@ -84,7 +85,7 @@ fn quantized_files_stay_close_to_f32() {
         (GgmlType::Q4_0, 0.04, 0.45, 0.40),
     ] {
         let e = engine(name, ty);
-        let ppl = perplexity(&e, &text, 256, KvType::F32, &mut |_, _| {}).unwrap();
+        let ppl = perplexity(&e, &text, 256, KvType::F32, 0, &mut |_, _| {}).unwrap();
         assert_eq!(ppl.tokens, ppl_f32.tokens);
         let change = (ppl.ppl / ppl_f32.ppl - 1.0).abs();
         let logits = all_logits(&e, &ids);

@@ -1,0 +1,133 @@
+//! Quick throughput probe while tuning (the criterion bench is `benches/matvec.rs`):
+//! `cargo run --release -p chatglm-kernels --example probe -- [threads]`.
+#![allow(missing_docs)]
+
+use chatglm_kernels::arch::Kernels;
+use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
+use chatglm_kernels::{interleave, GgmlType, Isa, Pool};
+use std::time::Instant;
+
+const SHAPES: [(usize, usize); 4] = [(4608, 4096), (4096, 4096), (27392, 4096), (4096, 13696)];
+
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let mut state = 1u64;
+    let mut data: Vec<u8> = (0..rows * row_bytes(ty, cols).unwrap())
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let scale = half::f16::from_f32(0.002).to_le_bytes();
+    for block in data.chunks_exact_mut(ty.block_bytes()) {
+        block[..2].copy_from_slice(&scale);
+    }
+    data
+}
+
+/// Kernel throughput on a matrix that stays in L2 (compute bound), 1 thread, best of many.
+fn cached() {
+    let tables: Vec<&Kernels> = [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter_map(Isa::kernels)
+        .collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let (r, c) = (128, 4096);
+        let d = weights(ty, r, c);
+        let (ity, id) = interleave(ty, r, c, &d).unwrap();
+        let x: Vec<f32> = (0..c)
+            .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
+            .collect();
+        let mut y = vec![0.0; r];
+        for k in &tables {
+            for (name, t, data) in [("portable", ty, &d), ("x8", ity, &id)] {
+                let w = WeightMatrix::new(t, r, c, data).unwrap();
+                let mut best = f64::MAX;
+                for _ in 0..2000 {
+                    let t0 = Instant::now();
+                    matmul_with(k, None, &w, &x, 1, &mut y).unwrap();
+                    best = best.min(t0.elapsed().as_secs_f64());
+                }
+                println!(
+                    "cached {ty} {name:8} {:6}: {:.1} GB/s ({:.1} us)",
+                    k.isa.name(),
+                    d.len() as f64 / best / 1e9,
+                    best * 1e6
+                );
+            }
+        }
+    }
+}
+
+/// Streaming read of a 4 GB buffer, 1 and 2 threads.
+fn stream() {
+    let anon = vec![1u8; 4 << 30];
+    for threads in [1, 2] {
+        let pool = Pool::new(threads).unwrap();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            std::hint::black_box(chatglm_kernels::stream::sum_words(Some(&pool), &anon));
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "stream 4 GB t={threads}: {:.1} GB/s",
+            anon.len() as f64 / best / 1e9
+        );
+    }
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("cached") {
+        return cached();
+    }
+    if std::env::args().nth(1).as_deref() == Some("stream") {
+        return stream();
+    }
+    let threads: usize = std::env::args().nth(1).map_or(2, |s| s.parse().unwrap());
+    let pool = Pool::new(threads).unwrap();
+    let tables: Vec<&Kernels> = [Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter_map(Isa::kernels)
+        .collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        // One 6B layer's matrices, repeated so the working set (~4 layers) exceeds the caches.
+        let mats: Vec<(usize, usize, Vec<u8>)> = (0..4)
+            .flat_map(|_| SHAPES.map(|(r, c)| (r, c, weights(ty, r, c))))
+            .collect();
+        let inter: Vec<(GgmlType, Vec<u8>)> = mats
+            .iter()
+            .map(|(r, c, d)| interleave(ty, *r, *c, d).unwrap())
+            .collect();
+        let total: usize = mats.iter().map(|m| m.2.len()).sum();
+        for k in &tables {
+            for (name, interleaved) in [("portable", false), ("x8", true)] {
+                let mut best = f64::MAX;
+                for _ in 0..8 {
+                    let t = Instant::now();
+                    for (i, (r, c, d)) in mats.iter().enumerate() {
+                        let (tyw, data) = if interleaved {
+                            (inter[i].0, &inter[i].1[..])
+                        } else {
+                            (ty, &d[..])
+                        };
+                        let w = WeightMatrix::new(tyw, *r, *c, data).unwrap();
+                        let x: Vec<f32> = (0..*c)
+                            .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
+                            .collect();
+                        let mut y = vec![0.0; *r];
+                        matmul_with(k, Some(&pool), &w, &x, 1, &mut y).unwrap();
+                        std::hint::black_box(&y);
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!(
+                    "{ty} {name:8} {:6} t={threads}: {:.1} GB/s",
+                    k.isa.name(),
+                    total as f64 / best / 1e9
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The kernel tables: one [`Kernels`] per instruction set, each function the twin of the
+//! scalar reference in [`crate::quant`].
+//!
+//! A table is a struct of safe function pointers. The scalar table ([`scalar::KERNELS`]) is
+//! always there; a SIMD table is handed out only by its module's `kernels()`, which first
+//! checks the CPU features at run time (memchr's `new() -> Option<Self>` pattern), so the
+//! `unsafe` calls of `#[target_feature]` functions inside a table's wrappers are justified in
+//! that one file. `x86_64/avx2.rs` and `x86_64/avx512.rs` are the only files with `unsafe`;
+//! `aarch64/neon.rs` and `aarch64/dotprod.rs` will slot in the same way.
+//!
+//! Every quantized kernel gives the same bits as the scalar reference (integer block sums are
+//! exact, and the float operations are the reference's, in the same order, one row per SIMD
+//! lane). The float dot products follow the 16-lane order of [`crate::quant::float::dot_in_lanes`]
+//! on every path. So a model gives identical results on every path.
+//!
+//! The row kernels are infallible: they process `min(rows in w, y.len())` rows of
+//! `a.len()` blocks (the callers in [`crate::matmul`] check the shapes and report errors).
+
+use crate::act::Q8Row;
+use crate::isa::Isa;
+use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+use crate::KernelError;
+use zerocopy::IntoBytes;
+
+pub mod scalar;
+
+/// Row `t` of `len` elements of `elem` bytes each at byte `t * stride` of `x`, if it lies
+/// inside `x` (the strided rows of the attention kernels).
+pub(crate) fn strided_row(
+    x: &[u8],
+    t: usize,
+    stride: usize,
+    len: usize,
+    elem: usize,
+) -> Option<&[u8]> {
+    let start = t.checked_mul(stride)?;
+    x.get(start..start.checked_add(len.checked_mul(elem)?)?)
+}
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+/// Quantizes one f32 row to Q8_0 blocks plus each block's f32 scale and sum of values.
+pub type QuantizeQ8_0 =
+    fn(&[f32], &mut [BlockQ8_0], &mut [f32], &mut [i32]) -> Result<(), KernelError>;
+
+/// The kernels of one instruction set.
+#[derive(Debug)]
+pub struct Kernels {
+    /// The instruction set.
+    pub isa: Isa,
+    /// Quantizes one f32 row to Q8_0 blocks (ggml's bytes), also writing each block's scale as
+    /// f32 and the sum of its values: `(x, blocks, d, sum)`, `x.len() == 32 * blocks.len()`,
+    /// `d` and `sum` as long as `blocks`. Errors as
+    /// [`crate::quant::q8_0::quantize_row_q8_0`].
+    pub quantize_q8_0: QuantizeQ8_0,
+    /// Quantizes one f32 row to Q8_1 blocks, as [`crate::quant::q8_1::quantize_row_q8_1`].
+    pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]) -> Result<(), KernelError>,
+    /// `y[r] = dot(row r of w, a)` for Q4_0 rows of `a.len()` blocks, stored one after another.
+    pub rows_q4_0: fn(&[BlockQ4_0], Q8Row<'_>, &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q8_0 rows.
+    pub rows_q8_0: fn(&[BlockQ8_0], Q8Row<'_>, &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q4_1 rows and Q8_1 activations.
+    pub rows_q4_1: fn(&[BlockQ4_1], &[BlockQ8_1], &mut [f32]),
+    /// `y[8g + r] = dot(row r of group g, a)` for groups of `a.len()` Q4_0x8 blocks.
+    pub rows_q4_0x8: fn(&[BlockQ4_0x8], Q8Row<'_>, &mut [f32]),
+    /// `y[8g + r] = dot(row r of group g, a)` for groups of `a.len()` Q8_0x8 blocks.
+    pub rows_q8_0x8: fn(&[BlockQ8_0x8], Q8Row<'_>, &mut [f32]),
+    /// `dot(x, y)` for a row of little-endian f32 bytes (`min(x.len() / 4, y.len())` elements).
+    pub dot_f32: fn(&[u8], &[f32]) -> f32,
+    /// `dot(x, y)` for a row of little-endian f16 bytes (`min(x.len() / 2, y.len())` elements).
+    pub dot_f16: fn(&[u8], &[f32]) -> f32,
+    /// `y[i] += a * x[i]` for a row of little-endian f32 bytes.
+    pub axpy_f32: fn(f32, &[u8], &mut [f32]),
+    /// `y[i] += a * x[i]` for a row of little-endian f16 bytes.
+    pub axpy_f16: fn(f32, &[u8], &mut [f32]),
+    /// Attention scores of one head over f16 key rows: `(x, stride, q, scale, out)` sets
+    /// `out[t] = dot_f16(row t, q) * scale`, where row `t` is the `q.len()` f16 values at
+    /// byte `t * stride` of `x`, for every `t < out.len()` whose row lies inside `x` (the
+    /// rest of `out` is left as it is). Same bits as `dot_f16` row by row.
+    pub scores_f16: fn(&[u8], usize, &[f32], f32, &mut [f32]),
+    /// Weighted sum of f16 value rows: `(x, stride, w, out)` adds `w[t] * row t[i]` to
+    /// `out[i]` in order of `t` (an `axpy_f16` per row), over the `t < w.len()` whose row
+    /// (`out.len()` values at byte `t * stride`) lies inside `x`.
+    pub mix_f16: fn(&[u8], usize, &[f32], &mut [f32]),
+}
+
+impl Kernels {
+    /// [`Kernels::dot_f16`] for f16 values in memory (a KV cache).
+    pub fn dot_f16_values(&self, x: &[half::f16], y: &[f32]) -> f32 {
+        (self.dot_f16)(x.as_bytes(), y)
+    }
+
+    /// [`Kernels::dot_f32`] for f32 values in memory.
+    pub fn dot_f32_values(&self, x: &[f32], y: &[f32]) -> f32 {
+        (self.dot_f32)(x.as_bytes(), y)
+    }
+
+    /// [`Kernels::axpy_f16`] for f16 values in memory.
+    pub fn axpy_f16_values(&self, a: f32, x: &[half::f16], y: &mut [f32]) {
+        (self.axpy_f16)(a, x.as_bytes(), y)
+    }
+
+    /// [`Kernels::scores_f16`] over f16 values in memory (`stride` in values).
+    pub fn scores_f16_values(
+        &self,
+        x: &[half::f16],
+        stride: usize,
+        q: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        (self.scores_f16)(x.as_bytes(), stride.saturating_mul(2), q, scale, out)
+    }
+
+    /// [`Kernels::mix_f16`] over f16 values in memory (`stride` in values): adds to `out`.
+    pub fn mix_f16_values(&self, x: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
+        (self.mix_f16)(x.as_bytes(), stride.saturating_mul(2), w, out)
+    }
+
+    /// [`Kernels::axpy_f32`] for f32 values in memory.
+    pub fn axpy_f32_values(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        (self.axpy_f32)(a, x.as_bytes(), y)
+    }
+}

@@ -1,0 +1,325 @@
+//! x86-64 AVX-512 kernels with VNNI (`vpdpbusd`: four unsigned x signed byte products summed
+//! straight into i32, no intermediate saturation).
+//!
+//! The row-interleaved products have their own 512-bit kernels here: one 64-byte load holds
+//! two 4-value units of each of 8 rows (16 i32 lanes), the activations are permuted so that
+//! lanes 0..8 and 8..16 see the matching units, and the two halves are added per block before
+//! the float part (one row per lane, as in the AVX2 kernels). The other entries are the AVX2
+//! kernels (this path requires AVX2 and F16C as well), whose results are the same.
+//!
+//! Safety: as in `avx2.rs`. Every function that uses AVX-512 is `#[target_feature]` with the
+//! features that [`kernels`] checks (AVX-512 F/BW/VL/VNNI, and AVX2, FMA, F16C for the AVX2
+//! functions it calls) before it hands out the private table `KERNELS`; the table's wrappers
+//! are the only callers.
+#![allow(unsafe_code)]
+
+use super::avx2;
+use crate::act::Q8Row;
+use crate::arch::Kernels;
+use crate::isa::Isa;
+use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK};
+use crate::KernelError;
+use core::arch::x86_64::*;
+
+/// The AVX-512 kernels, if this CPU has AVX-512 F, BW, VL and VNNI, and AVX2, FMA, F16C.
+pub fn kernels() -> Option<&'static Kernels> {
+    if is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        Some(&KERNELS)
+    } else {
+        None
+    }
+}
+
+/// Reachable only through [`kernels`] (see the module docs).
+static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx512,
+    quantize_q8_0,
+    quantize_q8_1,
+    rows_q4_0,
+    rows_q8_0,
+    rows_q4_1,
+    rows_q4_0x8,
+    rows_q8_0x8,
+    dot_f32,
+    dot_f16,
+    axpy_f32,
+    axpy_f16,
+    scores_f16,
+    mix_f16,
+};
+
+// ---- Safe wrappers. Each `unsafe` call relies on the same fact: the table is handed out
+// ---- only after every feature of this path (which include AVX2, FMA and F16C) was detected.
+
+fn quantize_q8_0(
+    x: &[f32],
+    blocks: &mut [BlockQ8_0],
+    d: &mut [f32],
+    sum: &mut [i32],
+) -> Result<(), KernelError> {
+    // SAFETY: reachable only through `kernels()`, after the feature check.
+    if unsafe { avx2::q8_0_fast(x, blocks, d, sum) } {
+        Ok(())
+    } else {
+        crate::arch::scalar::quantize_q8_0(x, blocks, d, sum)
+    }
+}
+
+fn quantize_q8_1(x: &[f32], blocks: &mut [BlockQ8_1]) -> Result<(), KernelError> {
+    // SAFETY: as in `quantize_q8_0`.
+    if unsafe { avx2::q8_1_fast(x, blocks) } {
+        Ok(())
+    } else {
+        crate::quant::q8_1::quantize_row_q8_1(x, blocks)
+    }
+}
+
+fn rows_q4_0(w: &[BlockQ4_0], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::q4_0_rows(w, a, y) }
+}
+
+fn rows_q8_0(w: &[BlockQ8_0], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::q8_0_rows(w, a, y) }
+}
+
+fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::q4_1_rows(w, a, y) }
+}
+
+fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q4_0x8_rows(w, a, y) }
+}
+
+fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q8_0x8_rows(w, a, y) }
+}
+
+fn dot_f32(x: &[u8], y: &[f32]) -> f32 {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::f32_dot(x, y) }
+}
+
+fn dot_f16(x: &[u8], y: &[f32]) -> f32 {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::f16_dot(x, y) }
+}
+
+fn axpy_f32(a: f32, x: &[u8], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::f32_axpy(a, x, y) }
+}
+
+fn axpy_f16(a: f32, x: &[u8], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { avx2::f16_axpy(a, x, y) }
+}
+
+fn scores_f16(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_scores(x, stride, q, scale, out) }
+}
+
+fn mix_f16(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { f16_mix(x, stride, w, out) }
+}
+
+// ---- Loads.
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_u8x64(p: &[[u8; 32]; 2]) -> __m512i {
+    // SAFETY: `[[u8; 32]; 2]` is 64 contiguous readable bytes; `loadu` is unaligned.
+    unsafe { _mm512_loadu_si512(p.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_i8x64(p: &[[i8; 32]; 2]) -> __m512i {
+    // SAFETY: 64 contiguous readable bytes; `loadu` is unaligned.
+    unsafe { _mm512_loadu_si512(p.as_ptr().cast()) }
+}
+
+/// The activation block's 8 four-value groups `[g(i) x 8 lanes, g(j) x 8 lanes]` for the
+/// four (i, j) pairs in `pairs`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn act_pairs(qs: &[i8; QK], pairs: [(i32, i32); 4]) -> [__m512i; 4] {
+    let a = _mm512_broadcast_i64x4(avx2::load_i8x32(qs));
+    pairs.map(|(i, j)| {
+        let idx = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi32(i)),
+            _mm256_set1_epi32(j),
+        );
+        _mm512_permutexvar_epi32(idx, a)
+    })
+}
+
+/// Lane `r` = lane `r` + lane `r + 8` (the two units of row `r`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn fold_halves(v: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+// ---- Row-interleaved products.
+
+/// Q4_0x8: chunk pair (0, 1) holds values 0..8 (low nibbles) and 16..24 (high nibbles),
+/// chunk pair (2, 3) values 8..16 and 24..32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m4 = _mm512_set1_epi8(0x0F);
+    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut acc = _mm256_setzero_ps();
+        for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
+            let [a_lo01, a_hi01, a_lo23, a_hi23] =
+                act_pairs(&ab.qs, [(0, 1), (4, 5), (2, 3), (6, 7)]);
+            avx2::prefetch_ahead(blk);
+            let (c01, c23) = chunk_pairs(&blk.qs);
+            let v01 = load_u8x64(c01);
+            let v23 = load_u8x64(c23);
+            let lo01 = _mm512_and_si512(v01, m4);
+            let hi01 = _mm512_and_si512(_mm512_srli_epi16::<4>(v01), m4);
+            let lo23 = _mm512_and_si512(v23, m4);
+            let hi23 = _mm512_and_si512(_mm512_srli_epi16::<4>(v23), m4);
+            let mut p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo01, a_lo01);
+            p = _mm512_dpbusd_epi32(p, hi01, a_hi01);
+            p = _mm512_dpbusd_epi32(p, lo23, a_lo23);
+            p = _mm512_dpbusd_epi32(p, hi23, a_hi23);
+            let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(8 * asum));
+            // Reference (q4_0): sumi as f32 * dx * dy.
+            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), avx2::load_scales(&blk.d));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(dy)));
+        }
+        avx2::store_f32x8(out, acc);
+    }
+}
+
+/// Q8_0x8: chunk pair (2k, 2k + 1) holds values 8k..8k + 8. The weights are made unsigned
+/// by adding 128 (`xor 0x80`), which adds `128 * sum(a)` to each row's sum.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let flip = _mm512_set1_epi8(-128);
+    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut acc = _mm256_setzero_ps();
+        for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
+            avx2::prefetch_ahead(blk);
+            let acts = act_pairs(&ab.qs, [(0, 1), (2, 3), (4, 5), (6, 7)]);
+            let mut p = _mm512_setzero_si512();
+            for (pair, act) in blk.qs.as_chunks::<2>().0.iter().zip(acts) {
+                let u = _mm512_xor_si512(load_i8x64(pair), flip);
+                p = _mm512_dpbusd_epi32(p, u, act);
+            }
+            let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(128 * asum));
+            // Reference (q8_0): sumi as f32 * (dx * dy).
+            let dxy = _mm256_mul_ps(avx2::load_scales(&blk.d), _mm256_set1_ps(dy));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dxy));
+        }
+        avx2::store_f32x8(out, acc);
+    }
+}
+
+/// The two 64-byte halves of a Q4_0x8 block's nibbles.
+#[inline]
+fn chunk_pairs(qs: &[[u8; 32]; 4]) -> (&[[u8; 32]; 2], &[[u8; 32]; 2]) {
+    let [p01, p23] = qs.as_chunks::<2>().0 else {
+        unreachable!("4 chunks are 2 pairs")
+    };
+    (p01, p23)
+}
+
+// ---- Attention over f16 rows.
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f16x16(p: &[u8; 32]) -> __m512 {
+    // SAFETY: 32 readable bytes; `loadu` is unaligned.
+    let h = unsafe { _mm256_loadu_si256(p.as_ptr().cast()) };
+    _mm512_cvtph_ps(h)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f32x16(p: &[f32; 16]) -> __m512 {
+    // SAFETY: 16 readable f32; `loadu` is unaligned.
+    unsafe { _mm512_loadu_ps(p.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn store_f32x16(p: &mut [f32; 16], v: __m512) {
+    // SAFETY: 16 writable f32; `storeu` is unaligned.
+    unsafe { _mm512_storeu_ps(p.as_mut_ptr(), v) }
+}
+
+/// Scores with `q` held in registers when a head is 128 wide (16 lanes, 8 registers: the
+/// order of `dot_in_lanes`); other widths row by row through the AVX2 dot.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    let Ok(q128) = <&[f32; 128]>::try_from(q) else {
+        return avx2::f16_scores(x, stride, q, scale, out);
+    };
+    let qv: [__m512; 8] = std::array::from_fn(|c| load_f32x16(&q128.as_chunks::<16>().0[c]));
+    for (t, o) in out.iter_mut().enumerate() {
+        let Some(Ok(row)) =
+            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+        else {
+            return;
+        };
+        let mut acc = _mm512_setzero_ps();
+        for (c, &qc) in row.as_chunks::<32>().0.iter().zip(&qv) {
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(load_f16x16(c), qc));
+        }
+        let sum = avx2::fold16(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+        );
+        *o = sum * scale;
+    }
+}
+
+/// The weighted sum added to a 128-wide output held in 8 registers while the rows stream by;
+/// other widths through the AVX2 kernel (same bits).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    let Ok(o128) = <&mut [f32; 128]>::try_from(&mut *out) else {
+        return avx2::f16_mix(x, stride, w, out);
+    };
+    let mut acc: [__m512; 8] = std::array::from_fn(|k| load_f32x16(&o128.as_chunks::<16>().0[k]));
+    for (t, &a) in w.iter().enumerate() {
+        let Some(Ok(row)) =
+            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+        else {
+            break;
+        };
+        let av = _mm512_set1_ps(a);
+        for (acc, c) in acc.iter_mut().zip(row.as_chunks::<32>().0) {
+            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(av, load_f16x16(c)));
+        }
+    }
+    for (o, acc) in o128.as_chunks_mut::<16>().0.iter_mut().zip(acc) {
+        store_f32x16(o, acc);
+    }
+}
