@@ -1,5 +1,12 @@
 //! Quick throughput probe while tuning (the criterion bench is `benches/matvec.rs`):
-//! `cargo run --release -p chatglm-kernels --example probe -- [threads]`.
+//!
+//! - `probe [threads]`: every kernel path and layout on the 6B shapes from memory;
+//! - `probe cached`: the same on a 128x4096 matrix that stays in L2 (compute bound);
+//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads.
+//!
+//! `cargo run --release -p chatglm-kernels --example probe -- [threads|cached|stream]`.
+//! On a machine shared with other jobs, `kernels/examples/quiet.sh "CMD"` waits for idle
+//! CPUs first.
 #![allow(missing_docs)]
 
 use chatglm_kernels::arch::Kernels;
