@@ -25,7 +25,6 @@ mod mmap;
 
 pub use error::{Error, Result};
 pub use session::{
-    resolve_threads,
-    Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason, Timings,
-    DEFAULT_CONTEXT,
+    resolve_threads, Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason,
+    Timings, DEFAULT_CONTEXT,
 };

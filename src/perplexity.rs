@@ -66,7 +66,12 @@ pub fn perplexity(
     let vocab = model.config().vocab_size;
     let batch = SCORE_BATCH.min(context);
     let threads = crate::session::resolve_threads(threads);
-    let mut state = model.new_state(StateOptions { context, batch, kv_type, threads })?;
+    let mut state = model.new_state(StateOptions {
+        context,
+        batch,
+        kv_type,
+        threads,
+    })?;
     let (mut total, mut scored) = (0.0f64, 0usize);
     for window in ids.chunks(context - 2) {
         let mut input = tok.prompt_prefix().to_vec();

@@ -95,7 +95,12 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { context: 0, kv_type: KvType::F16, batch: 32, threads: 0 }
+        Self {
+            context: 0,
+            kv_type: KvType::F16,
+            batch: 32,
+            threads: 0,
+        }
     }
 }
 

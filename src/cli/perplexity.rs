@@ -49,7 +49,14 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
             eprint!("\rscored {done}/{total} tokens");
         }
     };
-    let p = perplexity(&engine, &text, context, kv, args.threads.unwrap_or(0), &mut progress)?;
+    let p = perplexity(
+        &engine,
+        &text,
+        context,
+        kv,
+        args.threads.unwrap_or(0),
+        &mut progress,
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(
