@@ -9,7 +9,7 @@ mod quantize;
 pub mod synthetic;
 
 pub use metadata::{file_type, general_metadata};
-pub use plan::{build_plan, is_ignored_hf_tensor, Role, TensorPlan};
+pub use plan::{build_plan, interleaved_layout, is_ignored_hf_tensor, Role, TensorPlan};
 pub use quantize::encode_rows;
 
 use crate::gguf::{GgufError, GgufWriter, Metadata, TensorDesc};
@@ -74,7 +74,9 @@ pub struct WriteOptions {
     pub output: PathBuf,
     /// The type of 2-D weight matrices.
     pub matrix_type: GgmlType,
-    /// Write only ggml's standard types (today every type written is standard).
+    /// Write only ggml's standard types and layouts (for llama.cpp and other GGUF tools);
+    /// otherwise matrices use the row-interleaved layouts where they can (see
+    /// [`plan::interleaved_layout`]). Used by the callers that build the plan.
     pub portable: bool,
     /// Threads for quantization (and the source, if it uses them).
     pub threads: usize,
@@ -183,13 +185,21 @@ pub fn write_model(
             return Err(BuildError::Interrupted);
         }
         source.read(t, index, opts.threads, &mut values)?;
+        let quantize = |source| BuildError::Quantize {
+            tensor: t.hf_name.clone(),
+            source,
+        };
+        // Quantize in ggml's layout, then move the blocks of an interleaved type into groups.
         bytes.resize(t.bytes(), 0);
-        encode_rows(t.ty, &values, t.cols(), &mut bytes, opts.threads).map_err(|source| {
-            BuildError::Quantize {
-                tensor: t.hf_name.clone(),
-                source,
-            }
-        })?;
+        encode_rows(t.ty.portable(), &values, t.cols(), &mut bytes, opts.threads)
+            .map_err(quantize)?;
+        if t.ty.is_interleaved() {
+            let (ty, grouped) =
+                chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
+                    .map_err(quantize)?;
+            debug_assert_eq!(ty, t.ty);
+            bytes = grouped;
+        }
         writer.write_tensor(&t.name, &bytes)?;
         progress.tensor_done(t);
     }

@@ -62,7 +62,7 @@ pub fn convert(
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, ConvertError> {
-    let plan = build_plan(config, opts.matrix_type);
+    let plan = build_plan(config, opts.matrix_type, opts.portable);
     check_checkpoint(ckpt, &plan)?;
     let tokenizer = TokenizerParts::from_spm(spm.clone(), config.family, Some(config.vocab_size))?;
     Ok(write_model(

@@ -129,7 +129,7 @@ fn planned_tensors_match_the_checkpoints() {
 /// inverse frequencies.
 fn expected_tensors(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
     let shape = c.to_model_config(Family::ChatGlm2);
-    let mut out: Vec<(String, Vec<usize>)> = build_plan(&shape, GgmlType::F32)
+    let mut out: Vec<(String, Vec<usize>)> = build_plan(&shape, GgmlType::F32, true)
         .into_iter()
         .map(|t| (t.hf_name, t.shape))
         .collect();

@@ -219,3 +219,63 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     }
     assert!(!out.exists());
 }
+
+/// Without `--portable`, matrices (but the embedding) are stored row-interleaved: the same
+/// blocks as the portable file, rearranged, and the model computes bit-identical logits.
+#[test]
+fn default_files_hold_the_portable_blocks_interleaved() {
+    use chatglm::model::{KvType, Logits, Model, StateOptions};
+    use std::sync::Arc;
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let tmp = temp_dir("interleaved");
+        let (portable, fast) = (tmp.join("portable.gguf"), tmp.join("fast.gguf"));
+        convert_checkpoint_as(&golden_dir("glm2-small"), ty, &portable, true).unwrap();
+        let summary = convert_checkpoint_as(&golden_dir("glm2-small"), ty, &fast, false).unwrap();
+        let (p, f) = (
+            GgufFile::open(&portable).unwrap(),
+            GgufFile::open(&fast).unwrap(),
+        );
+        let mut interleaved = 0;
+        for t in &summary.plan {
+            let (pi, fi) = (p.tensor(&t.name).unwrap(), f.tensor(&t.name).unwrap());
+            if fi.ty.is_interleaved() {
+                interleaved += 1;
+                assert_eq!(fi.ty.portable(), pi.ty);
+                let rows = t.shape[0];
+                let (back_ty, back) =
+                    chatglm_kernels::deinterleave(fi.ty, rows, t.cols(), f.tensor_data(fi))
+                        .unwrap();
+                assert_eq!(back_ty, pi.ty);
+                assert!(back == p.tensor_data(pi), "{}: blocks differ", t.name);
+            } else {
+                assert_eq!(fi.ty, pi.ty, "{}", t.name);
+                assert!(f.tensor_data(fi) == p.tensor_data(pi), "{}", t.name);
+            }
+        }
+        // qkv, attn_output and ffn_up of 3 layers, and the output layer (ffn_down's 688-wide
+        // rows are f16, the embedding stays portable).
+        assert_eq!(interleaved, 3 * 3 + 1, "{ty}");
+        assert_eq!(f.tensor("token_embd.weight").unwrap().ty, ty);
+
+        let ids = u32s(&golden_json("glm2-small")["prefill"]["input_ids"]);
+        let logits = |path: &std::path::Path| {
+            let model = Model::from_gguf(Arc::new(GgufFile::open(path).unwrap())).unwrap();
+            let opts = StateOptions {
+                context: 64,
+                batch: 64,
+                kv_type: KvType::F32,
+                threads: 2,
+            };
+            let mut st = model.new_state(opts).unwrap();
+            model
+                .forward(&mut st, &ids, 0, Logits::All)
+                .unwrap()
+                .to_vec()
+        };
+        assert!(
+            logits(&portable) == logits(&fast),
+            "{ty}: logits differ between layouts"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}

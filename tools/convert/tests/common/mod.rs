@@ -31,8 +31,20 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Converts the checkpoint in `dir` to `out` with matrices of type `ty`, as the CLI does.
+/// Converts the checkpoint in `dir` to `out` with matrices of type `ty`, in ggml's portable
+/// layouts (`--portable`).
 pub fn convert_checkpoint(dir: &Path, ty: GgmlType, out: &Path) -> Result<Summary, ConvertError> {
+    convert_checkpoint_as(dir, ty, out, true)
+}
+
+/// Converts the checkpoint in `dir` to `out` with matrices of type `ty`, as the CLI does
+/// (`portable` as `--portable`).
+pub fn convert_checkpoint_as(
+    dir: &Path,
+    ty: GgmlType,
+    out: &Path,
+    portable: bool,
+) -> Result<Summary, ConvertError> {
     let config = HfConfig::from_file(&dir.join("config.json"))?;
     config.validate()?;
     let fam = family(dir, &config, None)?.family;
@@ -41,7 +53,7 @@ pub fn convert_checkpoint(dir: &Path, ty: GgmlType, out: &Path) -> Result<Summar
     let opts = WriteOptions {
         output: out.to_path_buf(),
         matrix_type: ty,
-        portable: true,
+        portable,
         threads: 2,
         name: "test".into(),
     };
