@@ -33,6 +33,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A CHATGLM_KERNELS the CPU cannot honour is an error here, not a silent fallback.
+    if let Err(e) = chatglm_kernels::isa::requested() {
+        eprintln!("chatglm: error: {}: {e}", chatglm_kernels::isa::ENV_VAR);
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Run(args) => cli::run::run(args),
@@ -44,6 +49,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`chatglm info ... | head`): nothing to report.
+        Err(cli::CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("chatglm: error: {e}");
             ExitCode::FAILURE

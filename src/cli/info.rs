@@ -108,11 +108,17 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
             "tensor_count": file.tensors().len(),
             "parameters": total_params,
             "tensor_bytes": total_bytes,
+            "kernels": chatglm_kernels::isa::active().name(),
         });
         writeln!(out, "{doc}")?;
         return Ok(());
     }
     writeln!(out, "file: {}", args.model.display())?;
+    writeln!(
+        out,
+        "kernels on this machine: {}",
+        chatglm_kernels::isa::active().name()
+    )?;
     writeln!(
         out,
         "GGUF version {}, {} metadata keys, {} tensors",
