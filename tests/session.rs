@@ -123,3 +123,23 @@ fn stopping_from_the_callback_and_streaming_equals_the_text() {
     assert_eq!(pieces.len(), 3);
     assert_eq!(pieces.concat(), g.text);
 }
+
+#[test]
+fn same_seed_same_text_for_any_thread_count() {
+    let engine = engine("threads");
+    let reply = |threads: usize| {
+        let opts = SessionOptions { threads, ..SessionOptions::default() };
+        let mut s = Session::new(Arc::clone(&engine), opts).unwrap();
+        assert_eq!(s.threads(), threads);
+        let mut o = GenerateOptions { max_new_tokens: 24, ..GenerateOptions::default() };
+        o.sampler.seed = 1234;
+        o.sampler.temperature = 0.9;
+        o.sampler.top_k = 40;
+        let g = s.chat("tell me a story", &o, &mut |_| true).unwrap();
+        (g.ids, g.text)
+    };
+    let one = reply(1);
+    assert_eq!(one.0.len(), 24);
+    assert_eq!(one, reply(2));
+    assert_eq!(one, reply(3));
+}
