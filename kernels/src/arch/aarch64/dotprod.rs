@@ -103,4 +103,39 @@ fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
-int_rows!(#[target_feature(enable = "neon,dotprod")]; sdot, sdot);
+/// The integer dots of the 8 rows of a Q4_0x8 block (nibbles minus 8) with the activation
+/// groups `g`: (rows 0..4, rows 4..8).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn q4_0x8_sums(blk: &BlockQ4_0x8, g: &[i32; 8]) -> (int32x4_t, int32x4_t) {
+    let (mut s0, mut s1) = (vdupq_n_s32(0), vdupq_n_s32(0));
+    for (c, chunk) in blk.qs.iter().enumerate() {
+        // Byte 4r + i of the chunk: element 4c + i (low nibble) and 4c + i + 16 (high
+        // nibble) of row r; `lo`/`hi` hold those activations in every 4-byte group.
+        let (lo, hi) = act_groups_at(g, c);
+        let (v0, v1) = u8_halves(chunk);
+        let (l0, h0) = split_minus_8(v0);
+        let (l1, h1) = split_minus_8(v1);
+        s0 = sdot(sdot(s0, l0, lo), h0, hi);
+        s1 = sdot(sdot(s1, l1, lo), h1, hi);
+    }
+    (s0, s1)
+}
+
+/// The integer dots of the 8 rows of a Q8_0x8 block with the activation groups `g`:
+/// (rows 0..4, rows 4..8).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn q8_0x8_sums(blk: &BlockQ8_0x8, g: &[i32; 8]) -> (int32x4_t, int32x4_t) {
+    let (mut s0, mut s1) = (vdupq_n_s32(0), vdupq_n_s32(0));
+    for (&gc, chunk) in g.iter().zip(&blk.qs) {
+        // Bytes 4r..4r + 4 of chunk c: elements 4c..4c + 4 of row r.
+        let av = vreinterpretq_s8_s32(vdupq_n_s32(gc));
+        let (w0, w1) = act_halves(chunk);
+        s0 = sdot(s0, w0, av);
+        s1 = sdot(s1, w1, av);
+    }
+    (s0, s1)
+}
+
+int_rows!(#[target_feature(enable = "neon,dotprod")]; sdot, q4_0x8_sums, q8_0x8_sums);

@@ -13,15 +13,16 @@ pub mod neon;
 /// Defines the integer row kernels `q4_0_rows`, `q8_0_rows`, `q4_1_rows`, `q4_0x8_rows` and
 /// `q8_0x8_rows` (the signatures of the [`crate::arch::Kernels`] entries) over
 ///
-/// - `$dot4(acc, a, b)`: `sdot`'s contract, lane `i` of `acc` plus the 4 products of bytes
-///   `4i..4i + 4` of `a` and `b` (signed, exact in i32);
-/// - `$dot(acc, a, b)`: `acc` plus the 16 products of `a` and `b` spread over the 4 lanes in
-///   any way (only the sum of the lanes is used);
+/// - `$dot(acc, a, b)`: `acc` plus the 16 signed products of `a` and `b` spread over the 4
+///   lanes in any way (only the sum of the lanes is used), exact;
+/// - `$q4x8(blk, g)` and `$q8x8(blk, g)`: the exact integer dots of the 8 rows of a Q4_0x8
+///   (nibbles minus 8) or Q8_0x8 block with the activation block whose 4-byte groups are `g`
+///   ([`neon::act_groups`]): (rows 0..4, rows 4..8), one row per i32 lane;
 ///
 /// with the given attributes (the target features) on every function. Integer sums are exact,
 /// and the float operations are the reference's in its order, one row per f32 lane.
 macro_rules! int_rows {
-    ($(#[$attr:meta])* ; $dot4:path, $dot:path) => {
+    ($(#[$attr:meta])* ; $dot:path, $q4x8:path, $q8x8:path) => {
         $(#[$attr])*
         fn q4_0_rows(w: &[BlockQ4_0], a: Q8Row<'_>, y: &mut [f32]) {
             let (ab, ad) = (a.blocks(), a.d());
@@ -90,18 +91,7 @@ macro_rules! int_rows {
                 let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
                 for ((blk, ab), &dy) in group.iter().zip(a.blocks()).zip(a.d()) {
                     let g = act_groups(&ab.qs);
-                    // Lane r of s0 (s1): row r (r + 4).
-                    let (mut s0, mut s1) = (vdupq_n_s32(0), vdupq_n_s32(0));
-                    for (c, chunk) in blk.qs.iter().enumerate() {
-                        // Byte 4r + i of the chunk: element 4c + i (low nibble) and
-                        // 4c + i + 16 (high nibble) of row r.
-                        let (lo, hi) = act_groups_at(&g, c);
-                        let (v0, v1) = u8_halves(chunk);
-                        let (l0, h0) = split_minus_8(v0);
-                        let (l1, h1) = split_minus_8(v1);
-                        s0 = $dot4($dot4(s0, l0, lo), h0, hi);
-                        s1 = $dot4($dot4(s1, l1, lo), h1, hi);
-                    }
+                    let (s0, s1) = $q4x8(blk, &g);
                     let (d0, d1) = scales8(&blk.d);
                     let dyv = vdupq_n_f32(dy);
                     // Reference (q4_0): sumi as f32 * dx * dy.
@@ -123,14 +113,7 @@ macro_rules! int_rows {
                 let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
                 for ((blk, ab), &dy) in group.iter().zip(a.blocks()).zip(a.d()) {
                     let g = act_groups(&ab.qs);
-                    let (mut s0, mut s1) = (vdupq_n_s32(0), vdupq_n_s32(0));
-                    for (&gc, chunk) in g.iter().zip(&blk.qs) {
-                        // Bytes 4r..4r + 4 of chunk c: elements 4c..4c + 4 of row r.
-                        let av = vreinterpretq_s8_s32(vdupq_n_s32(gc));
-                        let (w0, w1) = act_halves(chunk);
-                        s0 = $dot4(s0, w0, av);
-                        s1 = $dot4(s1, w1, av);
-                    }
+                    let (s0, s1) = $q8x8(blk, &g);
                     let (d0, d1) = scales8(&blk.d);
                     let dyv = vdupq_n_f32(dy);
                     // Reference (q8_0): sumi as f32 * (dx * dy).

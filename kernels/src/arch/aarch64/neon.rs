@@ -255,17 +255,6 @@ pub(super) fn scales4(field: impl Fn(usize) -> [u8; 2]) -> float32x4_t {
 
 // ---- Integer helpers.
 
-/// `sdot` without the instruction: lane `i` of `acc` plus the 4 products of bytes
-/// `4i..4i + 4` of `a` and `b` (each product exact in i16, pairs summed in i32).
-#[inline]
-#[target_feature(enable = "neon")]
-fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    // Lanes 0..4: bytes 0..8 (products of rows 0, 1), lanes 4..8: bytes 8..16.
-    let lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-    let hi = vpaddlq_s16(vmull_high_s8(a, b));
-    vaddq_s32(acc, vpaddq_s32(lo, hi))
-}
-
 /// `acc` plus the 16 products of `a` and `b`, in some lane (each product exact in i16,
 /// accumulated pairwise in i32).
 #[inline]
@@ -362,7 +351,61 @@ pub(super) fn by_four<W>(
     }
 }
 
-int_rows!(#[target_feature(enable = "neon")]; dot4, dot);
+/// The integer dots of the 8 rows of a Q4_0x8 block (nibbles minus 8) with the activation
+/// groups `g`: (rows 0..4, rows 4..8). Each i16 lane sums 8 products of at most
+/// 8 * 128 = 1024 in magnitude (a low and a high nibble per chunk), so it cannot overflow.
+#[inline]
+#[target_feature(enable = "neon")]
+fn q4_0x8_sums(blk: &BlockQ4_0x8, g: &[i32; 8]) -> (int32x4_t, int32x4_t) {
+    // p[k]: rows 2k and 2k + 1, 4 i16 lanes each.
+    let mut p = [vdupq_n_s16(0); 4];
+    for (c, chunk) in blk.qs.iter().enumerate() {
+        // Byte 4r + i of the chunk: element 4c + i (low nibble) and 4c + i + 16 (high
+        // nibble) of row r; `lo`/`hi` hold those activations in every 4-byte group.
+        let (lo, hi) = act_groups_at(g, c);
+        let (v0, v1) = u8_halves(chunk);
+        let (l0, h0) = split_minus_8(v0);
+        let (l1, h1) = split_minus_8(v1);
+        p[0] = vmlal_s8(p[0], vget_low_s8(l0), vget_low_s8(lo));
+        p[0] = vmlal_s8(p[0], vget_low_s8(h0), vget_low_s8(hi));
+        p[1] = vmlal_high_s8(p[1], l0, lo);
+        p[1] = vmlal_high_s8(p[1], h0, hi);
+        p[2] = vmlal_s8(p[2], vget_low_s8(l1), vget_low_s8(lo));
+        p[2] = vmlal_s8(p[2], vget_low_s8(h1), vget_low_s8(hi));
+        p[3] = vmlal_high_s8(p[3], l1, lo);
+        p[3] = vmlal_high_s8(p[3], h1, hi);
+    }
+    // vpaddlq: [2k, 2k, 2k + 1, 2k + 1] in i32; vpaddq: one row per lane.
+    let s = [
+        vpaddlq_s16(p[0]),
+        vpaddlq_s16(p[1]),
+        vpaddlq_s16(p[2]),
+        vpaddlq_s16(p[3]),
+    ];
+    (vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]))
+}
+
+/// The integer dots of the 8 rows of a Q8_0x8 block with the activation groups `g`:
+/// (rows 0..4, rows 4..8). Each product (at most 128 * 128 = 16384) has its own i16 lane
+/// and is added pairwise into i32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn q8_0x8_sums(blk: &BlockQ8_0x8, g: &[i32; 8]) -> (int32x4_t, int32x4_t) {
+    // s[k]: rows 2k and 2k + 1, 2 i32 lanes each.
+    let mut s = [vdupq_n_s32(0); 4];
+    for (&gc, chunk) in g.iter().zip(&blk.qs) {
+        // Bytes 4r..4r + 4 of chunk c: elements 4c..4c + 4 of row r.
+        let av = vreinterpretq_s8_s32(vdupq_n_s32(gc));
+        let (w0, w1) = act_halves(chunk);
+        s[0] = vpadalq_s16(s[0], vmull_s8(vget_low_s8(w0), vget_low_s8(av)));
+        s[1] = vpadalq_s16(s[1], vmull_high_s8(w0, av));
+        s[2] = vpadalq_s16(s[2], vmull_s8(vget_low_s8(w1), vget_low_s8(av)));
+        s[3] = vpadalq_s16(s[3], vmull_high_s8(w1, av));
+    }
+    (vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]))
+}
+
+int_rows!(#[target_feature(enable = "neon")]; dot, q4_0x8_sums, q8_0x8_sums);
 
 // ---- Activation quantization.
 
