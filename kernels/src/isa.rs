@@ -24,9 +24,9 @@ pub enum Isa {
     /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`), plus AVX2 and F16C (Ice Lake, Zen 4 and
     /// later).
     Avx512,
-    /// aarch64 NEON without dot products (Cortex-A72, Raspberry Pi 4). Not implemented yet.
+    /// aarch64 NEON without dot products (Cortex-A72, Raspberry Pi 4).
     Neon,
-    /// aarch64 NEON with `sdot` (Cortex-A76, Raspberry Pi 5). Not implemented yet.
+    /// aarch64 NEON with `sdot` (Cortex-A76, Raspberry Pi 5).
     Dotprod,
 }
 
@@ -61,6 +61,10 @@ impl Isa {
             Isa::Avx2 => crate::arch::x86_64::avx2::kernels(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => crate::arch::x86_64::avx512::kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => crate::arch::aarch64::neon::kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Dotprod => crate::arch::aarch64::dotprod::kernels(),
             _ => None,
         }
     }
@@ -175,6 +179,25 @@ mod tests {
         assert!(select("neon").is_err() && select("dotprod").is_err());
         assert!(available().contains(&Isa::Scalar));
         assert!(detect().is_available());
+    }
+
+    #[test]
+    fn detection_follows_the_cpu() {
+        #[cfg(target_arch = "aarch64")]
+        {
+            // NEON is part of the aarch64 baseline; dotprod is there from ARMv8.2 (optional).
+            assert!(Isa::Neon.is_available());
+            assert_eq!(
+                Isa::Dotprod.is_available(),
+                std::arch::is_aarch64_feature_detected!("dotprod")
+            );
+            assert!(!Isa::Avx2.is_available() && !Isa::Avx512.is_available());
+        }
+        // CI states the fastest path it expects of the (emulated) CPU, e.g. `neon` under
+        // `QEMU_CPU=cortex-a72` and `dotprod` under `QEMU_CPU=cortex-a76`.
+        if let Ok(want) = std::env::var("CHATGLM_EXPECT_ISA") {
+            assert_eq!(detect().name(), want.trim(), "available: {:?}", available());
+        }
     }
 
     #[test]

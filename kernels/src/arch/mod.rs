@@ -36,6 +36,8 @@ pub(crate) fn strided_row(
     let start = t.checked_mul(stride)?;
     x.get(start..start.checked_add(len.checked_mul(elem)?)?)
 }
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
