@@ -17,8 +17,8 @@
 //! - [`pool`]: the persistent worker threads; [`stream`]: a plain streaming read, the
 //!   bandwidth yardstick.
 //!
-//! `unsafe` lives in `arch/x86_64/avx2.rs`, `arch/x86_64/avx512.rs` (intrinsics behind run-time
-//! feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
+//! `unsafe` lives in `arch/x86_64/{avx2,avx512}.rs` and `arch/aarch64/{neon,dotprod}.rs`
+//! (intrinsics behind run-time feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
 //! it holds.
 #![deny(unsafe_code)]
 
