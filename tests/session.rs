@@ -128,10 +128,16 @@ fn stopping_from_the_callback_and_streaming_equals_the_text() {
 fn same_seed_same_text_for_any_thread_count() {
     let engine = engine("threads");
     let reply = |threads: usize| {
-        let opts = SessionOptions { threads, ..SessionOptions::default() };
+        let opts = SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        };
         let mut s = Session::new(Arc::clone(&engine), opts).unwrap();
         assert_eq!(s.threads(), threads);
-        let mut o = GenerateOptions { max_new_tokens: 24, ..GenerateOptions::default() };
+        let mut o = GenerateOptions {
+            max_new_tokens: 24,
+            ..GenerateOptions::default()
+        };
         o.sampler.seed = 1234;
         o.sampler.temperature = 0.9;
         o.sampler.top_k = 40;
