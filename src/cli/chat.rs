@@ -2,9 +2,9 @@
 //! standard input (a terminal or a pipe); `/clear` forgets the conversation, `/exit` or
 //! end of input (Ctrl-D) quits.
 
-use super::common::{ModelArgs, SampleArgs};
+use super::common::{ModelArgs, SampleArgs, TextSink};
 use super::CliError;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 /// Arguments of `chatglm chat`.
 #[derive(clap::Args, Debug)]
@@ -55,23 +55,9 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
             }
             _ => {}
         }
-        let mut stdout = std::io::stdout().lock();
-        let mut write_error = None;
-        let mut on_text = |piece: &str| match stdout
-            .write_all(piece.as_bytes())
-            .and_then(|_| stdout.flush())
-        {
-            Ok(()) => true,
-            Err(e) => {
-                write_error = Some(e);
-                false
-            }
-        };
-        let generation = session.chat(message, &options, &mut on_text)?;
-        if let Some(e) = write_error {
-            return Err(CliError::Io(e));
-        }
-        writeln!(stdout)?;
+        let mut sink = TextSink::stdout();
+        let generation = session.chat(message, &options, &mut |piece| sink.write(piece))?;
+        sink.finish()?;
         if args.timings {
             super::run::print_timings(&generation);
         }

@@ -116,3 +116,49 @@ impl SampleArgs {
         }
     }
 }
+
+/// Streams generated text to standard output, flushing each piece so it appears as it comes.
+/// A failed write stops generation (the callback returns `false`) and is kept for
+/// [`TextSink::finish`] to report.
+pub struct TextSink {
+    out: std::io::StdoutLock<'static>,
+    error: Option<std::io::Error>,
+}
+
+impl TextSink {
+    /// A sink on standard output.
+    pub fn stdout() -> Self {
+        Self {
+            out: std::io::stdout().lock(),
+            error: None,
+        }
+    }
+
+    /// Writes `piece`; `false` once a write has failed.
+    pub fn write(&mut self, piece: &str) -> bool {
+        use std::io::Write;
+        if self.error.is_some() {
+            return false;
+        }
+        match self
+            .out
+            .write_all(piece.as_bytes())
+            .and_then(|_| self.out.flush())
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Ends the streamed text with a newline, or returns the write error that stopped it.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => writeln!(self.out),
+        }
+    }
+}

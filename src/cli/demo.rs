@@ -7,7 +7,6 @@ use chatglm::build::synthetic::{write_synthetic, Preset};
 use chatglm::build::{NoProgress, WriteOptions};
 use chatglm::{Engine, GenerateOptions, Session, SessionOptions};
 use chatglm_kernels::GgmlType;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -84,14 +83,9 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     };
     options.sampler.seed = args.seed;
     println!("> {}", args.prompt);
-    let mut stdout = std::io::stdout().lock();
-    let generation = session.chat(&args.prompt, &options, &mut |piece| {
-        stdout
-            .write_all(piece.as_bytes())
-            .and_then(|_| stdout.flush())
-            .is_ok()
-    })?;
-    writeln!(stdout)?;
+    let mut sink = super::common::TextSink::stdout();
+    let generation = session.chat(&args.prompt, &options, &mut |piece| sink.write(piece))?;
+    sink.finish()?;
     super::run::print_timings(&generation);
     Ok(())
 }

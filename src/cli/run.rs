@@ -1,10 +1,9 @@
 //! `chatglm run`: one message (or a conversation), the reply streamed.
 
-use super::common::{ModelArgs, SampleArgs};
+use super::common::{ModelArgs, SampleArgs, TextSink};
 use super::CliError;
 use chatglm::tokenizer::{ChatMessage, Role};
 use chatglm::Generation;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Arguments of `chatglm run`.
@@ -108,23 +107,8 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut session = args.model.session(&engine)?;
     let seed = args.sample.seed();
     let options = args.sample.options(seed);
-    let mut stdout = std::io::stdout().lock();
-    let mut write_error = None;
-    let mut on_text = |piece: &str| {
-        if args.json {
-            return true;
-        }
-        match stdout
-            .write_all(piece.as_bytes())
-            .and_then(|_| stdout.flush())
-        {
-            Ok(()) => true,
-            Err(e) => {
-                write_error = Some(e);
-                false
-            }
-        }
-    };
+    let mut sink = TextSink::stdout();
+    let mut on_text = |piece: &str| args.json || sink.write(piece);
     let generation = if let Some(path) = &args.messages {
         session.respond(&read_messages(path)?, &options, &mut on_text)?
     } else {
@@ -135,13 +119,10 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             session.chat(prompt, &options, &mut on_text)?
         }
     };
-    if let Some(e) = write_error {
-        return Err(CliError::Io(e));
-    }
     if args.json {
-        writeln!(stdout, "{}", generation_json(&generation, seed))?;
+        println!("{}", generation_json(&generation, seed));
     } else {
-        writeln!(stdout)?;
+        sink.finish()?;
         print_timings(&generation);
     }
     Ok(())
