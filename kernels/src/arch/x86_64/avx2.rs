@@ -47,6 +47,8 @@ static KERNELS: Kernels = Kernels {
     rows_q4_1,
     rows_q4_0x8,
     rows_q8_0x8,
+    gemm_q4_0x8,
+    gemm_q8_0x8,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -101,6 +103,14 @@ fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
 fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q4_0x8_rows(w, a, y) }
+}
+
+fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    crate::arch::gemm_by_rows(rows_q4_0x8, w, a, y);
+}
+
+fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    crate::arch::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
