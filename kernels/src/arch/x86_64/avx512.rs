@@ -405,6 +405,10 @@ fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
             tile::<W, TILE_ROWS>(wg, wh, &a[i..i + TILE_ROWS], &mut y[i..i + TILE_ROWS], col);
             i += TILE_ROWS;
         }
+        if TILE_ROWS > 4 && n - i >= 4 {
+            tile::<W, 4>(wg, wh, &a[i..i + 4], &mut y[i..i + 4], col);
+            i += 4;
+        }
         match n - i {
             3 => tile::<W, 3>(wg, wh, &a[i..], &mut y[i..], col),
             2 => tile::<W, 2>(wg, wh, &a[i..], &mut y[i..], col),
