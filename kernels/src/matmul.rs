@@ -211,8 +211,9 @@ pub fn matmul_with(
     }
 }
 
-/// Weight rows per call of a [`GemmQ8`] kernel: two 8-row groups, the AVX-512 tile's width.
-const GEMM_ROWS: usize = 2 * GROUP_ROWS;
+/// Weight rows per call of a [`GemmQ8`] kernel (which keeps each slice of its own tile width
+/// in cache while every activation row passes, and prepares the activations once per call).
+const GEMM_ROWS: usize = 64 * GROUP_ROWS;
 
 thread_local! {
     /// The calling thread's activation buffer, reused across products.

@@ -386,6 +386,14 @@ impl Tile for BlockQ8_0x8 {
 /// Activation rows per tile.
 const TILE_ROWS: usize = 4;
 
+/// Per activation block: the unsigned weights' offset `-OFFSET * sum` and the scale, side by
+/// side (one load stream per row in the tile instead of two).
+#[derive(Clone, Copy)]
+struct Aux {
+    off: i32,
+    dy: f32,
+}
+
 /// See [`crate::arch::Kernels::gemm_q4_0x8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
@@ -397,22 +405,40 @@ fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
     if nb == 0 || a.iter().any(|ai| ai.len() != nb) {
         return crate::arch::gemm_by_rows(W::rows, w, a, y);
     }
+    let aux: Vec<Aux> = a
+        .iter()
+        .flat_map(|ai| {
+            ai.sum().iter().zip(ai.d()).map(|(&sum, &dy)| Aux {
+                off: -W::OFFSET * sum,
+                dy,
+            })
+        })
+        .collect();
+    let aux: Vec<&[Aux]> = aux.chunks_exact(nb).collect();
+    let qs: Vec<&[BlockQ8_0]> = a.iter().map(|ai| ai.blocks()).collect();
     for p in 0..groups / 2 {
         let (wg, wh) = (&w[2 * p * nb..][..nb], &w[(2 * p + 1) * nb..][..nb]);
         let col = 16 * p;
         let mut i = 0;
         while i + TILE_ROWS <= n {
-            tile::<W, TILE_ROWS>(wg, wh, &a[i..i + TILE_ROWS], &mut y[i..i + TILE_ROWS], col);
+            let rows = (&qs[i..i + TILE_ROWS], &aux[i..i + TILE_ROWS]);
+            if i == 0 {
+                tile::<W, TILE_ROWS, true>(wg, wh, rows, &mut y[i..i + TILE_ROWS], col);
+            } else {
+                tile::<W, TILE_ROWS, false>(wg, wh, rows, &mut y[i..i + TILE_ROWS], col);
+            }
             i += TILE_ROWS;
         }
         if TILE_ROWS > 4 && n - i >= 4 {
-            tile::<W, 4>(wg, wh, &a[i..i + 4], &mut y[i..i + 4], col);
+            let rows = (&qs[i..i + 4], &aux[i..i + 4]);
+            tile::<W, 4, false>(wg, wh, rows, &mut y[i..i + 4], col);
             i += 4;
         }
+        let rows = (&qs[i..], &aux[i..]);
         match n - i {
-            3 => tile::<W, 3>(wg, wh, &a[i..], &mut y[i..], col),
-            2 => tile::<W, 2>(wg, wh, &a[i..], &mut y[i..], col),
-            1 => tile::<W, 1>(wg, wh, &a[i..], &mut y[i..], col),
+            3 => tile::<W, 3, false>(wg, wh, rows, &mut y[i..], col),
+            2 => tile::<W, 2, false>(wg, wh, rows, &mut y[i..], col),
+            1 => tile::<W, 1, false>(wg, wh, rows, &mut y[i..], col),
             _ => {}
         }
     }
@@ -424,39 +450,55 @@ fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
     }
 }
 
-/// Outputs `col..col + 16` of `R` activation rows from the group pair `(wg, wh)` (equal
-/// lengths, as every row of `a`; `y[r]` at least `col + 16` long: checked by `gemm`).
+/// Outputs `col..col + 16` of `R` activation rows (their blocks and [`Aux`]) from the group
+/// pair `(wg, wh)`, prefetching the weights ahead if `PF` (the first rows to pass). All of
+/// equal length, and `y[r]` at least `col + 16` long (checked by `gemm`; else nothing).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile<W: Tile, const R: usize>(
+fn tile<W: Tile, const R: usize, const PF: bool>(
     wg: &[W],
     wh: &[W],
-    a: &[Q8Row<'_>],
+    (qs, aux): (&[&[BlockQ8_0]], &[&[Aux]]),
     y: &mut [&mut [f32]],
     col: usize,
 ) {
+    let nb = wg.len();
+    let (Ok(qs), Ok(aux)) = (
+        <&[&[BlockQ8_0]; R]>::try_from(qs),
+        <&[&[Aux]; R]>::try_from(aux),
+    ) else {
+        return;
+    };
+    if wh.len() != nb || qs.iter().any(|q| q.len() != nb) || aux.iter().any(|x| x.len() != nb) {
+        return;
+    }
+    let qs: [&[BlockQ8_0]; R] = qs.map(|q| &q[..nb]);
+    let aux: [&[Aux]; R] = aux.map(|x| &x[..nb]);
     let mut acc = [_mm512_setzero_ps(); R];
-    for (b, (g, h)) in wg.iter().zip(wh).enumerate() {
-        avx2::prefetch_ahead(g);
-        avx2::prefetch_ahead(h);
+    for b in 0..nb {
+        let (g, h) = (&wg[b], &wh[b]);
+        if PF {
+            avx2::prefetch_ahead(g);
+            avx2::prefetch_ahead(h);
+        }
         let units = W::units(g, h);
         let dx = W::scales(g, h);
-        for (acc, ai) in acc.iter_mut().zip(a) {
-            let (Some(ab), Some(&dy), Some(&asum)) =
-                (ai.blocks().get(b), ai.d().get(b), ai.sum().get(b))
-            else {
-                continue;
-            };
-            let mut p = _mm512_setzero_si512();
-            for (u, q) in units.iter().zip(ab.qs.as_chunks::<4>().0).take(W::UNITS) {
-                p = _mm512_dpbusd_epi32(
-                    p,
-                    *u,
-                    _mm512_set1_epi32(i32::from_le_bytes(q.map(|v| v as u8))),
-                );
-            }
-            let sumi = _mm512_sub_epi32(p, _mm512_set1_epi32(W::OFFSET * asum));
-            *acc = W::step(*acc, sumi, dx, dy);
+        for r in 0..R {
+            let (ab, x) = (&qs[r][b], aux[r][b]);
+            // Two independent partial sums (short dependency chains), the first starting
+            // from the unsigned weights' offset; exact integers, so any order gives the same.
+            let q = ab.qs.as_chunks::<4>().0;
+            let unit = |k: usize| _mm512_set1_epi32(i32::from_le_bytes(q[k].map(|v| v as u8)));
+            let mut p0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(x.off), units[0], unit(0));
+            let mut p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), units[1], unit(1));
+            p0 = _mm512_dpbusd_epi32(p0, units[2], unit(2));
+            p1 = _mm512_dpbusd_epi32(p1, units[3], unit(3));
+            p0 = _mm512_dpbusd_epi32(p0, units[4], unit(4));
+            p1 = _mm512_dpbusd_epi32(p1, units[5], unit(5));
+            p0 = _mm512_dpbusd_epi32(p0, units[6], unit(6));
+            p1 = _mm512_dpbusd_epi32(p1, units[7], unit(7));
+            let sumi = _mm512_add_epi32(p0, p1);
+            acc[r] = W::step(acc[r], sumi, dx, x.dy);
         }
     }
     for (acc, yi) in acc.iter().zip(y.iter_mut()) {
