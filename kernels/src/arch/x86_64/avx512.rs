@@ -264,10 +264,9 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 
 /// A row-interleaved block type as the tiles read it.
 trait Tile: Sized {
-    /// 4-byte units per block (and `vpdpbusd` per activation row and block).
-    const UNITS: usize;
     /// The 16 rows' unsigned weight units of group blocks `g` and `h`, unit `k` in
-    /// `out[k]` (the activation unit it multiplies is unit `k` of the block).
+    /// `out[k]` (the activation unit it multiplies is unit `k` of the block: 8 units of 4
+    /// values, one `vpdpbusd` each per activation row).
     fn units(g: &Self, h: &Self) -> [__m512i; 8];
     /// The 16 scales as f32.
     fn scales(g: &Self, h: &Self) -> __m512;
@@ -302,7 +301,6 @@ fn join_scales(g: &[[u8; 2]; 8], h: &[[u8; 2]; 8]) -> __m512 {
 }
 
 impl Tile for BlockQ4_0x8 {
-    const UNITS: usize = 8;
     const OFFSET: i32 = 8;
 
     #[inline(always)]
@@ -344,7 +342,6 @@ impl Tile for BlockQ4_0x8 {
 }
 
 impl Tile for BlockQ8_0x8 {
-    const UNITS: usize = 8;
     const OFFSET: i32 = 128;
 
     #[inline(always)]
@@ -472,8 +469,6 @@ fn tile<W: Tile, const R: usize, const PF: bool>(
     if wh.len() != nb || qs.iter().any(|q| q.len() != nb) || aux.iter().any(|x| x.len() != nb) {
         return;
     }
-    let qs: [&[BlockQ8_0]; R] = qs.map(|q| &q[..nb]);
-    let aux: [&[Aux]; R] = aux.map(|x| &x[..nb]);
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let (g, h) = (&wg[b], &wh[b]);
