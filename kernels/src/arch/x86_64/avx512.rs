@@ -4,7 +4,9 @@
 //! The row-interleaved products have their own 512-bit kernels here: one 64-byte load holds
 //! two 4-value units of each of 8 rows (16 i32 lanes), the activations are permuted so that
 //! lanes 0..8 and 8..16 see the matching units, and the two halves are added per block before
-//! the float part (one row per lane, as in the AVX2 kernels). The other entries are the AVX2
+//! the float part (one row per lane, as in the AVX2 kernels). The several-row products (the
+//! prompt) take two groups side by side instead, with the activations broadcast (see `gemm`
+//! below). The other entries are the AVX2
 //! kernels (this path requires AVX2 and F16C as well), whose results are the same.
 //!
 //! Safety: as in `avx2.rs`. Every function that uses AVX-512 is `#[target_feature]` with the
