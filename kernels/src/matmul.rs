@@ -13,8 +13,8 @@
 //! groups. Every output is computed by one thread with the same operations whatever the
 //! table or thread count (see [`crate::arch`]), so results are bit-identical across both.
 
-use crate::act::{ActQ8_0, ActQ8_1};
-use crate::arch::Kernels;
+use crate::act::{ActQ8_0, ActQ8_1, Q8Row};
+use crate::arch::{GemmQ8, Kernels};
 use crate::pool::{share, Pool};
 use crate::quant::{
     self, as_blocks, Block, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, QK,
@@ -190,6 +190,12 @@ pub fn matmul_with(
         GgmlType::Q8_0 => with_q8_0(k, x, w.cols, |act| {
             plan.run_blocks::<BlockQ8_0, _>(pool, w, nb, |i| act.row(i), k.rows_q8_0)
         }),
+        GgmlType::Q4_0x8 if n > 1 => with_q8_0(k, x, w.cols, |act| {
+            plan.run_gemm::<BlockQ4_0x8>(pool, w, nb, act, k.gemm_q4_0x8)
+        }),
+        GgmlType::Q8_0x8 if n > 1 => with_q8_0(k, x, w.cols, |act| {
+            plan.run_gemm::<BlockQ8_0x8>(pool, w, nb, act, k.gemm_q8_0x8)
+        }),
         GgmlType::Q4_0x8 => with_q8_0(k, x, w.cols, |act| {
             plan.run_blocks::<BlockQ4_0x8, _>(pool, w, nb, |i| act.row(i), k.rows_q4_0x8)
         }),
@@ -204,6 +210,10 @@ pub fn matmul_with(
         GgmlType::Q8_1 => Err(KernelError::Unsupported(GgmlType::Q8_1)), // refused above
     }
 }
+
+/// Weight rows per call of a [`GemmQ8`] kernel (which keeps each slice of its own tile width
+/// in cache while every activation row passes, and prepares the activations once per call).
+const GEMM_ROWS: usize = 64 * GROUP_ROWS;
 
 thread_local! {
     /// The calling thread's activation buffer, reused across products.
@@ -292,6 +302,35 @@ impl<'y> Plan<'y> {
                 for (xi, out) in x.chunks_exact(w.cols).zip(outs.iter_mut()) {
                     out[j] = dot(row, xi);
                 }
+            }
+        });
+        Ok(())
+    }
+
+    /// Row-interleaved weights against several activation rows: the threads' shares in
+    /// slices of [`GEMM_ROWS`] weight rows (kept in cache while every activation row passes),
+    /// each through `kern`.
+    fn run_gemm<W: Block + Sync>(
+        &self,
+        pool: Option<&Pool>,
+        w: &WeightMatrix<'_>,
+        nb: usize,
+        act: &ActQ8_0,
+        kern: GemmQ8<W>,
+    ) -> Result<(), KernelError> {
+        let blocks: &[W] = as_blocks(w.data)?;
+        let rows: Vec<Q8Row<'_>> = (0..act.rows()).filter_map(|i| act.row(i)).collect();
+        self.run(pool, |range, outs| {
+            let base = range.start;
+            for start in range.clone().step_by(GEMM_ROWS) {
+                let end = (start + GEMM_ROWS).min(range.end);
+                // Shares are whole groups, and interleaved matrices have whole groups.
+                let wg = &blocks[start / GROUP_ROWS * nb..end.div_ceil(GROUP_ROWS) * nb];
+                let mut ys: Vec<&mut [f32]> = outs
+                    .iter_mut()
+                    .map(|o| &mut o[start - base..end - base])
+                    .collect();
+                kern(wg, &rows, &mut ys);
             }
         });
         Ok(())

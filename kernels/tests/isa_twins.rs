@@ -356,6 +356,83 @@ fn check_rows_with(seed: u64, rows: usize, nb: usize, correlated: bool) {
     }
 }
 
+/// The several-row kernels (`gemm_*`) against the scalar row kernels called row by row, for
+/// `n` activation rows and `groups` 8-row groups of `nb` blocks. With `correlated`, the
+/// weights follow the signs of activation row 0 (large integer sums, as in `check_rows_with`).
+fn check_gemm(seed: u64, n: usize, groups: usize, nb: usize, correlated: bool) {
+    let mut rng = Rng(seed);
+    let s = &scalar::KERNELS;
+    let cols = nb * 32;
+    let x = rng.activations(n * cols);
+    let mut act = ActQ8_0::new();
+    act.quantize(s, &x, cols).unwrap();
+    let a: Vec<_> = (0..n).map(|i| act.row(i).unwrap()).collect();
+    let rows = groups * 8;
+    let mut w4 = rng.q4_0(rows * nb);
+    let mut w8 = rng.q8_0(rows * nb);
+    if correlated && n > 0 {
+        let q = a[0].blocks();
+        for (i, (b4, b8)) in w4.iter_mut().zip(&mut w8).enumerate() {
+            let q = &q[i % nb].qs;
+            for j in 0..16 {
+                let hi = |v: i8| if v >= 0 { 15u8 } else { 0 };
+                b4.qs[j] = hi(q[j]) | (hi(q[j + 16]) << 4);
+            }
+            for (w, &v) in b8.qs.iter_mut().zip(q) {
+                *w = if v >= 0 { 127 } else { -128 };
+            }
+        }
+    }
+    let (_, i4) = interleave(GgmlType::Q4_0, rows, cols, w4.as_bytes()).unwrap();
+    let (_, i8) = interleave(GgmlType::Q8_0, rows, cols, w8.as_bytes()).unwrap();
+    let i4: &[BlockQ4_0x8] = as_blocks(&i4).unwrap();
+    let i8: &[BlockQ8_0x8] = as_blocks(&i8).unwrap();
+    let mut want = [vec![vec![0f32; rows]; n], vec![vec![0f32; rows]; n]];
+    for (i, ai) in a.iter().enumerate() {
+        (s.rows_q4_0x8)(i4, *ai, &mut want[0][i]);
+        (s.rows_q8_0x8)(i8, *ai, &mut want[1][i]);
+    }
+    for k in std::iter::once(s).chain(simd_tables()) {
+        let what = |t: &str, i: usize| {
+            format!(
+                "{} {t} n {n} groups {groups} nb {nb} seed {seed} corr {correlated}: row {i}",
+                k.isa
+            )
+        };
+        let mut got = vec![vec![f32::NAN; rows]; n];
+        let mut ys: Vec<&mut [f32]> = got.iter_mut().map(|g| g.as_mut_slice()).collect();
+        (k.gemm_q4_0x8)(i4, &a, &mut ys);
+        for (i, (g, w)) in got.iter().zip(&want[0]).enumerate() {
+            assert_same(g, w, &what("gemm_q4_0x8", i));
+        }
+        let mut got = vec![vec![f32::NAN; rows]; n];
+        let mut ys: Vec<&mut [f32]> = got.iter_mut().map(|g| g.as_mut_slice()).collect();
+        (k.gemm_q8_0x8)(i8, &a, &mut ys);
+        for (i, (g, w)) in got.iter().zip(&want[1]).enumerate() {
+            assert_same(g, w, &what("gemm_q8_0x8", i));
+        }
+    }
+}
+
+#[test]
+fn gemm_kernels_equal_the_row_kernels() {
+    let mut seed = 500;
+    for n in [1, 2, 3, 4, 5, 8, 33] {
+        for groups in [1, 2, 3, 5] {
+            for nb in [1, 3, 7] {
+                for correlated in [false, true] {
+                    seed += 1;
+                    check_gemm(seed, n, groups, nb, correlated);
+                }
+            }
+        }
+    }
+    // No rows, no blocks.
+    check_gemm(1, 0, 2, 3, false);
+    check_gemm(2, 3, 2, 0, false);
+    check_gemm(3, 3, 0, 2, false);
+}
+
 #[test]
 fn row_kernels_equal_the_reference() {
     let mut seed = 10;
@@ -593,7 +670,7 @@ fn products_are_bit_identical_across_tables_threads_and_layouts() {
             (64, 4096 / 4),
             (96, 544),
         ] {
-            for n in [1, 3] {
+            for n in [1, 2, 3, 5, 8, 33] {
                 seed += 1;
                 check_matmul(seed, ty, rows, cols, n, &pools);
             }
@@ -611,10 +688,15 @@ proptest! {
         groups in 1usize..6,
         extra in 0usize..8,
         nb in 1usize..20,
-        n in 1usize..4,
+        n in 1usize..10,
     ) {
         let pools = [Pool::new(2).unwrap()];
         check_matmul(seed, ty, groups * 8 + extra, nb * 32, n, &pools);
+    }
+
+    #[test]
+    fn random_gemm(seed in any::<u64>(), n in 0usize..12, groups in 0usize..6, nb in 0usize..12, correlated in any::<bool>()) {
+        check_gemm(seed, n, groups, nb, correlated);
     }
 
     #[test]

@@ -45,6 +45,26 @@ pub mod x86_64;
 pub type QuantizeQ8_0 =
     fn(&[f32], &mut [BlockQ8_0], &mut [f32], &mut [i32]) -> Result<(), KernelError>;
 
+/// A product of row-interleaved weights with several rows of Q8_0 activations:
+/// `(w, a, y)`, `y[i]` the outputs of activation row `a[i]`.
+pub type GemmQ8<W> = fn(&[W], &[Q8Row<'_>], &mut [&mut [f32]]);
+
+/// A [`GemmQ8`] made of one row kernel call per activation row (the scalar and AVX2 paths,
+/// and the bits every other path must give). Rows of another length than `a[0]` are skipped.
+pub(crate) fn gemm_by_rows<W>(
+    rows: fn(&[W], Q8Row<'_>, &mut [f32]),
+    w: &[W],
+    a: &[Q8Row<'_>],
+    y: &mut [&mut [f32]],
+) {
+    let nb = a.first().map_or(0, Q8Row::len);
+    for (ai, yi) in a.iter().zip(y.iter_mut()) {
+        if ai.len() == nb {
+            rows(w, *ai, yi);
+        }
+    }
+}
+
 /// The kernels of one instruction set.
 #[derive(Debug)]
 pub struct Kernels {
@@ -67,6 +87,12 @@ pub struct Kernels {
     pub rows_q4_0x8: fn(&[BlockQ4_0x8], Q8Row<'_>, &mut [f32]),
     /// `y[8g + r] = dot(row r of group g, a)` for groups of `a.len()` Q8_0x8 blocks.
     pub rows_q8_0x8: fn(&[BlockQ8_0x8], Q8Row<'_>, &mut [f32]),
+    /// Several activation rows at once (the prompt): `y[i]` gets [`Kernels::rows_q4_0x8`] of
+    /// `a[i]`, for `i < min(a.len(), y.len())`, with the same bits. Every row of `a` must have
+    /// the same number of blocks (a row that does not is left as it is).
+    pub gemm_q4_0x8: GemmQ8<BlockQ4_0x8>,
+    /// [`Kernels::gemm_q4_0x8`] for Q8_0x8 weights ([`Kernels::rows_q8_0x8`] per row).
+    pub gemm_q8_0x8: GemmQ8<BlockQ8_0x8>,
     /// `dot(x, y)` for a row of little-endian f32 bytes (`min(x.len() / 4, y.len())` elements).
     pub dot_f32: fn(&[u8], &[f32]) -> f32,
     /// `dot(x, y)` for a row of little-endian f16 bytes (`min(x.len() / 2, y.len())` elements).

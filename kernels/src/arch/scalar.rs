@@ -21,6 +21,8 @@ pub static KERNELS: Kernels = Kernels {
     rows_q4_1,
     rows_q4_0x8,
     rows_q8_0x8,
+    gemm_q4_0x8,
+    gemm_q8_0x8,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -119,6 +121,14 @@ fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 
 fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     each_group(w, a, y, q8_0x8::vec_dot_q8_0x8_q8_0);
+}
+
+fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    super::gemm_by_rows(rows_q4_0x8, w, a, y);
+}
+
+fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    super::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 fn dot_f32(x: &[u8], y: &[f32]) -> f32 {

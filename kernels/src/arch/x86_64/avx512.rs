@@ -4,7 +4,9 @@
 //! The row-interleaved products have their own 512-bit kernels here: one 64-byte load holds
 //! two 4-value units of each of 8 rows (16 i32 lanes), the activations are permuted so that
 //! lanes 0..8 and 8..16 see the matching units, and the two halves are added per block before
-//! the float part (one row per lane, as in the AVX2 kernels). The other entries are the AVX2
+//! the float part (one row per lane, as in the AVX2 kernels). The several-row products (the
+//! prompt) take two groups side by side instead, with the activations broadcast (see `gemm`
+//! below). The other entries are the AVX2
 //! kernels (this path requires AVX2 and F16C as well), whose results are the same.
 //!
 //! Safety: as in `avx2.rs`. Every function that uses AVX-512 is `#[target_feature]` with the
@@ -47,6 +49,8 @@ static KERNELS: Kernels = Kernels {
     rows_q4_1,
     rows_q4_0x8,
     rows_q8_0x8,
+    gemm_q4_0x8,
+    gemm_q8_0x8,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -104,6 +108,16 @@ fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q8_0x8_rows(w, a, y) }
+}
+
+fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { gemm::<BlockQ4_0x8>(w, a, y) }
+}
+
+fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { gemm::<BlockQ8_0x8>(w, a, y) }
 }
 
 fn dot_f32(x: &[u8], y: &[f32]) -> f32 {
@@ -238,6 +252,259 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
             acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dxy));
         }
         avx2::store_f32x8(out, acc);
+    }
+}
+
+// ---- Several activation rows at once (the prompt).
+//
+// Two 8-row groups side by side: each 512-bit weight vector holds one 4-byte unit of the 16
+// rows (chunk `c` of group `g` in lanes 0..8, of group `g + 1` in lanes 8..16), so the
+// activation operand of `vpdpbusd` is the matching 4 activation bytes broadcast to every lane
+// (no permutes, and one lane per weight row: no folding). The weights of a block are decoded
+// once for `R` activation rows. The integer sums are exact whatever their order, and the float
+// part is the row kernels' per lane, so the bits are theirs.
+
+/// A row-interleaved block type as the tiles read it.
+trait Tile: Sized {
+    /// The 16 rows' unsigned weight units of group blocks `g` and `h`, unit `k` in
+    /// `out[k]` (the activation unit it multiplies is unit `k` of the block: 8 units of 4
+    /// values, one `vpdpbusd` each per activation row).
+    fn units(g: &Self, h: &Self) -> [__m512i; 8];
+    /// The 16 scales as f32.
+    fn scales(g: &Self, h: &Self) -> __m512;
+    /// Added to every sum by the unsigned weights: `OFFSET * sum(activations)`.
+    const OFFSET: i32;
+    /// The float part: the accumulator after one block (`sumi` the exact integer dot).
+    fn step(acc: __m512, sumi: __m512i, dx: __m512, dy: f32) -> __m512;
+    /// The one-row kernel (for a group without a partner).
+    fn rows(w: &[Self], a: Q8Row<'_>, y: &mut [f32]);
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join_u8(g: &[u8; 32], h: &[u8; 32]) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(avx2::load_u8x32(g)),
+        avx2::load_u8x32(h),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join_scales(g: &[[u8; 2]; 8], h: &[[u8; 2]; 8]) -> __m512 {
+    // SAFETY: `[[u8; 2]; 8]` is 16 contiguous readable bytes; `loadu` is unaligned.
+    let (lo, hi) = unsafe {
+        (
+            _mm_loadu_si128(g.as_ptr().cast()),
+            _mm_loadu_si128(h.as_ptr().cast()),
+        )
+    };
+    _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
+}
+
+impl Tile for BlockQ4_0x8 {
+    const OFFSET: i32 = 8;
+
+    #[inline(always)]
+    fn units(g: &Self, h: &Self) -> [__m512i; 8] {
+        // SAFETY: only inlined into `gemm`'s tile, which has every feature of this path.
+        unsafe {
+            let m4 = _mm512_set1_epi8(0x0F);
+            let v: [__m512i; 4] = std::array::from_fn(|c| join_u8(&g.qs[c], &h.qs[c]));
+            // Chunk c: low nibbles are elements 4c.., unit c; high nibbles unit 4 + c.
+            std::array::from_fn(|k| {
+                if k < 4 {
+                    _mm512_and_si512(v[k], m4)
+                } else {
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v[k - 4]), m4)
+                }
+            })
+        }
+    }
+
+    #[inline(always)]
+    fn scales(g: &Self, h: &Self) -> __m512 {
+        // SAFETY: as in `units`.
+        unsafe { join_scales(&g.d, &h.d) }
+    }
+
+    #[inline(always)]
+    fn step(acc: __m512, sumi: __m512i, dx: __m512, dy: f32) -> __m512 {
+        // SAFETY: as in `units`.
+        unsafe {
+            // Reference (q4_0): sumi as f32 * dx * dy.
+            let t = _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), dx);
+            _mm512_add_ps(acc, _mm512_mul_ps(t, _mm512_set1_ps(dy)))
+        }
+    }
+
+    fn rows(w: &[Self], a: Q8Row<'_>, y: &mut [f32]) {
+        rows_q4_0x8(w, a, y)
+    }
+}
+
+impl Tile for BlockQ8_0x8 {
+    const OFFSET: i32 = 128;
+
+    #[inline(always)]
+    fn units(g: &Self, h: &Self) -> [__m512i; 8] {
+        // SAFETY: as for Q4_0x8.
+        unsafe {
+            let flip = _mm512_set1_epi8(-128);
+            std::array::from_fn(|c| {
+                let v = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(avx2::load_i8x32(&g.qs[c])),
+                    avx2::load_i8x32(&h.qs[c]),
+                );
+                _mm512_xor_si512(v, flip)
+            })
+        }
+    }
+
+    #[inline(always)]
+    fn scales(g: &Self, h: &Self) -> __m512 {
+        // SAFETY: as for Q4_0x8.
+        unsafe { join_scales(&g.d, &h.d) }
+    }
+
+    #[inline(always)]
+    fn step(acc: __m512, sumi: __m512i, dx: __m512, dy: f32) -> __m512 {
+        // SAFETY: as for Q4_0x8.
+        unsafe {
+            // Reference (q8_0): sumi as f32 * (dx * dy).
+            let dxy = _mm512_mul_ps(dx, _mm512_set1_ps(dy));
+            _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), dxy))
+        }
+    }
+
+    fn rows(w: &[Self], a: Q8Row<'_>, y: &mut [f32]) {
+        rows_q8_0x8(w, a, y)
+    }
+}
+
+/// Activation rows per tile.
+const TILE_ROWS: usize = 4;
+
+/// Per activation block: the unsigned weights' offset `-OFFSET * sum` and the scale, side by
+/// side (one load stream per row in the tile instead of two).
+#[derive(Clone, Copy)]
+struct Aux {
+    off: i32,
+    dy: f32,
+}
+
+/// See [`crate::arch::Kernels::gemm_q4_0x8`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    let n = a.len().min(y.len());
+    let (a, y) = (&a[..n], &mut y[..n]);
+    let nb = a.first().map_or(0, Q8Row::len);
+    let groups = y.iter().map(|yi| yi.len() / 8).min().unwrap_or(0);
+    let groups = groups.min(w.len().checked_div(nb).unwrap_or(groups));
+    if nb == 0 || a.iter().any(|ai| ai.len() != nb) {
+        return crate::arch::gemm_by_rows(W::rows, w, a, y);
+    }
+    let aux: Vec<Aux> = a
+        .iter()
+        .flat_map(|ai| {
+            ai.sum().iter().zip(ai.d()).map(|(&sum, &dy)| Aux {
+                off: -W::OFFSET * sum,
+                dy,
+            })
+        })
+        .collect();
+    let aux: Vec<&[Aux]> = aux.chunks_exact(nb).collect();
+    let qs: Vec<&[BlockQ8_0]> = a.iter().map(|ai| ai.blocks()).collect();
+    for p in 0..groups / 2 {
+        let (wg, wh) = (&w[2 * p * nb..][..nb], &w[(2 * p + 1) * nb..][..nb]);
+        let col = 16 * p;
+        let mut i = 0;
+        while i + TILE_ROWS <= n {
+            let rows = (&qs[i..i + TILE_ROWS], &aux[i..i + TILE_ROWS]);
+            if i == 0 {
+                tile::<W, TILE_ROWS, true>(wg, wh, rows, &mut y[i..i + TILE_ROWS], col);
+            } else {
+                tile::<W, TILE_ROWS, false>(wg, wh, rows, &mut y[i..i + TILE_ROWS], col);
+            }
+            i += TILE_ROWS;
+        }
+        if TILE_ROWS > 4 && n - i >= 4 {
+            let rows = (&qs[i..i + 4], &aux[i..i + 4]);
+            tile::<W, 4, false>(wg, wh, rows, &mut y[i..i + 4], col);
+            i += 4;
+        }
+        let rows = (&qs[i..], &aux[i..]);
+        match n - i {
+            3 => tile::<W, 3, false>(wg, wh, rows, &mut y[i..], col),
+            2 => tile::<W, 2, false>(wg, wh, rows, &mut y[i..], col),
+            1 => tile::<W, 1, false>(wg, wh, rows, &mut y[i..], col),
+            _ => {}
+        }
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        for (ai, yi) in a.iter().zip(y.iter_mut()) {
+            W::rows(&w[g * nb..][..nb], *ai, &mut yi[8 * g..8 * g + 8]);
+        }
+    }
+}
+
+/// Outputs `col..col + 16` of `R` activation rows (their blocks and [`Aux`]) from the group
+/// pair `(wg, wh)`, prefetching the weights ahead if `PF` (the first rows to pass). All of
+/// equal length, and `y[r]` at least `col + 16` long (checked by `gemm`; else nothing).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile<W: Tile, const R: usize, const PF: bool>(
+    wg: &[W],
+    wh: &[W],
+    (qs, aux): (&[&[BlockQ8_0]], &[&[Aux]]),
+    y: &mut [&mut [f32]],
+    col: usize,
+) {
+    let nb = wg.len();
+    let (Ok(qs), Ok(aux)) = (
+        <&[&[BlockQ8_0]; R]>::try_from(qs),
+        <&[&[Aux]; R]>::try_from(aux),
+    ) else {
+        return;
+    };
+    if wh.len() != nb || qs.iter().any(|q| q.len() != nb) || aux.iter().any(|x| x.len() != nb) {
+        return;
+    }
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let (g, h) = (&wg[b], &wh[b]);
+        if PF {
+            avx2::prefetch_ahead(g);
+            avx2::prefetch_ahead(h);
+        }
+        let units = W::units(g, h);
+        let dx = W::scales(g, h);
+        for r in 0..R {
+            let (ab, x) = (&qs[r][b], aux[r][b]);
+            // Two independent partial sums (short dependency chains), the first starting
+            // from the unsigned weights' offset; exact integers, so any order gives the same.
+            let q = ab.qs.as_chunks::<4>().0;
+            let unit = |k: usize| _mm512_set1_epi32(i32::from_le_bytes(q[k].map(|v| v as u8)));
+            let mut p0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(x.off), units[0], unit(0));
+            let mut p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), units[1], unit(1));
+            p0 = _mm512_dpbusd_epi32(p0, units[2], unit(2));
+            p1 = _mm512_dpbusd_epi32(p1, units[3], unit(3));
+            p0 = _mm512_dpbusd_epi32(p0, units[4], unit(4));
+            p1 = _mm512_dpbusd_epi32(p1, units[5], unit(5));
+            p0 = _mm512_dpbusd_epi32(p0, units[6], unit(6));
+            p1 = _mm512_dpbusd_epi32(p1, units[7], unit(7));
+            let sumi = _mm512_add_epi32(p0, p1);
+            acc[r] = W::step(acc[r], sumi, dx, x.dy);
+        }
+    }
+    for (acc, yi) in acc.iter().zip(y.iter_mut()) {
+        if let Some(out) = yi
+            .get_mut(col..col + 16)
+            .and_then(|o| <&mut [f32; 16]>::try_from(o).ok())
+        {
+            store_f32x16(out, *acc);
+        }
     }
 }
 
