@@ -47,6 +47,8 @@ static KERNELS: Kernels = Kernels {
     rows_q4_1,
     rows_q4_0x8,
     rows_q8_0x8,
+    gemm_q4_0x8,
+    gemm_q8_0x8,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -81,6 +83,16 @@ fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     // SAFETY: as in `rows_q4_0`.
     unsafe { q8_0x8_rows(w, a, y) }
+}
+
+/// Prompt products: this table's row kernel once per activation row (no register tile yet).
+fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    crate::arch::gemm_by_rows(rows_q4_0x8, w, a, y);
+}
+
+/// As [`gemm_q4_0x8`], for Q8_0x8.
+fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
+    crate::arch::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 /// `sdot`: lane `i` of `acc` plus the 4 products of bytes `4i..4i + 4` of `a` and `b`.
