@@ -73,8 +73,8 @@ fn array_json(a: &Array) -> serde_json::Value {
 
 /// Runs `chatglm info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
-    let file = GgufFile::open(&args.model).map_err(|source| CliError::Gguf {
-        path: args.model.display().to_string(),
+    let file = GgufFile::open(&args.model).map_err(|source| chatglm::Error::File {
+        path: args.model.clone(),
         source,
     })?;
     let total_bytes: u64 = file.tensors().iter().map(|t| t.size_bytes).sum();

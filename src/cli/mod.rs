@@ -12,14 +12,6 @@ pub mod tokenize;
 /// An error a subcommand reports: one line, then a non-zero exit.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The model file could not be read.
-    #[error("{path}: {source}")]
-    Gguf {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: chatglm::gguf::GgufError,
-    },
     /// Loading or running the model failed.
     #[error("{0}")]
     Lib(#[from] chatglm::Error),

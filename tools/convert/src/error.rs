@@ -1,18 +1,8 @@
 //! The converter's error type.
 
-use std::path::PathBuf;
-
 /// Everything that can stop a conversion. Each variant names the file, key or tensor at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
     /// The checkpoint's config.json is unreadable or describes a model the runtime cannot run.
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -45,14 +35,4 @@ pub enum ConvertError {
     /// The arguments or inputs are inconsistent.
     #[error("{0}")]
     Invalid(String),
-}
-
-impl ConvertError {
-    /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ConvertError::Io {
-            path: path.into(),
-            source,
-        }
-    }
 }
