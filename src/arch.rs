@@ -19,8 +19,6 @@ pub mod keys {
     pub const GENERAL_FILE_TYPE: &str = "general.file_type";
     /// `general.quantization_version` (u32, 2 as in current ggml).
     pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
-    /// `general.alignment` (u32; absent means 32).
-    pub const GENERAL_ALIGNMENT: &str = "general.alignment";
 
     /// Maximum context the model was trained for (u32; HF `seq_length`).
     pub const CONTEXT_LENGTH: &str = "chatglm.context_length";
