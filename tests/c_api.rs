@@ -637,7 +637,7 @@ fn golden_model() -> &'static Path {
         write_model(
             &config,
             &tokenizer,
-            build_plan(&config, GgmlType::F32, true),
+            build_plan(&config, GgmlType::F32, true).unwrap(),
             &mut Shards(shards.to_vec()),
             &opts,
             &mut NoProgress,

@@ -32,6 +32,9 @@ pub enum BuildError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The model configuration is invalid (see [`ModelConfig::validate`]).
+    #[error("invalid model config: {0}")]
+    Config(#[from] crate::model::ConfigError),
     /// The metadata or a tensor could not be encoded as GGUF.
     #[error("gguf: {0}")]
     Gguf(#[from] GgufError),
@@ -193,12 +196,11 @@ pub fn write_model(
         bytes.resize(t.bytes(), 0);
         encode_rows(t.ty.portable(), &values, t.cols(), &mut bytes, opts.threads)
             .map_err(quantize)?;
+        // The plan's type came from `interleaved_layout`, which `interleave` follows too.
         if t.ty.is_interleaved() {
-            let (ty, grouped) =
-                chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
-                    .map_err(quantize)?;
-            debug_assert_eq!(ty, t.ty);
-            bytes = grouped;
+            bytes = chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
+                .map_err(quantize)?
+                .1;
         }
         writer.write_tensor(&t.name, &bytes)?;
         progress.tensor_done(t);

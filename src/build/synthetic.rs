@@ -255,7 +255,7 @@ pub fn write_synthetic(
         config.family,
         Some(config.vocab_size),
     )?;
-    let plan = build_plan(&config, opts.matrix_type, opts.portable);
+    let plan = build_plan(&config, opts.matrix_type, opts.portable)?;
     write_model(
         &config,
         &tokenizer,
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn values_do_not_depend_on_thread_count() {
-        let plan = build_plan(&Preset::Tiny.config(), GgmlType::Q4_0, true);
+        let plan = build_plan(&Preset::Tiny.config(), GgmlType::Q4_0, true).unwrap();
         let t = &plan[2];
         let mut a = vec![0.0; t.numel()];
         let mut b = vec![0.0; t.numel()];

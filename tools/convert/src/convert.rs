@@ -62,7 +62,19 @@ pub fn convert(
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, ConvertError> {
-    let plan = build_plan(config, opts.matrix_type, opts.portable);
+    // Bound the layer count by what the checkpoint holds before the plan is sized from it.
+    let held = ckpt.tensors().count();
+    let max_layers = chatglm::arch::tensors::max_layers(held);
+    if config.num_layers > max_layers {
+        return Err(ConvertError::Config(
+            crate::config::ConfigError::Unsupported {
+                field: "num_layers",
+                value: config.num_layers.to_string(),
+                reason: format!("the checkpoint's {held} tensors hold at most {max_layers} layers"),
+            },
+        ));
+    }
+    let plan = build_plan(config, opts.matrix_type, opts.portable).map_err(BuildError::from)?;
     check_checkpoint(ckpt, &plan)?;
     let tokenizer = TokenizerParts::from_spm(spm.clone(), config.family, Some(config.vocab_size))?;
     Ok(write_model(
