@@ -4,7 +4,7 @@ mod model_common;
 
 use chatglm::arch::tensors::{self, Role};
 use chatglm::model::{
-    ConfigError, Family, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
+    ConfigError, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
     TensorEntry,
 };
 use chatglm_kernels::GgmlType;
@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 fn config() -> ModelConfig {
     ModelConfig {
-        family: Family::ChatGlm3,
         vocab_size: 6,
         hidden_size: 32,
         num_layers: 2,

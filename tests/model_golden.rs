@@ -5,7 +5,7 @@
 
 mod model_common;
 
-use chatglm::model::{Family, KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use model_common::{argmax, max_abs_diff, Builder};
 use safetensors::{Dtype, SafeTensors};
@@ -47,7 +47,6 @@ fn config() -> ModelConfig {
     let c = &golden()["config"];
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
     ModelConfig {
-        family: Family::ChatGlm2,
         vocab_size: n("padded_vocab_size"),
         hidden_size: n("hidden_size"),
         num_layers: n("num_layers"),

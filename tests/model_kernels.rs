@@ -7,9 +7,7 @@
 
 mod model_common;
 
-use chatglm::model::{
-    Family, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
-};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions};
 use chatglm_kernels::quant::quantize_row;
 use chatglm_kernels::{interleave, GgmlType};
 use model_common::Builder;
@@ -29,7 +27,6 @@ fn config(g: &Value) -> ModelConfig {
     let c = &g["config"];
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
     ModelConfig {
-        family: Family::ChatGlm2,
         vocab_size: n("padded_vocab_size"),
         hidden_size: n("hidden_size"),
         num_layers: n("num_layers"),

@@ -12,6 +12,7 @@ pub use metadata::{file_type, general_metadata};
 pub use plan::{build_plan, interleaved_layout, is_ignored_hf_tensor, Role, TensorPlan};
 pub use quantize::encode_rows;
 
+use crate::arch::keys;
 use crate::gguf::{GgufError, GgufWriter, Metadata, TensorDesc};
 use crate::model::ModelConfig;
 use crate::tokenizer::{TokenizerError, TokenizerParts};
@@ -167,6 +168,7 @@ pub fn write_model(
     let mut metadata = Metadata::new();
     general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
     config.to_gguf(&mut metadata)?;
+    metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family.name())?;
     tokenizer.to_gguf(&mut metadata)?;
     let descs: Vec<TensorDesc> = plan
         .iter()

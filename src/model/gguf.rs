@@ -100,7 +100,6 @@ impl ModelConfig {
             RopeScaling::MultiplyBase(r) => r,
         };
         md.push_f32(keys::ROPE_RATIO, ratio)?;
-        md.push_str(keys::PROMPT_FORMAT, self.family.name())?;
         Ok(())
     }
 
@@ -167,7 +166,6 @@ impl ModelConfig {
                 ),
             });
         }
-        let family = crate::tokenizer::family_from_gguf(md)?;
         let embd_name = tensors::TOKEN_EMBD.gguf;
         let embd = file
             .tensor(embd_name)
@@ -183,7 +181,6 @@ impl ModelConfig {
             }
         };
         let config = ModelConfig {
-            family,
             vocab_size,
             hidden_size,
             num_layers,

@@ -450,7 +450,6 @@ impl HfConfig {
             (Some(r), Family::ChatGlm3) => RopeScaling::MultiplyBase(r),
         };
         ModelConfig {
-            family,
             vocab_size: self.padded_vocab_size,
             hidden_size: self.hidden_size,
             num_layers: self.num_layers,

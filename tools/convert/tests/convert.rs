@@ -175,6 +175,7 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     let r = convert(
         &ckpt,
         &config.to_model_config(Family::ChatGlm2),
+        Family::ChatGlm2,
         &spm,
         &opts,
         &mut NoProgress,
@@ -209,6 +210,7 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     match convert(
         &ckpt,
         &config,
+        Family::ChatGlm2,
         &spm,
         &opts,
         &mut NoProgress,
