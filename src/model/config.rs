@@ -96,13 +96,13 @@ impl ModelConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.num_heads % self.num_kv_groups != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_groups) {
             return Err(ConfigError::HeadsNotMultipleOfGroups {
                 heads: self.num_heads,
                 groups: self.num_kv_groups,
             });
         }
-        if self.head_dim % 4 != 0 {
+        if !self.head_dim.is_multiple_of(4) {
             return Err(ConfigError::HeadDimNotMultipleOf4(self.head_dim));
         }
         let ratio = match self.rope_scaling {
