@@ -3,6 +3,10 @@
 
 mod model_common;
 
+use chatglm::arch::tensors::{
+    ATTN_NORM, ATTN_OUTPUT, ATTN_QKV, ATTN_QKV_BIAS, FFN_DOWN, FFN_NORM, FFN_UP, OUTPUT,
+    OUTPUT_NORM, TOKEN_EMBD,
+};
 use chatglm::model::{KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use half::f16;
@@ -54,20 +58,25 @@ fn read_case(body: &[u8], ty: GgmlType) -> Case {
     let f = |off: usize, n: usize| f32s(&body[off..off + 4 * n]);
     let i = |off: usize| i32::from_le_bytes(body[off..off + 4].try_into().unwrap()) as u32;
     let mut b = Builder::default();
-    b.add("token_embd.weight", &[V, H], &f(0, V * H), ty);
-    b.add("blk.0.attn_norm.weight", &[H], &f(640, H), GgmlType::F32);
-    b.add("blk.0.attn_qkv.weight", &[48, H], &f(768, 48 * H), ty);
-    b.add("blk.0.attn_qkv.bias", &[48], &f(6912, 48), GgmlType::F32);
-    b.add("blk.0.attn_output.weight", &[H, H], &f(7104, H * H), ty);
-    b.add("blk.0.ffn_norm.weight", &[H], &f(11200, H), GgmlType::F32);
-    b.add("blk.0.ffn_up.weight", &[96, H], &f(11328, 96 * H), ty);
-    b.add("blk.0.ffn_down.weight", &[H, 48], &f(23616, H * 48), ty);
-    b.add("output_norm.weight", &[H], &f(29760, H), GgmlType::F32);
+    b.add(&TOKEN_EMBD.gguf_name(0), &[V, H], &f(0, V * H), ty);
+    b.add(&ATTN_NORM.gguf_name(0), &[H], &f(640, H), GgmlType::F32);
+    b.add(&ATTN_QKV.gguf_name(0), &[48, H], &f(768, 48 * H), ty);
+    b.add(
+        &ATTN_QKV_BIAS.gguf_name(0),
+        &[48],
+        &f(6912, 48),
+        GgmlType::F32,
+    );
+    b.add(&ATTN_OUTPUT.gguf_name(0), &[H, H], &f(7104, H * H), ty);
+    b.add(&FFN_NORM.gguf_name(0), &[H], &f(11200, H), GgmlType::F32);
+    b.add(&FFN_UP.gguf_name(0), &[96, H], &f(11328, 96 * H), ty);
+    b.add(&FFN_DOWN.gguf_name(0), &[H, 48], &f(23616, H * 48), ty);
+    b.add(&OUTPUT_NORM.gguf_name(0), &[H], &f(29760, H), GgmlType::F32);
     let mut eye = vec![0.0; V * H];
     for r in 0..V {
         eye[r * H + r] = 1.0;
     }
-    b.add("output.weight", &[V, H], &eye, GgmlType::F32);
+    b.add(&OUTPUT.gguf_name(0), &[V, H], &eye, GgmlType::F32);
     Case {
         model: b.load(&config()),
         x1: (0..3).map(|k| i(29888 + 4 * k)).collect(),

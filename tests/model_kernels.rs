@@ -103,7 +103,9 @@ fn build(ty: GgmlType, layout: Layout) -> Model {
                 b.add(&gname, shape, &deq, GgmlType::F32);
                 continue;
             }
-            let (ty, data) = if layout == Layout::Interleaved && gname != "token_embd.weight" {
+            let (ty, data) = if layout == Layout::Interleaved
+                && gname != chatglm::arch::tensors::TOKEN_EMBD.gguf
+            {
                 let (t, d) = interleave(ty, rows, cols, &data).unwrap();
                 assert_eq!(t, ty.interleaved().unwrap(), "{gname}: {rows} rows");
                 (t, d)
