@@ -355,6 +355,26 @@ pub mod tensors {
             assert_eq!(gguf_name_of_hf("transformer.rotary_pos_emb.inv_freq"), None);
             assert_eq!(gguf_name_of_hf("transformer.encoder.layers.x.mlp"), None);
         }
+
+        #[test]
+        fn matrices_are_2d_and_norms_and_biases_1d() {
+            let c = crate::build::synthetic::Preset::ChatGlm2_6b.config();
+            for t in &TABLE {
+                let dims = t.shape(&c).unwrap().len();
+                let want = if t.role == Role::Matrix { 2 } else { 1 };
+                assert_eq!(dims, want, "{}", t.gguf);
+                // Names are unique within their namespace.
+                let same = TABLE.iter().filter(|u| u.place == Place::Layer);
+                if t.place == Place::Layer {
+                    assert_eq!(same.filter(|u| u.gguf == t.gguf || u.hf == t.hf).count(), 1);
+                }
+            }
+            assert_eq!(
+                TABLE.iter().filter(|t| t.place != Place::Layer).count(),
+                3,
+                "embedding, final norm, output"
+            );
+        }
     }
 }
 
