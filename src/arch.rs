@@ -102,6 +102,7 @@ pub mod keys {
 /// [`tensors::TABLE`]; adding a tensor means adding it there.
 ///
 /// [`ModelConfig`]: crate::model::ModelConfig
+/// [`Role`]: tensors::Role
 pub mod tensors {
     use crate::model::ModelConfig;
 
