@@ -19,8 +19,6 @@ pub mod keys {
     pub const GENERAL_FILE_TYPE: &str = "general.file_type";
     /// `general.quantization_version` (u32, 2 as in current ggml).
     pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
-    /// `general.alignment` (u32; absent means 32).
-    pub const GENERAL_ALIGNMENT: &str = "general.alignment";
 
     /// Maximum context the model was trained for (u32; HF `seq_length`).
     pub const CONTEXT_LENGTH: &str = "chatglm.context_length";
@@ -97,42 +95,287 @@ pub mod keys {
     pub const TOKENIZER_SP_VOCAB_SIZE: &str = "chatglm.tokenizer.sp_vocab_size";
 }
 
-/// Tensor names.
+/// The tensor table: every tensor of the ChatGLM2/3 network, once, with its GGUF name, its
+/// Hugging Face name, its [`Role`] and its shape as a function of the [`ModelConfig`] (as
+/// llama.cpp's `LLM_TENSOR_NAMES` and gguf-py's `TensorNameMap`). The converter's plan
+/// (`crate::build::build_plan`), the loader (`ModelWeights::load`) and the tests iterate
+/// [`tensors::TABLE`]; adding a tensor means adding it there.
+///
+/// [`ModelConfig`]: crate::model::ModelConfig
+/// [`Role`]: tensors::Role
 pub mod tensors {
-    /// Token embedding, `[vocab, hidden]`.
-    pub const TOKEN_EMBD: &str = "token_embd.weight";
-    /// Final RMSNorm weight, `[hidden]`.
-    pub const OUTPUT_NORM: &str = "output_norm.weight";
-    /// Output projection (not tied to the embedding), `[vocab, hidden]`.
-    pub const OUTPUT: &str = "output.weight";
+    use crate::model::ModelConfig;
 
-    /// Input RMSNorm weight of layer `i`, `[hidden]`.
-    pub fn attn_norm(i: usize) -> String {
-        format!("blk.{i}.attn_norm.weight")
+    /// The role a tensor plays, which decides its stored type (and, for synthetic models, its
+    /// values).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Role {
+        /// An RMSNorm weight: kept in f32.
+        Norm,
+        /// A bias: kept in f32.
+        Bias,
+        /// A 2-D weight matrix: stored in the requested type.
+        Matrix,
     }
-    /// Fused Q|K|V projection of layer `i`, `[(heads + 2 groups) * head_dim, hidden]`.
-    pub fn attn_qkv(i: usize) -> String {
-        format!("blk.{i}.attn_qkv.weight")
+
+    /// Where a tensor sits in the file (and the network).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Place {
+        /// Once, before the layers.
+        Head,
+        /// Once per transformer layer `N`: GGUF `blk.N.<name>`, Hugging Face
+        /// `transformer.encoder.layers.N.<name>`.
+        Layer,
+        /// Once, after the layers.
+        Tail,
     }
-    /// Fused Q|K|V bias of layer `i`, `[(heads + 2 groups) * head_dim]`.
-    pub fn attn_qkv_bias(i: usize) -> String {
-        format!("blk.{i}.attn_qkv.bias")
+
+    /// One entry of the tensor table.
+    #[derive(Debug, Clone, Copy)]
+    pub struct TensorSpec {
+        /// GGUF name; for a [`Place::Layer`] tensor the part after `blk.N.`.
+        pub gguf: &'static str,
+        /// Hugging Face name; for a [`Place::Layer`] tensor the part after
+        /// `transformer.encoder.layers.N.`.
+        pub hf: &'static str,
+        /// Where it sits.
+        pub place: Place,
+        /// What it is.
+        pub role: Role,
+        /// Its shape in PyTorch order (`[rows, cols]`, or `[len]`) for a configuration, `None`
+        /// if a size overflows.
+        pub shape: fn(&ModelConfig) -> Option<Vec<usize>>,
+        /// What the shape is, for documentation (`H` hidden, `V` vocab, `a` heads, `g` kv
+        /// groups, `d` head_dim, `F` ffn).
+        pub shape_doc: &'static str,
     }
-    /// Attention output projection of layer `i`, `[hidden, heads * head_dim]`.
-    pub fn attn_output(i: usize) -> String {
-        format!("blk.{i}.attn_output.weight")
+
+    /// GGUF prefix of layer `N`'s tensors is `blk.N.`.
+    const GGUF_LAYER: &str = "blk.";
+    /// Hugging Face prefix of layer `N`'s tensors is `transformer.encoder.layers.N.`.
+    const HF_LAYER: &str = "transformer.encoder.layers.";
+
+    impl TensorSpec {
+        /// The GGUF name, of layer `layer` for a [`Place::Layer`] tensor (ignored otherwise).
+        pub fn gguf_name(&self, layer: usize) -> String {
+            match self.place {
+                Place::Layer => format!("{GGUF_LAYER}{layer}.{}", self.gguf),
+                _ => self.gguf.to_owned(),
+            }
+        }
+
+        /// The Hugging Face name, of layer `layer` for a [`Place::Layer`] tensor.
+        pub fn hf_name(&self, layer: usize) -> String {
+            match self.place {
+                Place::Layer => format!("{HF_LAYER}{layer}.{}", self.hf),
+                _ => self.hf.to_owned(),
+            }
+        }
+
+        /// Its shape for `config` (PyTorch order), `None` on overflow.
+        pub fn shape(&self, config: &ModelConfig) -> Option<Vec<usize>> {
+            (self.shape)(config)
+        }
     }
-    /// Post-attention RMSNorm weight of layer `i`, `[hidden]`.
-    pub fn ffn_norm(i: usize) -> String {
-        format!("blk.{i}.ffn_norm.weight")
+
+    fn hidden(c: &ModelConfig) -> Option<Vec<usize>> {
+        Some(vec![c.hidden_size])
     }
-    /// Fused gate|up projection of layer `i`, `[2 * ffn, hidden]`, gate rows first.
-    pub fn ffn_up(i: usize) -> String {
-        format!("blk.{i}.ffn_up.weight")
+    fn vocab_by_hidden(c: &ModelConfig) -> Option<Vec<usize>> {
+        Some(vec![c.vocab_size, c.hidden_size])
     }
-    /// MLP down projection of layer `i`, `[hidden, ffn]`.
-    pub fn ffn_down(i: usize) -> String {
-        format!("blk.{i}.ffn_down.weight")
+
+    /// Token embedding, `[V, H]`.
+    pub const TOKEN_EMBD: TensorSpec = TensorSpec {
+        gguf: "token_embd.weight",
+        hf: "transformer.embedding.word_embeddings.weight",
+        place: Place::Head,
+        role: Role::Matrix,
+        shape: vocab_by_hidden,
+        shape_doc: "[V, H]",
+    };
+    /// Input RMSNorm weight of a layer, `[H]`.
+    pub const ATTN_NORM: TensorSpec = TensorSpec {
+        gguf: "attn_norm.weight",
+        hf: "input_layernorm.weight",
+        place: Place::Layer,
+        role: Role::Norm,
+        shape: hidden,
+        shape_doc: "[H]",
+    };
+    /// Fused Q|K|V projection of a layer, `[(a + 2g) d, H]`, rows Q | K | V.
+    pub const ATTN_QKV: TensorSpec = TensorSpec {
+        gguf: "attn_qkv.weight",
+        hf: "self_attention.query_key_value.weight",
+        place: Place::Layer,
+        role: Role::Matrix,
+        shape: |c| Some(vec![c.qkv_dim()?, c.hidden_size]),
+        shape_doc: "[(a + 2g) d, H], rows Q | K | V",
+    };
+    /// Fused Q|K|V bias of a layer, `[(a + 2g) d]`.
+    pub const ATTN_QKV_BIAS: TensorSpec = TensorSpec {
+        gguf: "attn_qkv.bias",
+        hf: "self_attention.query_key_value.bias",
+        place: Place::Layer,
+        role: Role::Bias,
+        shape: |c| Some(vec![c.qkv_dim()?]),
+        shape_doc: "[(a + 2g) d]",
+    };
+    /// Attention output projection of a layer, `[H, a d]`.
+    pub const ATTN_OUTPUT: TensorSpec = TensorSpec {
+        gguf: "attn_output.weight",
+        hf: "self_attention.dense.weight",
+        place: Place::Layer,
+        role: Role::Matrix,
+        shape: |c| Some(vec![c.hidden_size, c.num_heads.checked_mul(c.head_dim)?]),
+        shape_doc: "[H, a d]",
+    };
+    /// Post-attention RMSNorm weight of a layer, `[H]`.
+    pub const FFN_NORM: TensorSpec = TensorSpec {
+        gguf: "ffn_norm.weight",
+        hf: "post_attention_layernorm.weight",
+        place: Place::Layer,
+        role: Role::Norm,
+        shape: hidden,
+        shape_doc: "[H]",
+    };
+    /// Fused gate|up projection of a layer, `[2F, H]`, gate rows first.
+    pub const FFN_UP: TensorSpec = TensorSpec {
+        gguf: "ffn_up.weight",
+        hf: "mlp.dense_h_to_4h.weight",
+        place: Place::Layer,
+        role: Role::Matrix,
+        shape: |c| Some(vec![c.ffn_hidden_size.checked_mul(2)?, c.hidden_size]),
+        shape_doc: "[2F, H], gate rows first, then up",
+    };
+    /// MLP down projection of a layer, `[H, F]`.
+    pub const FFN_DOWN: TensorSpec = TensorSpec {
+        gguf: "ffn_down.weight",
+        hf: "mlp.dense_4h_to_h.weight",
+        place: Place::Layer,
+        role: Role::Matrix,
+        shape: |c| Some(vec![c.hidden_size, c.ffn_hidden_size]),
+        shape_doc: "[H, F]",
+    };
+    /// Final RMSNorm weight, `[H]`.
+    pub const OUTPUT_NORM: TensorSpec = TensorSpec {
+        gguf: "output_norm.weight",
+        hf: "transformer.encoder.final_layernorm.weight",
+        place: Place::Tail,
+        role: Role::Norm,
+        shape: hidden,
+        shape_doc: "[H]",
+    };
+    /// Output projection (not tied to the embedding), `[V, H]`.
+    pub const OUTPUT: TensorSpec = TensorSpec {
+        gguf: "output.weight",
+        hf: "transformer.output_layer.weight",
+        place: Place::Tail,
+        role: Role::Matrix,
+        shape: vocab_by_hidden,
+        shape_doc: "[V, H]",
+    };
+
+    /// Every tensor of the network, in file order within each [`Place`].
+    pub const TABLE: [TensorSpec; 10] = [
+        TOKEN_EMBD,
+        ATTN_NORM,
+        ATTN_QKV,
+        ATTN_QKV_BIAS,
+        ATTN_OUTPUT,
+        FFN_NORM,
+        FFN_UP,
+        FFN_DOWN,
+        OUTPUT_NORM,
+        OUTPUT,
+    ];
+
+    /// Number of tensors each transformer layer has.
+    pub fn per_layer() -> usize {
+        TABLE.iter().filter(|t| t.place == Place::Layer).count()
+    }
+
+    /// The most layers a file (or checkpoint) holding `tensors` tensors can describe: a count
+    /// read from a file is bounded by this before anything is sized from it.
+    pub fn max_layers(tensors: usize) -> usize {
+        let fixed = TABLE.len() - per_layer();
+        tensors.saturating_sub(fixed) / per_layer()
+    }
+
+    /// Every tensor of a `num_layers`-layer model in file order: the [`Place::Head`] ones, the
+    /// [`Place::Layer`] ones of layer 0, 1, ..., then the [`Place::Tail`] ones; each with its
+    /// layer (0 for the others).
+    pub fn in_file_order(num_layers: usize) -> impl Iterator<Item = (&'static TensorSpec, usize)> {
+        let at = |place: Place| TABLE.iter().filter(move |t| t.place == place);
+        at(Place::Head)
+            .map(|t| (t, 0))
+            .chain((0..num_layers).flat_map(move |l| at(Place::Layer).map(move |t| (t, l))))
+            .chain(at(Place::Tail).map(|t| (t, 0)))
+    }
+
+    /// The GGUF name of the tensor a checkpoint calls `hf`, if it is one of the table's.
+    pub fn gguf_name_of_hf(hf: &str) -> Option<String> {
+        if let Some(rest) = hf.strip_prefix(HF_LAYER) {
+            let (layer, name) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let t = TABLE
+                .iter()
+                .find(|t| t.place == Place::Layer && t.hf == name)?;
+            return Some(t.gguf_name(layer));
+        }
+        TABLE
+            .iter()
+            .find(|t| t.place != Place::Layer && t.hf == hf)
+            .map(|t| t.gguf_name(0))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_and_order() {
+            let names: Vec<String> = in_file_order(2).map(|(t, l)| t.gguf_name(l)).collect();
+            assert_eq!(names.len(), 3 + 2 * 7);
+            assert_eq!(names[0], "token_embd.weight");
+            assert_eq!(names[1], "blk.0.attn_norm.weight");
+            assert_eq!(names[8], "blk.1.attn_norm.weight");
+            assert_eq!(names[16], "output.weight");
+            assert_eq!(per_layer(), 7);
+            assert_eq!(max_layers(17), 2);
+            assert_eq!(max_layers(16), 1);
+            assert_eq!(max_layers(0), 0);
+            assert_eq!(
+                gguf_name_of_hf("transformer.encoder.layers.12.mlp.dense_4h_to_h.weight"),
+                Some("blk.12.ffn_down.weight".into())
+            );
+            assert_eq!(
+                gguf_name_of_hf("transformer.output_layer.weight"),
+                Some("output.weight".into())
+            );
+            assert_eq!(gguf_name_of_hf("transformer.rotary_pos_emb.inv_freq"), None);
+            assert_eq!(gguf_name_of_hf("transformer.encoder.layers.x.mlp"), None);
+        }
+
+        #[test]
+        fn matrices_are_2d_and_norms_and_biases_1d() {
+            let c = crate::build::synthetic::Preset::ChatGlm2_6b.config();
+            for t in &TABLE {
+                let dims = t.shape(&c).unwrap().len();
+                let want = if t.role == Role::Matrix { 2 } else { 1 };
+                assert_eq!(dims, want, "{}", t.gguf);
+                // Names are unique within their namespace.
+                let same = TABLE.iter().filter(|u| u.place == Place::Layer);
+                if t.place == Place::Layer {
+                    assert_eq!(same.filter(|u| u.gguf == t.gguf || u.hf == t.hf).count(), 1);
+                }
+            }
+            assert_eq!(
+                TABLE.iter().filter(|t| t.place != Place::Layer).count(),
+                3,
+                "embedding, final norm, output"
+            );
+        }
     }
 }
 

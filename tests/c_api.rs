@@ -608,7 +608,6 @@ fn golden_model() -> &'static Path {
         let c = &g["config"];
         let n = |k: &str| c[k].as_u64().unwrap() as usize;
         let config = ModelConfig {
-            family: Family::ChatGlm2,
             vocab_size: n("padded_vocab_size"),
             hidden_size: n("hidden_size"),
             num_layers: n("num_layers"),
@@ -623,7 +622,7 @@ fn golden_model() -> &'static Path {
         };
         let spm = SpmModel::from_file(golden_dir().join("tokenizer.model")).unwrap();
         let tokenizer =
-            TokenizerParts::from_spm(spm, config.family, Some(config.vocab_size)).unwrap();
+            TokenizerParts::from_spm(spm, Family::ChatGlm2, Some(config.vocab_size)).unwrap();
         let shards = ["model-00001-of-00002", "model-00002-of-00002"]
             .map(|s| std::fs::read(golden_dir().join(format!("{s}.safetensors"))).unwrap());
         let out = work_dir().join("glm2-small-f32.gguf");
@@ -637,7 +636,7 @@ fn golden_model() -> &'static Path {
         write_model(
             &config,
             &tokenizer,
-            build_plan(&config, GgmlType::F32, true),
+            build_plan(&config, GgmlType::F32, true).unwrap(),
             &mut Shards(shards.to_vec()),
             &opts,
             &mut NoProgress,

@@ -3,7 +3,11 @@
 
 mod model_common;
 
-use chatglm::model::{Family, KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
+use chatglm::arch::tensors::{
+    ATTN_NORM, ATTN_OUTPUT, ATTN_QKV, ATTN_QKV_BIAS, FFN_DOWN, FFN_NORM, FFN_UP, OUTPUT,
+    OUTPUT_NORM, TOKEN_EMBD,
+};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use half::f16;
 use model_common::{f32s, max_abs_diff, Builder};
@@ -19,9 +23,8 @@ fn data(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn config(family: Family) -> ModelConfig {
+fn config() -> ModelConfig {
     ModelConfig {
-        family,
         vocab_size: V,
         hidden_size: H,
         num_layers: 1,
@@ -50,27 +53,32 @@ struct Case {
 /// Reads the layout documented in `chatglm-cpp-data/README.md`. The file has no output layer:
 /// the test adds `output.weight` = the first 5 rows of the identity, so the logits are the
 /// first 5 hidden values and the hidden states themselves are compared.
-fn read_case(body: &[u8], family: Family, ty: GgmlType) -> Case {
+fn read_case(body: &[u8], ty: GgmlType) -> Case {
     assert_eq!(body.len(), 30548);
     let f = |off: usize, n: usize| f32s(&body[off..off + 4 * n]);
     let i = |off: usize| i32::from_le_bytes(body[off..off + 4].try_into().unwrap()) as u32;
     let mut b = Builder::default();
-    b.add("token_embd.weight", &[V, H], &f(0, V * H), ty);
-    b.add("blk.0.attn_norm.weight", &[H], &f(640, H), GgmlType::F32);
-    b.add("blk.0.attn_qkv.weight", &[48, H], &f(768, 48 * H), ty);
-    b.add("blk.0.attn_qkv.bias", &[48], &f(6912, 48), GgmlType::F32);
-    b.add("blk.0.attn_output.weight", &[H, H], &f(7104, H * H), ty);
-    b.add("blk.0.ffn_norm.weight", &[H], &f(11200, H), GgmlType::F32);
-    b.add("blk.0.ffn_up.weight", &[96, H], &f(11328, 96 * H), ty);
-    b.add("blk.0.ffn_down.weight", &[H, 48], &f(23616, H * 48), ty);
-    b.add("output_norm.weight", &[H], &f(29760, H), GgmlType::F32);
+    b.add(&TOKEN_EMBD.gguf_name(0), &[V, H], &f(0, V * H), ty);
+    b.add(&ATTN_NORM.gguf_name(0), &[H], &f(640, H), GgmlType::F32);
+    b.add(&ATTN_QKV.gguf_name(0), &[48, H], &f(768, 48 * H), ty);
+    b.add(
+        &ATTN_QKV_BIAS.gguf_name(0),
+        &[48],
+        &f(6912, 48),
+        GgmlType::F32,
+    );
+    b.add(&ATTN_OUTPUT.gguf_name(0), &[H, H], &f(7104, H * H), ty);
+    b.add(&FFN_NORM.gguf_name(0), &[H], &f(11200, H), GgmlType::F32);
+    b.add(&FFN_UP.gguf_name(0), &[96, H], &f(11328, 96 * H), ty);
+    b.add(&FFN_DOWN.gguf_name(0), &[H, 48], &f(23616, H * 48), ty);
+    b.add(&OUTPUT_NORM.gguf_name(0), &[H], &f(29760, H), GgmlType::F32);
     let mut eye = vec![0.0; V * H];
     for r in 0..V {
         eye[r * H + r] = 1.0;
     }
-    b.add("output.weight", &[V, H], &eye, GgmlType::F32);
+    b.add(&OUTPUT.gguf_name(0), &[V, H], &eye, GgmlType::F32);
     Case {
-        model: b.load(&config(family)),
+        model: b.load(&config()),
         x1: (0..3).map(|k| i(29888 + 4 * k)).collect(),
         y1: f(29900, 3 * H),
         x2: i(30284),
@@ -120,7 +128,7 @@ fn run(case: &Case, kv_type: KvType, prefix: Option<(usize, &[f32], &[f32])>) ->
 #[test]
 fn model_glm2_chatglm_cpp_vectors() {
     let body = data("glm2_model.data");
-    let case = read_case(&body, Family::ChatGlm2, GgmlType::F32);
+    let case = read_case(&body, GgmlType::F32);
     assert_eq!(case.x1, [0, 1, 2]);
     assert_eq!((case.x2, case.x3), (3, 4));
     let errs = run(&case, KvType::F32, None);
@@ -138,7 +146,7 @@ fn model_glm2_chatglm_cpp_vectors() {
 #[test]
 fn model_glm2_chatglm_cpp_vectors_f16_weights() {
     let body = data("glm2_model.data");
-    let case = read_case(&body, Family::ChatGlm2, GgmlType::F16);
+    let case = read_case(&body, GgmlType::F16);
     let errs = run(&case, KvType::F16, None);
     eprintln!("glm2 f16 weights, f16 cache: max abs errors {errs:?}");
     for e in errs {
@@ -173,7 +181,7 @@ fn model_glm3_ptuning_v2_chatglm_cpp_vectors() {
             }
         }
     }
-    let case = read_case(body, Family::ChatGlm3, GgmlType::F32);
+    let case = read_case(body, GgmlType::F32);
     let errs = run(&case, KvType::F32, Some((5, &keys, &values)));
     eprintln!("glm3 p-tuning v2, f32 cache: max abs errors {errs:?}");
     for e in errs {

@@ -2,8 +2,9 @@
 
 mod model_common;
 
+use chatglm::arch::tensors::{self, Role};
 use chatglm::model::{
-    ConfigError, Family, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
+    ConfigError, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
     TensorEntry,
 };
 use chatglm_kernels::GgmlType;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 fn config() -> ModelConfig {
     ModelConfig {
-        family: Family::ChatGlm3,
         vocab_size: 6,
         hidden_size: 32,
         num_layers: 2,
@@ -41,63 +41,19 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Every tensor of the table for `c`, matrices in a mix of f16 and f32.
 fn builder(c: &ModelConfig) -> Builder {
-    let (h, v, f) = (c.hidden_size, c.vocab_size, c.ffn_hidden_size);
-    let qkv = c.qkv_dim().unwrap();
     let mut b = Builder::default();
-    let mut seed = 0;
-    let mut add = |b: &mut Builder, name: &str, shape: &[usize], ty| {
-        seed += 1;
+    for (seed, (t, layer)) in tensors::in_file_order(c.num_layers).enumerate() {
+        let shape = t.shape(c).unwrap();
+        let ty = match (t.role, t.gguf) {
+            (Role::Matrix, "attn_output.weight" | "ffn_down.weight") => GgmlType::F32,
+            (Role::Matrix, _) => GgmlType::F16,
+            _ => GgmlType::F32,
+        };
         let n = shape.iter().product();
-        b.add(name, shape, &values(n, seed), ty);
-    };
-    add(&mut b, "token_embd.weight", &[v, h], GgmlType::F16);
-    for l in 0..c.num_layers {
-        add(
-            &mut b,
-            &format!("blk.{l}.attn_norm.weight"),
-            &[h],
-            GgmlType::F32,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.attn_qkv.weight"),
-            &[qkv, h],
-            GgmlType::F16,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.attn_qkv.bias"),
-            &[qkv],
-            GgmlType::F32,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.attn_output.weight"),
-            &[h, c.q_dim()],
-            GgmlType::F32,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.ffn_norm.weight"),
-            &[h],
-            GgmlType::F32,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.ffn_up.weight"),
-            &[2 * f, h],
-            GgmlType::F16,
-        );
-        add(
-            &mut b,
-            &format!("blk.{l}.ffn_down.weight"),
-            &[h, f],
-            GgmlType::F32,
-        );
+        b.add(&t.gguf_name(layer), &shape, &values(n, seed as u64 + 1), ty);
     }
-    add(&mut b, "output_norm.weight", &[h], GgmlType::F32);
-    add(&mut b, "output.weight", &[v, h], GgmlType::F16);
     b
 }
 

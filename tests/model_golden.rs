@@ -5,7 +5,7 @@
 
 mod model_common;
 
-use chatglm::model::{Family, KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, RopeScaling, StateOptions};
 use chatglm_kernels::GgmlType;
 use model_common::{argmax, max_abs_diff, Builder};
 use safetensors::{Dtype, SafeTensors};
@@ -47,7 +47,6 @@ fn config() -> ModelConfig {
     let c = &golden()["config"];
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
     ModelConfig {
-        family: Family::ChatGlm2,
         vocab_size: n("padded_vocab_size"),
         hidden_size: n("hidden_size"),
         num_layers: n("num_layers"),
@@ -62,36 +61,10 @@ fn config() -> ModelConfig {
     }
 }
 
-/// The GGUF name of a Hugging Face ChatGLM tensor (`None` for `rotary_pos_emb.inv_freq`,
-/// which the model recomputes).
+/// The GGUF name of a Hugging Face ChatGLM tensor, from the tensor table (`None` for
+/// `rotary_pos_emb.inv_freq`, which the model recomputes).
 fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = [
-        (
-            "transformer.embedding.word_embeddings.weight",
-            "token_embd.weight",
-        ),
-        (
-            "transformer.encoder.final_layernorm.weight",
-            "output_norm.weight",
-        ),
-        ("transformer.output_layer.weight", "output.weight"),
-    ];
-    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return Some(g.to_string());
-    }
-    let rest = hf.strip_prefix("transformer.encoder.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let g = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "self_attention.query_key_value.weight" => "attn_qkv.weight",
-        "self_attention.query_key_value.bias" => "attn_qkv.bias",
-        "self_attention.dense.weight" => "attn_output.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "mlp.dense_h_to_4h.weight" => "ffn_up.weight",
-        "mlp.dense_4h_to_h.weight" => "ffn_down.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}"))
+    chatglm::arch::tensors::gguf_name_of_hf(hf)
 }
 
 /// Builds the model with 2-D weights of type `ty` (1-D tensors are always F32).

@@ -7,9 +7,7 @@
 
 mod model_common;
 
-use chatglm::model::{
-    Family, KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions,
-};
+use chatglm::model::{KvType, Logits, Model, ModelConfig, ModelError, RopeScaling, StateOptions};
 use chatglm_kernels::quant::quantize_row;
 use chatglm_kernels::{interleave, GgmlType};
 use model_common::Builder;
@@ -29,7 +27,6 @@ fn config(g: &Value) -> ModelConfig {
     let c = &g["config"];
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
     ModelConfig {
-        family: Family::ChatGlm2,
         vocab_size: n("padded_vocab_size"),
         hidden_size: n("hidden_size"),
         num_layers: n("num_layers"),
@@ -44,26 +41,10 @@ fn config(g: &Value) -> ModelConfig {
     }
 }
 
+/// The GGUF name of a Hugging Face ChatGLM tensor, from the tensor table (`None` for
+/// `rotary_pos_emb.inv_freq`, which the model recomputes).
 fn gguf_name(hf: &str) -> Option<String> {
-    match hf {
-        "transformer.embedding.word_embeddings.weight" => return Some("token_embd.weight".into()),
-        "transformer.encoder.final_layernorm.weight" => return Some("output_norm.weight".into()),
-        "transformer.output_layer.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("transformer.encoder.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let g = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "self_attention.query_key_value.weight" => "attn_qkv.weight",
-        "self_attention.query_key_value.bias" => "attn_qkv.bias",
-        "self_attention.dense.weight" => "attn_output.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "mlp.dense_h_to_4h.weight" => "ffn_up.weight",
-        "mlp.dense_4h_to_h.weight" => "ffn_down.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}"))
+    chatglm::arch::tensors::gguf_name_of_hf(hf)
 }
 
 /// How `build` stores the quantized weights.
@@ -122,7 +103,9 @@ fn build(ty: GgmlType, layout: Layout) -> Model {
                 b.add(&gname, shape, &deq, GgmlType::F32);
                 continue;
             }
-            let (ty, data) = if layout == Layout::Interleaved && gname != "token_embd.weight" {
+            let (ty, data) = if layout == Layout::Interleaved
+                && gname != chatglm::arch::tensors::TOKEN_EMBD.gguf
+            {
                 let (t, d) = interleave(ty, rows, cols, &data).unwrap();
                 assert_eq!(t, ty.interleaved().unwrap(), "{gname}: {rows} rows");
                 (t, d)

@@ -270,7 +270,7 @@ fn naive_bpe(model: &SpmModel, normalized: &str) -> Vec<u32> {
         for i in 0..symbols.len().saturating_sub(1) {
             let joined = format!("{}{}", symbols[i], symbols[i + 1]);
             if let Some(&(_, score)) = mergeable.get(joined.as_str()) {
-                if best.map_or(true, |(_, s)| score > s) {
+                if best.is_none_or(|(_, s)| score > s) {
                     best = Some((i, score));
                 }
             }

@@ -1,7 +1,10 @@
 //! Conversion between ggml's row-major matrices and this project's row-interleaved types
 //! ([`GgmlType::Q4_0x8`], [`GgmlType::Q8_0x8`]; layout in [`crate::quant::q4_0x8`]).
 //!
-//! The converter calls [`interleave`] on each weight matrix it writes; [`deinterleave`] is the
+//! [`interleaved_layout`] is the one place that decides whether a matrix is stored
+//! interleaved: the converter's plan asks it for the type it announces in the file's header,
+//! and [`interleave`] asks it again for the bytes, so the two agree by construction. The
+//! converter calls [`interleave`] on each weight matrix it writes; [`deinterleave`] is the
 //! inverse (tests, tools). Both move whole blocks: no value changes.
 
 use crate::matmul::WeightMatrix;
@@ -9,8 +12,18 @@ use crate::quant::{as_blocks, Block, BlockQ4_0, BlockQ4_0x8, BlockQ8_0, BlockQ8_
 use crate::types::GROUP_ROWS;
 use crate::{GgmlType, KernelError};
 
+/// The type a `rows`-row matrix of `ty` (ggml's layout) is stored as when interleaving is
+/// wanted: the row-interleaved form of `ty` when it has one and `rows` is a non-zero multiple
+/// of 8, else `ty` itself.
+pub fn interleaved_layout(ty: GgmlType, rows: usize) -> GgmlType {
+    match ty.interleaved() {
+        Some(t) if rows > 0 && rows.is_multiple_of(GROUP_ROWS) => t,
+        _ => ty,
+    }
+}
+
 /// Rearranges a `rows x cols` matrix of `ty` (ggml's layout) into its row-interleaved type:
-/// `Q4_0` to `Q4_0x8`, `Q8_0` to `Q8_0x8`, when `rows` is a non-zero multiple of 8. Any other
+/// `Q4_0` to `Q4_0x8`, `Q8_0` to `Q8_0x8`, as [`interleaved_layout`] decides. Any other
 /// matrix (another type, or a row count that is not a multiple of 8) comes back unchanged,
 /// with its own type. Errors if `data` is not `rows x cols` of `ty`.
 pub fn interleave(
@@ -20,10 +33,13 @@ pub fn interleave(
     data: &[u8],
 ) -> Result<(GgmlType, Vec<u8>), KernelError> {
     let w = WeightMatrix::new(ty, rows, cols, data)?;
-    let target = match ty.interleaved() {
-        Some(t) if rows > 0 && rows.is_multiple_of(GROUP_ROWS) && cols > 0 => t,
-        _ => return Ok((ty, data.to_vec())),
-    };
+    let target = interleaved_layout(ty, rows);
+    if target == ty {
+        return Ok((ty, data.to_vec()));
+    }
+    if cols == 0 {
+        return Ok((target, Vec::new()));
+    }
     let out = match ty {
         GgmlType::Q4_0 => groups_from_rows::<BlockQ4_0, BlockQ4_0x8>(&w, BlockQ4_0x8::from_rows)?,
         GgmlType::Q8_0 => groups_from_rows::<BlockQ8_0, BlockQ8_0x8>(&w, BlockQ8_0x8::from_rows)?,

@@ -33,7 +33,7 @@ pub mod stream;
 pub mod types;
 
 pub use arch::Kernels;
-pub use interleave::{deinterleave, interleave};
+pub use interleave::{deinterleave, interleave, interleaved_layout};
 pub use isa::Isa;
 pub use pool::Pool;
 pub use types::GgmlType;

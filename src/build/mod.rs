@@ -12,6 +12,7 @@ pub use metadata::{file_type, general_metadata};
 pub use plan::{build_plan, interleaved_layout, is_ignored_hf_tensor, Role, TensorPlan};
 pub use quantize::encode_rows;
 
+use crate::arch::keys;
 use crate::gguf::{GgufError, GgufWriter, Metadata, TensorDesc};
 use crate::model::ModelConfig;
 use crate::tokenizer::{TokenizerError, TokenizerParts};
@@ -32,6 +33,9 @@ pub enum BuildError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The model configuration is invalid (see [`ModelConfig::validate`]).
+    #[error("invalid model config: {0}")]
+    Config(#[from] crate::model::ConfigError),
     /// The metadata or a tensor could not be encoded as GGUF.
     #[error("gguf: {0}")]
     Gguf(#[from] GgufError),
@@ -164,6 +168,7 @@ pub fn write_model(
     let mut metadata = Metadata::new();
     general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
     config.to_gguf(&mut metadata)?;
+    metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family.name())?;
     tokenizer.to_gguf(&mut metadata)?;
     let descs: Vec<TensorDesc> = plan
         .iter()
@@ -193,12 +198,11 @@ pub fn write_model(
         bytes.resize(t.bytes(), 0);
         encode_rows(t.ty.portable(), &values, t.cols(), &mut bytes, opts.threads)
             .map_err(quantize)?;
+        // The plan's type came from `interleaved_layout`, which `interleave` follows too.
         if t.ty.is_interleaved() {
-            let (ty, grouped) =
-                chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
-                    .map_err(quantize)?;
-            debug_assert_eq!(ty, t.ty);
-            bytes = grouped;
+            bytes = chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
+                .map_err(quantize)?
+                .1;
         }
         writer.write_tensor(&t.name, &bytes)?;
         progress.tensor_done(t);

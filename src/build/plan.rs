@@ -2,19 +2,10 @@
 //! type and where its values come from.
 
 use crate::arch::tensors;
-use crate::model::ModelConfig;
+use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
 
-/// The role a tensor plays, which decides its output type and (for synthetic models) its values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// An RMSNorm weight: kept in f32.
-    Norm,
-    /// A bias: kept in f32.
-    Bias,
-    /// A 2-D weight matrix: stored in the requested type.
-    Matrix,
-}
+pub use crate::arch::tensors::Role;
 
 /// One tensor of the output file.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,12 +46,9 @@ impl TensorPlan {
     }
 }
 
-/// Hugging Face name of the transformer layer `i`'s tensor `suffix`.
-fn hf_layer(i: usize, suffix: &str) -> String {
-    format!("transformer.encoder.layers.{i}.{suffix}")
-}
-
-/// Every tensor of the output file in file order, with `matrix_type` for 2-D weights.
+/// Every tensor of the output file in file order ([`tensors::in_file_order`]), with
+/// `matrix_type` for 2-D weights. Errors if `shape` is not a valid configuration
+/// ([`ModelConfig::validate`]).
 ///
 /// Embedding and output layers are quantized like the other matrices (as chatglm.cpp does):
 /// they are 2 x 266 M of the 6.2 B parameters, and keeping them wider would grow a q4_0 file
@@ -71,121 +59,60 @@ fn hf_layer(i: usize, suffix: &str) -> String {
 /// row-interleaved form of their type where it has one and the row count allows
 /// ([`interleaved_layout`]); the embedding stays in ggml's layout, since decode reads one of
 /// its rows at a time.
-pub fn build_plan(shape: &ModelConfig, matrix_type: GgmlType, portable: bool) -> Vec<TensorPlan> {
-    let qkv_rows = (shape.num_heads + 2 * shape.num_kv_groups) * shape.head_dim;
-    let (h, v, f) = (shape.hidden_size, shape.vocab_size, shape.ffn_hidden_size);
-    let attn = shape.num_heads * shape.head_dim;
-    let mut plan = Vec::with_capacity(3 + 7 * shape.num_layers);
-    let mut push = |name: String, hf_name: String, dims: Vec<usize>, role: Role| {
-        let (ty, fallback) = match role {
-            Role::Norm | Role::Bias => (GgmlType::F32, None),
-            Role::Matrix => {
-                let cols = dims.last().copied().unwrap_or(0);
-                if cols % matrix_type.block_size() == 0 {
-                    (matrix_type, None)
-                } else {
-                    (
-                        GgmlType::F16,
-                        Some(format!(
-                            "rows of {cols} are not a multiple of the {matrix_type} block size {}",
-                            matrix_type.block_size()
-                        )),
-                    )
+///
+/// No capacity is taken from the configuration: a caller bounds `shape.num_layers` by what
+/// its input holds (the converter by the checkpoint's tensor count,
+/// [`tensors::max_layers`]).
+pub fn build_plan(
+    shape: &ModelConfig,
+    matrix_type: GgmlType,
+    portable: bool,
+) -> Result<Vec<TensorPlan>, ConfigError> {
+    shape.validate()?;
+    tensors::in_file_order(shape.num_layers)
+        .map(|(spec, layer)| {
+            let dims = spec
+                .shape(shape)
+                .ok_or(ConfigError::Overflow("tensor shape"))?;
+            let (mut ty, fallback) = match spec.role {
+                Role::Norm | Role::Bias => (GgmlType::F32, None),
+                Role::Matrix => {
+                    let cols = dims.last().copied().unwrap_or(0);
+                    if cols % matrix_type.block_size() == 0 {
+                        (matrix_type, None)
+                    } else {
+                        (
+                            GgmlType::F16,
+                            Some(format!(
+                                "rows of {cols} are not a multiple of the {matrix_type} block size {}",
+                                matrix_type.block_size()
+                            )),
+                        )
+                    }
                 }
+            };
+            if !portable && spec.role == Role::Matrix && spec.gguf != tensors::TOKEN_EMBD.gguf {
+                ty = interleaved_layout(ty, dims[0]);
             }
-        };
-        plan.push(TensorPlan {
-            name,
-            hf_name,
-            shape: dims,
-            role,
-            ty,
-            fallback,
-        });
-    };
-    push(
-        tensors::TOKEN_EMBD.into(),
-        "transformer.embedding.word_embeddings.weight".into(),
-        vec![v, h],
-        Role::Matrix,
-    );
-    for i in 0..shape.num_layers {
-        push(
-            tensors::attn_norm(i),
-            hf_layer(i, "input_layernorm.weight"),
-            vec![h],
-            Role::Norm,
-        );
-        push(
-            tensors::attn_qkv(i),
-            hf_layer(i, "self_attention.query_key_value.weight"),
-            vec![qkv_rows, h],
-            Role::Matrix,
-        );
-        push(
-            tensors::attn_qkv_bias(i),
-            hf_layer(i, "self_attention.query_key_value.bias"),
-            vec![qkv_rows],
-            Role::Bias,
-        );
-        push(
-            tensors::attn_output(i),
-            hf_layer(i, "self_attention.dense.weight"),
-            vec![h, attn],
-            Role::Matrix,
-        );
-        push(
-            tensors::ffn_norm(i),
-            hf_layer(i, "post_attention_layernorm.weight"),
-            vec![h],
-            Role::Norm,
-        );
-        push(
-            tensors::ffn_up(i),
-            hf_layer(i, "mlp.dense_h_to_4h.weight"),
-            vec![2 * f, h],
-            Role::Matrix,
-        );
-        push(
-            tensors::ffn_down(i),
-            hf_layer(i, "mlp.dense_4h_to_h.weight"),
-            vec![h, f],
-            Role::Matrix,
-        );
-    }
-    push(
-        tensors::OUTPUT_NORM.into(),
-        "transformer.encoder.final_layernorm.weight".into(),
-        vec![h],
-        Role::Norm,
-    );
-    push(
-        tensors::OUTPUT.into(),
-        "transformer.output_layer.weight".into(),
-        vec![v, h],
-        Role::Matrix,
-    );
-    if !portable {
-        for t in plan
-            .iter_mut()
-            .filter(|t| t.role == Role::Matrix && t.name != tensors::TOKEN_EMBD)
-        {
-            t.ty = interleaved_layout(t.ty, t.shape[0]);
-        }
-    }
-    plan
+            Ok(TensorPlan {
+                name: spec.gguf_name(layer),
+                hf_name: spec.hf_name(layer),
+                shape: dims,
+                role: spec.role,
+                ty,
+                fallback,
+            })
+        })
+        .collect()
 }
 
 /// The type a `rows`-row matrix of `ty` is stored as in a non-portable file: the
 /// row-interleaved form of `ty` (groups of rows stored block by block, so one sequential
 /// stream feeds several outputs: about 2x faster decode with AVX-512) when there is one and
-/// `rows` is a whole number of groups, else `ty` itself.
-pub fn interleaved_layout(ty: GgmlType, rows: usize) -> GgmlType {
-    match ty.interleaved() {
-        Some(t) if rows > 0 && rows % t.row_group() == 0 => t,
-        _ => ty,
-    }
-}
+/// `rows` is a whole number of groups, else `ty` itself. This is the kernels'
+/// [`chatglm_kernels::interleaved_layout`], which `interleave` also follows: the type in the
+/// header and the bytes written agree by construction.
+pub use chatglm_kernels::interleaved_layout;
 
 /// Checkpoint tensors the converter reads but does not write: the RoPE inverse frequencies are
 /// recomputed by the runtime from the base.
@@ -203,7 +130,7 @@ mod tests {
 
     #[test]
     fn chatglm2_6b_has_199_tensors_of_6_2b_parameters() {
-        let plan = build_plan(&glm2_6b(), GgmlType::Q4_0, true);
+        let plan = build_plan(&glm2_6b(), GgmlType::Q4_0, true).unwrap();
         assert_eq!(plan.len(), 199);
         let params: usize = plan.iter().map(TensorPlan::numel).sum();
         assert_eq!(params, 6_243_584_000);
@@ -223,7 +150,7 @@ mod tests {
 
     #[test]
     fn non_portable_plans_interleave_every_matrix_but_the_embedding() {
-        let plan = build_plan(&glm2_6b(), GgmlType::Q4_0, false);
+        let plan = build_plan(&glm2_6b(), GgmlType::Q4_0, false).unwrap();
         for t in &plan {
             let want = match (t.role, t.name.as_str()) {
                 (Role::Matrix, "token_embd.weight") => GgmlType::Q4_0,
@@ -244,7 +171,7 @@ mod tests {
         let mut s = glm2_6b();
         s.num_layers = 1;
         s.ffn_hidden_size = 100;
-        let plan = build_plan(&s, GgmlType::Q8_0, true);
+        let plan = build_plan(&s, GgmlType::Q8_0, true).unwrap();
         let down = plan
             .iter()
             .find(|t| t.name == "blk.0.ffn_down.weight")

@@ -53,15 +53,18 @@ impl Preset {
         }
     }
 
+    /// The prompt format (and special tokens) of the model.
+    pub fn family(self) -> Family {
+        match self {
+            Preset::ChatGlm3_6b => Family::ChatGlm3,
+            Preset::ChatGlm2_6b | Preset::Tiny => Family::ChatGlm2,
+        }
+    }
+
     /// The model's configuration.
     pub fn config(self) -> ModelConfig {
         match self {
             Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => ModelConfig {
-                family: if self == Preset::ChatGlm2_6b {
-                    Family::ChatGlm2
-                } else {
-                    Family::ChatGlm3
-                },
                 vocab_size: 65024,
                 hidden_size: 4096,
                 num_layers: 28,
@@ -79,7 +82,6 @@ impl Preset {
                 rope_scaling: RopeScaling::None,
             },
             Preset::Tiny => ModelConfig {
-                family: Family::ChatGlm2,
                 vocab_size: 1024,
                 hidden_size: 128,
                 num_layers: 2,
@@ -252,10 +254,10 @@ pub fn write_synthetic(
     let config = preset.config();
     let tokenizer = TokenizerParts::from_spm(
         placeholder_tokenizer(preset.sp_vocab_size()),
-        config.family,
+        preset.family(),
         Some(config.vocab_size),
     )?;
-    let plan = build_plan(&config, opts.matrix_type, opts.portable);
+    let plan = build_plan(&config, opts.matrix_type, opts.portable)?;
     write_model(
         &config,
         &tokenizer,
@@ -285,7 +287,7 @@ mod tests {
 
     #[test]
     fn values_do_not_depend_on_thread_count() {
-        let plan = build_plan(&Preset::Tiny.config(), GgmlType::Q4_0, true);
+        let plan = build_plan(&Preset::Tiny.config(), GgmlType::Q4_0, true).unwrap();
         let t = &plan[2];
         let mut a = vec![0.0; t.numel()];
         let mut b = vec![0.0; t.numel()];

@@ -70,7 +70,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let weight_bytes: u64 = file
         .tensors()
         .iter()
-        .filter(|t| t.name != tensors::TOKEN_EMBD)
+        .filter(|t| t.name != tensors::TOKEN_EMBD.gguf)
         .map(|t| t.size_bytes)
         .sum();
 

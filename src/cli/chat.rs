@@ -28,7 +28,7 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
         eprintln!(
             "chatglm: {} ({}), context {}. /clear forgets the conversation, /exit or Ctrl-D quits.",
             engine.path().display(),
-            engine.config().family,
+            engine.tokenizer().family(),
             session.context()
         );
     }

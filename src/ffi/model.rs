@@ -215,7 +215,7 @@ pub unsafe extern "C" fn chatglm_model_get_info(
         }
         let config = model.engine.config();
         let info = chatglm_model_info {
-            family: match config.family {
+            family: match model.engine.tokenizer().family() {
                 crate::arch::Family::ChatGlm2 => 2,
                 crate::arch::Family::ChatGlm3 => 3,
             },

@@ -1,6 +1,8 @@
 //! The model blueprint: every size the forward pass needs, checked once by
 //! [`ModelConfig::validate`] so that the rest of the model can rely on it.
 
+/// The prompt format, which the tokenizer and the session need; the network is the same for
+/// both, so a [`ModelConfig`] does not hold it (see `Tokenizer::family`).
 pub use crate::arch::Family;
 
 /// How a checkpoint's `rope_ratio` stretches the rotary embedding.
@@ -22,8 +24,6 @@ pub enum RopeScaling {
 /// where they differ from llama.cpp's (`kv_channels` is [`ModelConfig::head_dim`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
-    /// Model generation.
-    pub family: Family,
     /// Rows of the embedding and output matrices (`padded_vocab_size`, 65024 for the 6B models).
     pub vocab_size: usize,
     /// Width of the residual stream (4096).
@@ -96,13 +96,13 @@ impl ModelConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.num_heads % self.num_kv_groups != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_groups) {
             return Err(ConfigError::HeadsNotMultipleOfGroups {
                 heads: self.num_heads,
                 groups: self.num_kv_groups,
             });
         }
-        if self.head_dim % 4 != 0 {
+        if !self.head_dim.is_multiple_of(4) {
             return Err(ConfigError::HeadDimNotMultipleOf4(self.head_dim));
         }
         let ratio = match self.rope_scaling {
@@ -198,7 +198,6 @@ mod tests {
 
     fn small() -> ModelConfig {
         ModelConfig {
-            family: Family::ChatGlm2,
             vocab_size: 2240,
             hidden_size: 256,
             num_layers: 3,

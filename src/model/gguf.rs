@@ -21,6 +21,32 @@ fn to_u32(v: usize, key: &'static str) -> Result<u32, GgufError> {
     })
 }
 
+/// `key`'s f32 value, which must be finite and within `range` (what a runnable model can
+/// have): NaN, infinities and absurd values are refused with the key named.
+fn checked_f32(
+    md: &Metadata,
+    key: &str,
+    range: std::ops::RangeInclusive<f32>,
+    what: &str,
+) -> Result<f32, ModelError> {
+    let v = md.get_f32(key)?;
+    if v.is_finite() && range.contains(&v) && v != 0.0 {
+        Ok(v)
+    } else {
+        Err(ModelError::Metadata {
+            key: key.to_owned(),
+            reason: format!(
+                "{v} is not a usable {what} (finite, non-zero, within {}..={})",
+                range.start(),
+                range.end()
+            ),
+        })
+    }
+}
+
+/// Largest RoPE ratio or linear scaling factor accepted (ChatGLM3-128k has 500).
+const MAX_ROPE_RATIO: f32 = 1.0e6;
+
 fn to_usize(v: u64, key: &str) -> Result<usize, ModelError> {
     usize::try_from(v).map_err(|_| ModelError::Metadata {
         key: key.to_owned(),
@@ -74,13 +100,15 @@ impl ModelConfig {
             RopeScaling::MultiplyBase(r) => r,
         };
         md.push_f32(keys::ROPE_RATIO, ratio)?;
-        md.push_str(keys::PROMPT_FORMAT, self.family.name())?;
         Ok(())
     }
 
     /// Reads the configuration of a `chatglm` GGUF file: the hyper-parameters from the
-    /// metadata, the vocabulary size from the embedding's row count. Checks the architecture
-    /// and that RoPE rotates half of each head, as ChatGLM does.
+    /// metadata, the vocabulary size from the embedding's row count. Checks the architecture,
+    /// that RoPE rotates half of each head, as ChatGLM does, that the block count is no more
+    /// than the file's tensors can hold ([`tensors::max_layers`]) and that the RoPE base,
+    /// ratio, scaling factor and RMSNorm epsilon are finite and in range (an error names the
+    /// key), then validates the result ([`ModelConfig::validate`]).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let md = file.metadata();
         let arch = md.get_str(keys::GENERAL_ARCHITECTURE)?;
@@ -109,9 +137,12 @@ impl ModelConfig {
         let rope_scaling = match md.get(keys::ROPE_SCALING_TYPE) {
             None => RopeScaling::None,
             Some(Value::String(s)) if s == "none" => RopeScaling::None,
-            Some(Value::String(s)) if s == "linear" => {
-                RopeScaling::DividePositions(md.get_f32(keys::ROPE_SCALING_FACTOR)?)
-            }
+            Some(Value::String(s)) if s == "linear" => RopeScaling::DividePositions(checked_f32(
+                md,
+                keys::ROPE_SCALING_FACTOR,
+                0.0..=MAX_ROPE_RATIO,
+                "RoPE scaling factor",
+            )?),
             Some(other) => {
                 return Err(ModelError::Metadata {
                     key: keys::ROPE_SCALING_TYPE.to_owned(),
@@ -119,32 +150,50 @@ impl ModelConfig {
                 })
             }
         };
-        let family = crate::tokenizer::family_from_gguf(md)?;
+        // Informational (the base is stored already multiplied), but a value that is not a
+        // ratio means the file is broken.
+        if md.get(keys::ROPE_RATIO).is_some() {
+            checked_f32(md, keys::ROPE_RATIO, 0.0..=MAX_ROPE_RATIO, "RoPE ratio")?;
+        }
+        // A count bounds itself by what the file holds before anything is sized from it.
+        let num_layers = get(keys::BLOCK_COUNT)?;
+        let max_layers = tensors::max_layers(file.tensors().len());
+        if num_layers > max_layers {
+            return Err(ModelError::Metadata {
+                key: keys::BLOCK_COUNT.to_owned(),
+                reason: format!(
+                    "{num_layers} layers, but the file's {} tensors hold at most {max_layers} \
+                     ({} per layer)",
+                    file.tensors().len(),
+                    tensors::per_layer()
+                ),
+            });
+        }
+        let embd_name = tensors::TOKEN_EMBD.gguf;
         let embd = file
-            .tensor(tensors::TOKEN_EMBD)
-            .ok_or_else(|| ModelError::MissingTensor(tensors::TOKEN_EMBD.to_owned()))?;
+            .tensor(embd_name)
+            .ok_or_else(|| ModelError::MissingTensor(embd_name.to_owned()))?;
         let vocab_size = match embd.dims.as_slice() {
-            [_, rows] => to_usize(*rows, tensors::TOKEN_EMBD)?,
+            [_, rows] => to_usize(*rows, embd_name)?,
             dims => {
                 return Err(ModelError::TensorShape {
-                    name: tensors::TOKEN_EMBD.to_owned(),
+                    name: embd_name.to_owned(),
                     expected: vec![hidden_size as u64, 0],
                     got: dims.to_vec(),
                 })
             }
         };
         let config = ModelConfig {
-            family,
             vocab_size,
             hidden_size,
-            num_layers: get(keys::BLOCK_COUNT)?,
+            num_layers,
             num_heads,
             num_kv_groups: get(keys::HEAD_COUNT_KV)?,
             head_dim,
             ffn_hidden_size: get(keys::FEED_FORWARD_LENGTH)?,
             context_length: get(keys::CONTEXT_LENGTH)?,
-            rms_eps: md.get_f32(keys::RMS_EPS)?,
-            rope_base: md.get_f32(keys::ROPE_FREQ_BASE)?,
+            rms_eps: checked_f32(md, keys::RMS_EPS, 0.0..=0.1, "RMSNorm epsilon")?,
+            rope_base: checked_f32(md, keys::ROPE_FREQ_BASE, 1.0..=f32::MAX, "RoPE base")?,
             rope_scaling,
         };
         config.validate()?;
@@ -171,6 +220,8 @@ impl Model {
             })
         };
         let storage: super::Storage = file.clone();
-        Model::load(&config, storage, lookup)
+        // `from_gguf` validated the configuration: load without doing it again.
+        let weights = super::ModelWeights::load_valid(&config, storage, lookup)?;
+        Ok(Model::from_weights(weights))
     }
 }

@@ -5,22 +5,24 @@
 //! the [`KvCache`], allocated once per session) and [`Model::forward`], one straight loop over
 //! the layers. The reference is the Hugging Face code (THUDM `modeling_chatglm.py`).
 //!
-//! Tensor names are llama.cpp's GGUF names for `chatglm`. Shapes are given as `[rows, cols]`
-//! (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden, `V` vocab, `a` heads,
-//! `g` kv groups, `d` head_dim, `F` ffn:
+//! Tensor names are llama.cpp's GGUF names for `chatglm`; the list, with Hugging Face names,
+//! roles and shapes, is [`crate::arch::tensors::TABLE`], which the loader iterates. Shapes are
+//! given as `[rows, cols]` (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden,
+//! `V` vocab, `a` heads, `g` kv groups, `d` head_dim, `F` ffn. Norms and biases are f32, the
+//! matrices any matrix type. In short (a test keeps this summary equal to the table):
 //!
-//! | name | shape | type |
-//! |---|---|---|
-//! | `token_embd.weight` | `[V, H]` | any matrix type |
-//! | `blk.N.attn_norm.weight` | `[H]` | f32 |
-//! | `blk.N.attn_qkv.weight` | `[(a + 2g) d, H]`, rows Q \| K \| V | any |
-//! | `blk.N.attn_qkv.bias` | `[(a + 2g) d]` | f32 |
-//! | `blk.N.attn_output.weight` | `[H, a d]` | any |
-//! | `blk.N.ffn_norm.weight` | `[H]` | f32 |
-//! | `blk.N.ffn_up.weight` | `[2F, H]`, gate rows first, then up | any |
-//! | `blk.N.ffn_down.weight` | `[H, F]` | any |
-//! | `output_norm.weight` | `[H]` | f32 |
-//! | `output.weight` | `[V, H]` | any |
+//! | name | shape |
+//! |---|---|
+//! | `token_embd.weight` | `[V, H]` |
+//! | `blk.N.attn_norm.weight` | `[H]` |
+//! | `blk.N.attn_qkv.weight` | `[(a + 2g) d, H], rows Q \| K \| V` |
+//! | `blk.N.attn_qkv.bias` | `[(a + 2g) d]` |
+//! | `blk.N.attn_output.weight` | `[H, a d]` |
+//! | `blk.N.ffn_norm.weight` | `[H]` |
+//! | `blk.N.ffn_up.weight` | `[2F, H], gate rows first, then up` |
+//! | `blk.N.ffn_down.weight` | `[H, F]` |
+//! | `output_norm.weight` | `[H]` |
+//! | `output.weight` | `[V, H]` |
 //!
 //! "Any" is f32, f16, q4_0, q4_1, q8_0 or the row-interleaved q4_0x8 and q8_0x8 (whose row
 //! count is a multiple of 8); every product goes through
@@ -243,5 +245,32 @@ impl Model {
     /// A fresh run state (activation buffers and an empty KV cache) for this model.
     pub fn new_state(&self, options: StateOptions) -> Result<RunState, ModelError> {
         RunState::new(self.config(), options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::arch::tensors::{Place, TABLE};
+
+    /// The module docs' summary lists exactly the tensor table, in its order.
+    #[test]
+    fn doc_table_matches_the_tensor_table() {
+        let doc: Vec<String> = include_str!("mod.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .filter(|l| !l.starts_with("name"))
+            .map(str::to_owned)
+            .collect();
+        let want: Vec<String> = TABLE
+            .iter()
+            .map(|t| {
+                let name = match t.place {
+                    Place::Layer => format!("blk.N.{}", t.gguf),
+                    _ => t.gguf.to_owned(),
+                };
+                format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+            })
+            .collect();
+        assert_eq!(doc, want);
     }
 }

@@ -59,11 +59,10 @@ pub(crate) fn silu(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Family, RopeScaling};
+    use crate::model::RopeScaling;
 
     fn cfg(head_dim: usize, scaling: RopeScaling) -> ModelConfig {
         ModelConfig {
-            family: Family::ChatGlm2,
             vocab_size: 8,
             hidden_size: 8,
             num_layers: 1,

@@ -8,7 +8,7 @@
 //! aligned.
 
 use super::{ModelConfig, ModelError};
-use crate::arch::tensors;
+use crate::arch::tensors::{self, Role, TensorSpec};
 use chatglm_kernels::matmul::WeightMatrix;
 use chatglm_kernels::GgmlType;
 use std::ops::Range;
@@ -114,44 +114,49 @@ impl std::fmt::Debug for ModelWeights {
 }
 
 impl ModelWeights {
-    /// Resolves every tensor of `config` through `lookup` (GGUF / llama.cpp names, see the
-    /// module docs of [`crate::model`]) and checks that each one exists, has exactly the
-    /// expected shape and a supported type, and lies inside `storage`. Errors name the tensor.
+    /// Resolves every tensor of `config` through `lookup` (the names and shapes of
+    /// [`tensors::TABLE`]) and checks that each one exists, has exactly the expected shape and
+    /// a supported type, and lies inside `storage`. Errors name the tensor.
+    ///
+    /// Nothing is sized from `config.num_layers` before its tensors are found: a file that
+    /// claims more layers than it holds fails on the first missing tensor.
     pub fn load(
         config: &ModelConfig,
         storage: Storage,
         lookup: impl Fn(&str) -> Option<TensorEntry>,
     ) -> Result<Self, ModelError> {
         config.validate()?;
+        Self::load_valid(config, storage, lookup)
+    }
+
+    /// [`ModelWeights::load`] for a configuration already validated (by
+    /// [`ModelConfig::from_gguf`]), so that one load validates it once.
+    pub(crate) fn load_valid(
+        config: &ModelConfig,
+        storage: Storage,
+        lookup: impl Fn(&str) -> Option<TensorEntry>,
+    ) -> Result<Self, ModelError> {
         let bytes: &[u8] = (*storage).as_ref();
-        let h = config.hidden_size;
-        let v = config.vocab_size;
-        let f = config.ffn_hidden_size;
-        let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
         let loader = Loader {
             bytes,
             lookup: &lookup,
+            config,
         };
-
-        let token_embd = loader.matrix(tensors::TOKEN_EMBD, v, h)?;
-        let mut layers = Vec::with_capacity(config.num_layers);
+        let token_embd = loader.matrix(&tensors::TOKEN_EMBD, 0)?;
+        let mut layers = Vec::new();
         for l in 0..config.num_layers {
             layers.push(LayerWeights {
-                attn_norm: loader.vector(&tensors::attn_norm(l), h)?,
-                attn_qkv: loader.matrix(&tensors::attn_qkv(l), qkv, h)?,
-                attn_qkv_bias: loader.vector(&tensors::attn_qkv_bias(l), qkv)?,
-                attn_output: loader.matrix(&tensors::attn_output(l), h, config.q_dim())?,
-                ffn_norm: loader.vector(&tensors::ffn_norm(l), h)?,
-                ffn_up: loader.matrix(
-                    &tensors::ffn_up(l),
-                    f.checked_mul(2).ok_or(ModelError::Overflow("ffn rows"))?,
-                    h,
-                )?,
-                ffn_down: loader.matrix(&tensors::ffn_down(l), h, f)?,
+                attn_norm: loader.vector(&tensors::ATTN_NORM, l)?,
+                attn_qkv: loader.matrix(&tensors::ATTN_QKV, l)?,
+                attn_qkv_bias: loader.vector(&tensors::ATTN_QKV_BIAS, l)?,
+                attn_output: loader.matrix(&tensors::ATTN_OUTPUT, l)?,
+                ffn_norm: loader.vector(&tensors::FFN_NORM, l)?,
+                ffn_up: loader.matrix(&tensors::FFN_UP, l)?,
+                ffn_down: loader.matrix(&tensors::FFN_DOWN, l)?,
             });
         }
-        let output_norm = loader.vector(tensors::OUTPUT_NORM, h)?;
-        let output = loader.matrix(tensors::OUTPUT, v, h)?;
+        let output_norm = loader.vector(&tensors::OUTPUT_NORM, 0)?;
+        let output = loader.matrix(&tensors::OUTPUT, 0)?;
         Ok(Self {
             config: config.clone(),
             storage,
@@ -174,19 +179,27 @@ impl ModelWeights {
 
     /// Name and type of every 2-D weight, in file order, for display (`chatglm info`).
     pub fn matrix_types(&self) -> Vec<(String, GgmlType)> {
-        let mut out = vec![(self.token_embd.name.clone(), self.token_embd.ty)];
-        for layer in &self.layers {
-            for m in [
-                &layer.attn_qkv,
-                &layer.attn_output,
-                &layer.ffn_up,
-                &layer.ffn_down,
-            ] {
-                out.push((m.name.clone(), m.ty));
-            }
-        }
-        out.push((self.output.name.clone(), self.output.ty));
-        out
+        tensors::in_file_order(self.layers.len())
+            .filter(|(spec, _)| spec.role == Role::Matrix)
+            .filter_map(|(spec, layer)| {
+                let m = self.matrix(spec, layer)?;
+                Some((m.name.clone(), m.ty))
+            })
+            .collect()
+    }
+
+    /// The loaded matrix of table entry `spec` (of layer `layer`), if it is one.
+    fn matrix(&self, spec: &TensorSpec, layer: usize) -> Option<&Matrix> {
+        let l = self.layers.get(layer);
+        Some(match spec.gguf {
+            g if g == tensors::TOKEN_EMBD.gguf => &self.token_embd,
+            g if g == tensors::OUTPUT.gguf => &self.output,
+            g if g == tensors::ATTN_QKV.gguf => &l?.attn_qkv,
+            g if g == tensors::ATTN_OUTPUT.gguf => &l?.attn_output,
+            g if g == tensors::FFN_UP.gguf => &l?.ffn_up,
+            g if g == tensors::FFN_DOWN.gguf => &l?.ffn_down,
+            _ => return None,
+        })
     }
 }
 
@@ -194,6 +207,7 @@ impl ModelWeights {
 struct Loader<'a, F> {
     bytes: &'a [u8],
     lookup: &'a F,
+    config: &'a ModelConfig,
 }
 
 impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
@@ -250,17 +264,31 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
         Ok(e)
     }
 
-    /// A 2-D weight of `rows x cols`, any supported matrix type.
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+    /// Name and shape (PyTorch order) of table entry `spec` of layer `layer`.
+    fn resolve(&self, spec: &TensorSpec, layer: usize) -> Result<(String, Vec<usize>), ModelError> {
+        let shape = spec
+            .shape(self.config)
+            .ok_or(ModelError::Overflow("tensor shape"))?;
+        Ok((spec.gguf_name(layer), shape))
+    }
+
+    /// The 2-D weight of table entry `spec` (layer `layer`), any supported matrix type.
+    fn matrix(&self, spec: &TensorSpec, layer: usize) -> Result<Matrix, ModelError> {
+        let (name, shape) = self.resolve(spec, layer)?;
+        let &[rows, cols] = shape.as_slice() else {
+            return Err(ModelError::Overflow(
+                "a matrix of the tensor table is not 2-D",
+            ));
+        };
         let e = self.entry(
-            name,
+            &name,
             &[cols as u64, rows as u64],
             &MATRIX_TYPES,
             "f32, f16, q4_0, q4_1, q8_0, q4_0x8 or q8_0x8",
         )?;
         if rows % e.ty.row_group() != 0 {
             return Err(ModelError::Kernel {
-                tensor: name.to_string(),
+                tensor: name,
                 source: chatglm_kernels::KernelError::RowGroup {
                     ty: e.ty,
                     group: e.ty.row_group(),
@@ -269,7 +297,7 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
             });
         }
         Ok(Matrix {
-            name: name.to_string(),
+            name,
             ty: e.ty,
             rows,
             cols,
@@ -277,14 +305,16 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
         })
     }
 
-    /// A 1-D F32 tensor of `len` elements, decoded to `Vec<f32>`.
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let e = self.entry(name, &[len as u64], &[GgmlType::F32], "f32")?;
+    /// The 1-D F32 tensor of table entry `spec` (layer `layer`), decoded to `Vec<f32>`.
+    fn vector(&self, spec: &TensorSpec, layer: usize) -> Result<Vec<f32>, ModelError> {
+        let (name, shape) = self.resolve(spec, layer)?;
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let e = self.entry(&name, &dims, &[GgmlType::F32], "f32")?;
         let data = self
             .bytes
             .get(e.range.clone())
             .ok_or_else(|| ModelError::TensorData {
-                name: name.to_string(),
+                name: name.clone(),
                 range: e.range.clone(),
                 storage_len: self.bytes.len(),
             })?;

@@ -71,7 +71,7 @@ impl PrecompiledCharsmap {
                     blob.len()
                 ))
             })?;
-        if trie_size == 0 || trie_size % 4 != 0 {
+        if trie_size == 0 || !trie_size.is_multiple_of(4) {
             return Err(err(format!(
                 "trie size {trie_size} is not a positive multiple of 4"
             )));

@@ -31,7 +31,6 @@ use std::path::Path;
 pub use chat::{chatglm2_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
 pub use error::TokenizerError;
-pub(crate) use gguf::family_from_gguf;
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
 pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 

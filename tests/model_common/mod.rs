@@ -19,7 +19,7 @@ impl Builder {
     /// (F32 or F16). Pads to 4 bytes first so offsets look like a file's.
     pub fn add(&mut self, name: &str, shape: &[usize], data: &[f32], ty: GgmlType) {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
         let start = self.bytes.len();

@@ -327,7 +327,7 @@ impl HfConfig {
                 return unsupported(field, value, reason);
             }
         }
-        if self.kv_channels % 4 != 0 {
+        if !self.kv_channels.is_multiple_of(4) {
             return unsupported(
                 "kv_channels",
                 self.kv_channels,
@@ -335,7 +335,10 @@ impl HfConfig {
                  be a multiple of 4",
             );
         }
-        if self.num_attention_heads % self.multi_query_group_num != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.multi_query_group_num)
+        {
             return unsupported(
                 "multi_query_group_num",
                 self.multi_query_group_num,
@@ -450,7 +453,6 @@ impl HfConfig {
             (Some(r), Family::ChatGlm3) => RopeScaling::MultiplyBase(r),
         };
         ModelConfig {
-            family,
             vocab_size: self.padded_vocab_size,
             hidden_size: self.hidden_size,
             num_layers: self.num_layers,

@@ -7,7 +7,7 @@ use chatglm::build::{
     build_plan, is_ignored_hf_tensor, write_model, BuildError, Progress, Summary, TensorPlan,
     TensorSource, WriteOptions,
 };
-use chatglm::model::ModelConfig;
+use chatglm::model::{Family, ModelConfig};
 use chatglm::tokenizer::{SpmModel, TokenizerParts};
 use std::sync::atomic::AtomicBool;
 
@@ -52,19 +52,32 @@ fn check_checkpoint(ckpt: &Checkpoint, plan: &[TensorPlan]) -> Result<(), Conver
     Ok(())
 }
 
-/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `spm` into a GGUF
-/// file at `opts.output` (nothing appears under that name unless the conversion completes).
+/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `spm` and prompt
+/// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
 pub fn convert(
     ckpt: &Checkpoint,
     config: &ModelConfig,
+    family: Family,
     spm: &SpmModel,
     opts: &WriteOptions,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, ConvertError> {
-    let plan = build_plan(config, opts.matrix_type, opts.portable);
+    // Bound the layer count by what the checkpoint holds before the plan is sized from it.
+    let held = ckpt.tensors().count();
+    let max_layers = chatglm::arch::tensors::max_layers(held);
+    if config.num_layers > max_layers {
+        return Err(ConvertError::Config(
+            crate::config::ConfigError::Unsupported {
+                field: "num_layers",
+                value: config.num_layers.to_string(),
+                reason: format!("the checkpoint's {held} tensors hold at most {max_layers} layers"),
+            },
+        ));
+    }
+    let plan = build_plan(config, opts.matrix_type, opts.portable).map_err(BuildError::from)?;
     check_checkpoint(ckpt, &plan)?;
-    let tokenizer = TokenizerParts::from_spm(spm.clone(), config.family, Some(config.vocab_size))?;
+    let tokenizer = TokenizerParts::from_spm(spm.clone(), family, Some(config.vocab_size))?;
     Ok(write_model(
         config,
         &tokenizer,

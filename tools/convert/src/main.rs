@@ -184,7 +184,15 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &opts,
         );
         let model = config.to_model_config(decision.family);
-        let result = convert(&ckpt, &model, &spm, &opts, &mut bar, &cancel);
+        let result = convert(
+            &ckpt,
+            &model,
+            decision.family,
+            &spm,
+            &opts,
+            &mut bar,
+            &cancel,
+        );
         bar.0.finish_and_clear();
         (result?, opts.output)
     };

@@ -175,6 +175,7 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     let r = convert(
         &ckpt,
         &config.to_model_config(Family::ChatGlm2),
+        Family::ChatGlm2,
         &spm,
         &opts,
         &mut NoProgress,
@@ -209,6 +210,7 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     match convert(
         &ckpt,
         &config,
+        Family::ChatGlm2,
         &spm,
         &opts,
         &mut NoProgress,
@@ -278,4 +280,40 @@ fn default_files_hold_the_portable_blocks_interleaved() {
         );
         let _ = std::fs::remove_dir_all(&tmp);
     }
+}
+
+/// A layer count in config.json is bounded by the checkpoint's tensors before the plan is
+/// sized from it (issue 15: `"num_layers": 2147483648` aborted the allocator).
+#[test]
+fn a_layer_count_beyond_the_checkpoint_is_refused() {
+    let tmp = temp_dir("layers");
+    let text = std::fs::read_to_string(golden_dir("glm2-tiny").join("config.json")).unwrap();
+    for layers in ["2147483648", "3"] {
+        let dir = tmp.join(format!("ckpt-{layers}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "tokenizer.model",
+            "tokenizer_config.json",
+            "pytorch_model.bin",
+        ] {
+            std::fs::copy(golden_dir("glm2-tiny").join(f), dir.join(f)).unwrap();
+        }
+        let patched = text.replace("\"num_layers\": 2,", &format!("\"num_layers\": {layers},"));
+        assert_ne!(patched, text);
+        std::fs::write(dir.join("config.json"), patched).unwrap();
+        let out = tmp.join("out.gguf");
+        match convert_checkpoint(&dir, GgmlType::F32, &out) {
+            Err(ConvertError::Config(chatglm_convert::config::ConfigError::Unsupported {
+                field,
+                value,
+                reason,
+            })) => {
+                assert_eq!((field, value.as_str()), ("num_layers", layers), "{reason}");
+                assert!(reason.contains("at most 2 layers"), "{reason}");
+            }
+            other => panic!("{layers} layers: expected a config error, got {other:?}"),
+        }
+        assert!(!out.exists());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
 }

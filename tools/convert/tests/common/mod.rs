@@ -60,6 +60,7 @@ pub fn convert_checkpoint_as(
     convert(
         &ckpt,
         &config.to_model_config(fam),
+        fam,
         &spm,
         &opts,
         &mut NoProgress,
