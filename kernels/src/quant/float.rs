@@ -1,50 +1,26 @@
 //! The float types: f32 and f16 values as blocks of one (little-endian bytes) and the dot
 //! products of their rows with f32 activations.
 
-use super::{block_len_error, check_len, checked_f16, single_value, Block, RowBlock};
+use super::{check_len, checked_f16, single_value, single_value_mut, Block, RowBlock};
 use crate::{GgmlType, KernelError};
 use half::f16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// One f32 value, ggml's `F32` element: little-endian bytes.
+/// One value of a float type: its `N` little-endian bytes ([`BlockF32`], [`BlockF16`]).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
-#[repr(C)]
-pub struct BlockF32 {
-    /// The value, an f32 stored little-endian.
-    pub v: [u8; 4],
+#[repr(transparent)]
+pub struct FloatBlock<const N: usize> {
+    /// The value's bytes, little-endian.
+    pub v: [u8; N],
 }
 
-/// One f16 value, ggml's `F16` element: little-endian bytes.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(C)]
-pub struct BlockF16 {
-    /// The value, an f16 stored little-endian.
-    pub v: [u8; 2],
-}
+/// One f32 value, ggml's `F32` element.
+pub type BlockF32 = FloatBlock<4>;
+
+/// One f16 value, ggml's `F16` element.
+pub type BlockF16 = FloatBlock<2>;
 
 const _: () = assert!(size_of::<BlockF32>() == 4 && align_of::<BlockF32>() == 1);
 const _: () = assert!(size_of::<BlockF16>() == 2 && align_of::<BlockF16>() == 1);
@@ -67,10 +43,7 @@ impl RowBlock for BlockF32 {
     }
 
     fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
-        let [o] = out else {
-            return Err(block_len_error::<Self>(out.len()));
-        };
-        *o = f32::from_le_bytes(self.v);
+        *single_value_mut::<Self>(out)? = f32::from_le_bytes(self.v);
         Ok(())
     }
 }
@@ -83,16 +56,12 @@ impl RowBlock for BlockF16 {
     fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
         let v = single_value::<Self>(x)?;
         checked_f16(GgmlType::F16, first, "value", v)?;
-        Ok(Self {
-            v: f16::from_f32(v).to_le_bytes(),
-        })
+        let v = f16::from_f32(v).to_le_bytes();
+        Ok(Self { v })
     }
 
     fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
-        let [o] = out else {
-            return Err(block_len_error::<Self>(out.len()));
-        };
-        *o = f16::from_le_bytes(self.v).to_f32();
+        *single_value_mut::<Self>(out)? = f16::from_le_bytes(self.v).to_f32();
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ pub mod q8_1;
 #[cfg(test)]
 pub(crate) mod tests_common;
 
-pub use float::{BlockF16, BlockF32};
+pub use float::{BlockF16, BlockF32, FloatBlock};
 pub use q4_0::BlockQ4_0;
 pub use q4_0x8::BlockQ4_0x8;
 pub use q4_1::BlockQ4_1;
@@ -183,7 +183,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
 }
 
 /// The error of a block given `got` values instead of its [`RowBlock::LEN`].
-pub(crate) fn block_len_error<B: RowBlock>(got: usize) -> KernelError {
+fn block_len_error<B: RowBlock>(got: usize) -> KernelError {
     KernelError::SizeMismatch {
         what: "block elements",
         expected: B::LEN,
@@ -209,6 +209,16 @@ pub(crate) fn single_value<B: RowBlock>(x: &[f32]) -> Result<f32, KernelError> {
     match x {
         [v] => Ok(*v),
         _ => Err(block_len_error::<B>(x.len())),
+    }
+}
+
+/// The single output value of a block of one (the float types), or the error of a wrong
+/// length.
+pub(crate) fn single_value_mut<B: RowBlock>(out: &mut [f32]) -> Result<&mut f32, KernelError> {
+    let len = out.len();
+    match out {
+        [v] => Ok(v),
+        _ => Err(block_len_error::<B>(len)),
     }
 }
 
