@@ -348,6 +348,53 @@ mod tests {
     }
 
     #[test]
+    fn generic_rows_check_lengths_and_index_errors_by_row() {
+        let mut blocks = [BlockQ8_0::default(); 2];
+        assert_eq!(
+            BlockQ8_0::quantize_row(&[0.0; 33], &mut blocks[..1]),
+            Err(KernelError::SizeMismatch {
+                what: "elements of the blocks",
+                expected: 32,
+                got: 33
+            })
+        );
+        assert_eq!(
+            BlockQ8_0::dequantize_row(&blocks, &mut [0.0; 32]),
+            Err(KernelError::SizeMismatch {
+                what: "elements of the blocks",
+                expected: 64,
+                got: 32
+            })
+        );
+        // An overflow in the second block is reported at that block's first index.
+        let mut x = [0.5f32; 64];
+        x[40] = 127.0 * 65520.0;
+        assert!(matches!(
+            BlockQ8_0::quantize_row(&x, &mut blocks),
+            Err(KernelError::F16Overflow {
+                index: 32,
+                what: "scale",
+                ..
+            })
+        ));
+        // Blocks of one: the index is the element's own.
+        let mut values = [FloatBlock { v: [0; 2] }; 3];
+        assert!(matches!(
+            BlockF16::quantize_row(&[1.0, 2.0, 7e4], &mut values),
+            Err(KernelError::F16Overflow {
+                index: 2,
+                what: "value",
+                ..
+            })
+        ));
+        BlockF16::quantize_row(&[1.0, -2.0, 0.5], &mut values).unwrap();
+        let mut back = [0.0f32; 3];
+        BlockF16::dequantize_row(&values, &mut back).unwrap();
+        assert_eq!(back, [1.0, -2.0, 0.5]);
+        assert_eq!(values[1].v, [0x00, 0xC0]);
+    }
+
+    #[test]
     fn interleaved_types_have_no_single_rows() {
         for ty in [GgmlType::Q4_0x8, GgmlType::Q8_0x8] {
             let mut bytes = vec![0u8; ty.block_bytes()];
