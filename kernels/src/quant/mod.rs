@@ -93,10 +93,12 @@ pub trait RowBlock: Block {
 
     /// Quantizes the `Self::LEN` finite values `x` to one block, with ggml's bytes, or returns
     /// [`KernelError::F16Overflow`] (at index `first`, the row index of `x[0]`) where ggml
-    /// would store an f16 infinity.
+    /// would store an f16 infinity. A slice of another length is a
+    /// [`KernelError::SizeMismatch`].
     fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError>;
 
-    /// Dequantizes the block into the `Self::LEN` values `out`.
+    /// Dequantizes the block into the `Self::LEN` values `out` (a slice of another length is a
+    /// [`KernelError::SizeMismatch`]).
     fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError>;
 
     /// Quantizes `src` (`src.len() == Self::LEN * dst.len()`) into blocks. Non-finite inputs
@@ -345,6 +347,20 @@ mod tests {
                 got: 3
             })
         );
+    }
+
+    #[test]
+    fn row_blocks_agree_with_their_types() {
+        fn check<B: RowBlock>() {
+            assert_eq!(B::LEN, B::TYPE.block_size(), "{}", B::TYPE);
+            assert_eq!(size_of::<B>(), B::TYPE.block_bytes(), "{}", B::TYPE);
+        }
+        check::<BlockF32>();
+        check::<BlockF16>();
+        check::<BlockQ4_0>();
+        check::<BlockQ4_1>();
+        check::<BlockQ8_0>();
+        check::<BlockQ8_1>();
     }
 
     #[test]
