@@ -35,7 +35,8 @@ impl ActQ8_0 {
     }
 
     /// Quantizes the `x.len() / cols` rows of `x` (row-major, `cols` a multiple of 32) with
-    /// the quantizer of `k`. The bytes equal [`crate::quant::q8_0::quantize_row_q8_0`]'s; so do
+    /// the quantizer of `k`. The bytes equal those of [`crate::quant::RowBlock::quantize_row`]
+    /// for [`crate::quant::BlockQ8_0`]; so do
     /// the errors, with indices into `x`.
     pub fn quantize(&mut self, k: &Kernels, x: &[f32], cols: usize) -> Result<(), KernelError> {
         if !cols.is_multiple_of(QK) {
@@ -126,7 +127,7 @@ impl ActQ8_1 {
     }
 
     /// Quantizes the rows of `x` as [`ActQ8_0::quantize`] does, to Q8_1 (bytes and errors of
-    /// [`crate::quant::q8_1::quantize_row_q8_1`]).
+    /// [`crate::quant::RowBlock::quantize_row`] for [`crate::quant::BlockQ8_1`]).
     pub fn quantize(&mut self, k: &Kernels, x: &[f32], cols: usize) -> Result<(), KernelError> {
         if !cols.is_multiple_of(QK) {
             return Err(KernelError::NotBlockMultiple {

@@ -112,17 +112,9 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
-/// Bytes of a row of `cols` elements of `ty`.
+/// Bytes of a row of `cols` elements of `ty`: [`GgmlType::row_bytes`].
 pub fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize, KernelError> {
-    let bs = ty.block_size();
-    if !cols.is_multiple_of(bs) {
-        return Err(KernelError::NotBlockMultiple {
-            ty,
-            len: cols,
-            block: bs,
-        });
-    }
-    Ok(cols / bs * ty.block_bytes())
+    ty.row_bytes(cols)
 }
 
 /// `y[r] = sum_c w[r, c] * x[c]` for every row `r`, on the calling thread.
@@ -402,7 +394,7 @@ pub fn dequantize_row(w: &WeightMatrix<'_>, r: usize, out: &mut [f32]) -> Result
                 .iter()
                 .map(|g| g.row(r % GROUP_ROWS))
                 .collect();
-            quant::q4_0::dequantize_row_q4_0(&rows, out)
+            quant::RowBlock::dequantize_row(&rows, out)
         }
         GgmlType::Q8_0x8 => {
             let groups: &[BlockQ8_0x8] = as_blocks(w.data)?;
@@ -412,7 +404,7 @@ pub fn dequantize_row(w: &WeightMatrix<'_>, r: usize, out: &mut [f32]) -> Result
                 .iter()
                 .map(|g| g.row(r % GROUP_ROWS))
                 .collect();
-            quant::q8_0::dequantize_row_q8_0(&rows, out)
+            quant::RowBlock::dequantize_row(&rows, out)
         }
         ty => quant::dequantize_row(ty, w.try_row(r).ok_or(bad_row)?, out),
     }

@@ -1,5 +1,6 @@
 //! Tensor element types, with ggml's type ids and block geometry.
 
+use crate::KernelError;
 use std::fmt;
 
 /// A tensor element type. The discriminants are the type ids stored in GGUF tensor infos:
@@ -150,13 +151,37 @@ impl GgmlType {
     }
 
     /// Bytes needed for `n` elements, or `None` if `n` is not a whole number of blocks or the
-    /// size overflows.
+    /// size overflows. This is the one computation of a size in bytes; [`GgmlType::row_bytes`]
+    /// is the same for a row held in memory.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
         if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.block_bytes() as u64)
+    }
+
+    /// Bytes of a row of `cols` elements ([`GgmlType::bytes_for`] in `usize`): the error
+    /// [`KernelError::NotBlockMultiple`] if `cols` is not a whole number of blocks, or
+    /// [`KernelError::SizeMismatch`] if the size does not fit in `usize`.
+    pub fn row_bytes(self, cols: usize) -> Result<usize, KernelError> {
+        let block = self.block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(KernelError::NotBlockMultiple {
+                ty: self,
+                len: cols,
+                block,
+            });
+        }
+        u64::try_from(cols)
+            .ok()
+            .and_then(|n| self.bytes_for(n))
+            .and_then(|bytes| usize::try_from(bytes).ok())
+            .ok_or(KernelError::SizeMismatch {
+                what: "quantized row bytes",
+                expected: usize::MAX,
+                got: cols,
+            })
     }
 }
 
@@ -199,5 +224,18 @@ mod tests {
         assert_eq!(GgmlType::Q8_0x8.bytes_for(64), Some(68));
         assert_eq!(GgmlType::F16.bytes_for(3), Some(6));
         assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
+        assert_eq!(GgmlType::Q8_1.row_bytes(64), Ok(72));
+        assert_eq!(
+            GgmlType::Q4_1.row_bytes(48),
+            Err(KernelError::NotBlockMultiple {
+                ty: GgmlType::Q4_1,
+                len: 48,
+                block: 32
+            })
+        );
+        assert!(matches!(
+            GgmlType::F32.row_bytes(usize::MAX - 3),
+            Err(KernelError::SizeMismatch { .. })
+        ));
     }
 }

@@ -73,9 +73,9 @@ pub struct Kernels {
     /// Quantizes one f32 row to Q8_0 blocks (ggml's bytes), also writing each block's scale as
     /// f32 and the sum of its values: `(x, blocks, d, sum)`, `x.len() == 32 * blocks.len()`,
     /// `d` and `sum` as long as `blocks`. Errors as
-    /// [`crate::quant::q8_0::quantize_row_q8_0`].
+    /// [`crate::quant::RowBlock::quantize_row`] for [`BlockQ8_0`].
     pub quantize_q8_0: QuantizeQ8_0,
-    /// Quantizes one f32 row to Q8_1 blocks, as [`crate::quant::q8_1::quantize_row_q8_1`].
+    /// Quantizes one f32 row to Q8_1 blocks, as [`crate::quant::RowBlock::quantize_row`].
     pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]) -> Result<(), KernelError>,
     /// `y[r] = dot(row r of w, a)` for Q4_0 rows of `a.len()` blocks, stored one after another.
     pub rows_q4_0: fn(&[BlockQ4_0], Q8Row<'_>, &mut [f32]),

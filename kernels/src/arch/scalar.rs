@@ -5,8 +5,8 @@ use super::Kernels;
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    float, q4_0, q4_0x8, q4_1, q8_0, q8_0x8, q8_1, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0,
-    BlockQ8_0x8, BlockQ8_1,
+    float, q4_0, q4_0x8, q4_1, q8_0, q8_0x8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0,
+    BlockQ8_0x8, BlockQ8_1, RowBlock,
 };
 use crate::types::GROUP_ROWS;
 use crate::KernelError;
@@ -15,7 +15,7 @@ use crate::KernelError;
 pub static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,
     quantize_q8_0,
-    quantize_q8_1: q8_1::quantize_row_q8_1,
+    quantize_q8_1: <BlockQ8_1 as RowBlock>::quantize_row,
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
@@ -60,7 +60,7 @@ pub(crate) fn quantize_q8_0(
 ) -> Result<(), KernelError> {
     crate::quant::check_len("activation scales", blocks.len(), d.len())?;
     crate::quant::check_len("activation sums", blocks.len(), sum.len())?;
-    q8_0::quantize_row_q8_0(x, blocks)?;
+    RowBlock::quantize_row(x, blocks)?;
     for ((b, d), s) in blocks.iter().zip(d.iter_mut()).zip(sum.iter_mut()) {
         *d = b.d();
         *s = b.qs.iter().map(|&q| i32::from(q)).sum();

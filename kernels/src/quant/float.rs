@@ -1,49 +1,69 @@
-//! The float types: f32 and f16 rows (little-endian bytes) and their dot products with f32
-//! activations.
+//! The float types: f32 and f16 values as blocks of one (little-endian bytes) and the dot
+//! products of their rows with f32 activations.
 
-use super::{check_finite, check_len, checked_f16};
+use super::{check_len, checked_f16, single_value, single_value_mut, Block, RowBlock};
 use crate::{GgmlType, KernelError};
 use half::f16;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Writes `src` as little-endian f32 bytes (`dst.len() == 4 * src.len()`).
-pub fn quantize_row_f32(src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_len("f32 row bytes", src.len().saturating_mul(4), dst.len())?;
-    check_finite(src)?;
-    for (v, out) in src.iter().zip(dst.chunks_exact_mut(4)) {
-        out.copy_from_slice(&v.to_le_bytes());
-    }
-    Ok(())
+/// One value of a float type: its `N` little-endian bytes ([`BlockF32`], [`BlockF16`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(transparent)]
+pub struct FloatBlock<const N: usize> {
+    /// The value's bytes, little-endian.
+    pub v: [u8; N],
 }
 
-/// Reads little-endian f32 bytes (`src.len() == 4 * dst.len()`).
-pub fn dequantize_row_f32(src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_len("f32 row bytes", dst.len().saturating_mul(4), src.len())?;
-    for (b, out) in src.chunks_exact(4).zip(dst.iter_mut()) {
-        *out = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
-    Ok(())
+/// One f32 value, ggml's `F32` element.
+pub type BlockF32 = FloatBlock<4>;
+
+/// One f16 value, ggml's `F16` element.
+pub type BlockF16 = FloatBlock<2>;
+
+const _: () = assert!(size_of::<BlockF32>() == 4 && align_of::<BlockF32>() == 1);
+const _: () = assert!(size_of::<BlockF16>() == 2 && align_of::<BlockF16>() == 1);
+
+impl Block for BlockF32 {
+    const TYPE: GgmlType = GgmlType::F32;
 }
 
-/// Writes `src` as little-endian f16 bytes, rounding to nearest even (ggml's
-/// `ggml_fp32_to_fp16_row`); `dst.len() == 2 * src.len()`. A finite value beyond the f16 range
-/// is a [`KernelError::F16Overflow`].
-pub fn quantize_row_f16(src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_len("f16 row bytes", src.len().saturating_mul(2), dst.len())?;
-    check_finite(src)?;
-    for (index, (&v, out)) in src.iter().zip(dst.chunks_exact_mut(2)).enumerate() {
-        checked_f16(GgmlType::F16, index, "value", v)?;
-        out.copy_from_slice(&f16::from_f32(v).to_le_bytes());
-    }
-    Ok(())
+impl Block for BlockF16 {
+    const TYPE: GgmlType = GgmlType::F16;
 }
 
-/// Reads little-endian f16 bytes (`src.len() == 2 * dst.len()`).
-pub fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_len("f16 row bytes", dst.len().saturating_mul(2), src.len())?;
-    for (b, out) in src.chunks_exact(2).zip(dst.iter_mut()) {
-        *out = f16::from_le_bytes([b[0], b[1]]).to_f32();
+// The value's bytes, exactly.
+impl RowBlock for BlockF32 {
+    const LEN: usize = 1;
+
+    fn from_float(x: &[f32], _first: usize) -> Result<Self, KernelError> {
+        let v = single_value::<Self>(x)?;
+        Ok(Self { v: v.to_le_bytes() })
     }
-    Ok(())
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        *single_value_mut::<Self>(out)? = f32::from_le_bytes(self.v);
+        Ok(())
+    }
+}
+
+// Rounded to nearest even (ggml's `ggml_fp32_to_fp16_row`); a finite value beyond the f16
+// range is a [`KernelError::F16Overflow`].
+impl RowBlock for BlockF16 {
+    const LEN: usize = 1;
+
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let v = single_value::<Self>(x)?;
+        checked_f16(GgmlType::F16, first, "value", v)?;
+        let v = f16::from_f32(v).to_le_bytes();
+        Ok(Self { v })
+    }
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        *single_value_mut::<Self>(out)? = f16::from_le_bytes(self.v).to_f32();
+        Ok(())
+    }
 }
 
 /// Lanes of the float dot products' summation order: see [`dot_in_lanes`].
@@ -136,6 +156,7 @@ fn f16_at(x: &[u8], i: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::{dequantize_row, quantize_row};
 
     #[test]
     fn f16_bytes_by_hand() {
@@ -150,13 +171,13 @@ mod tests {
             1.0 + 3.0 * 2f32.powi(-11),
         ];
         let mut dst = [0u8; 12];
-        quantize_row_f16(&src, &mut dst).unwrap();
+        quantize_row(GgmlType::F16, &src, &mut dst).unwrap();
         assert_eq!(
             dst,
             [0x00, 0x3C, 0x00, 0xC0, 0xFF, 0x7B, 0x01, 0x00, 0x00, 0x3C, 0x02, 0x3C]
         );
         let mut back = [0.0f32; 6];
-        dequantize_row_f16(&dst, &mut back).unwrap();
+        dequantize_row(GgmlType::F16, &dst, &mut back).unwrap();
         assert_eq!(
             back,
             [1.0, -2.0, 65504.0, 2f32.powi(-24), 1.0, 1.0 + 2f32.powi(-9)]
@@ -167,10 +188,10 @@ mod tests {
     fn f16_overflow_and_underflow() {
         let mut dst = [0u8; 4];
         // 65519 rounds down to 65504; 65520 is the tie that rounds to infinity.
-        quantize_row_f16(&[65519.0, -65519.0], &mut dst).unwrap();
+        quantize_row(GgmlType::F16, &[65519.0, -65519.0], &mut dst).unwrap();
         assert_eq!(dst, [0xFF, 0x7B, 0xFF, 0xFB]);
         assert_eq!(
-            quantize_row_f16(&[0.0, -65520.0], &mut dst),
+            quantize_row(GgmlType::F16, &[0.0, -65520.0], &mut dst),
             Err(KernelError::F16Overflow {
                 ty: GgmlType::F16,
                 index: 1,
@@ -178,9 +199,9 @@ mod tests {
                 value: -65520.0
             })
         );
-        assert!(quantize_row_f16(&[f32::MAX, 0.0], &mut dst).is_err());
+        assert!(quantize_row(GgmlType::F16, &[f32::MAX, 0.0], &mut dst).is_err());
         // f32 subnormals flush to a signed zero.
-        quantize_row_f16(&[1e-40, -1e-40], &mut dst).unwrap();
+        quantize_row(GgmlType::F16, &[1e-40, -1e-40], &mut dst).unwrap();
         assert_eq!(dst, [0x00, 0x00, 0x00, 0x80]);
     }
 
@@ -188,10 +209,10 @@ mod tests {
     fn f32_round_trip_is_exact() {
         let src = [0.1f32, -f32::MAX, f32::MIN_POSITIVE, 1e-45, -0.0];
         let mut dst = [0u8; 20];
-        quantize_row_f32(&src, &mut dst).unwrap();
+        quantize_row(GgmlType::F32, &src, &mut dst).unwrap();
         assert_eq!(&dst[..4], &0.1f32.to_le_bytes());
         let mut back = [1.0f32; 5];
-        dequantize_row_f32(&dst, &mut back).unwrap();
+        dequantize_row(GgmlType::F32, &dst, &mut back).unwrap();
         for (a, b) in src.iter().zip(&back) {
             assert_eq!(a.to_bits(), b.to_bits());
         }
@@ -202,8 +223,8 @@ mod tests {
         let w = [1.5f32, -2.0, 0.25];
         let mut w32 = [0u8; 12];
         let mut w16 = [0u8; 6];
-        quantize_row_f32(&w, &mut w32).unwrap();
-        quantize_row_f16(&w, &mut w16).unwrap();
+        quantize_row(GgmlType::F32, &w, &mut w32).unwrap();
+        quantize_row(GgmlType::F16, &w, &mut w16).unwrap();
         let x = [2.0f32, 1.0, -4.0];
         // 3 - 2 - 1 = 0
         assert_eq!(vec_dot_f32(&w32, &x), Ok(0.0));
@@ -241,7 +262,7 @@ mod tests {
         y[11] = -16_777_216.0;
         assert_eq!(dot_in_lanes(16, |_| 1.0, &y), 1.0);
         let mut w = [0u8; 64];
-        quantize_row_f32(&[1.0; 16], &mut w).unwrap();
+        quantize_row(GgmlType::F32, &[1.0; 16], &mut w).unwrap();
         assert_eq!(vec_dot_f32(&w, &y), Ok(1.0));
     }
 }

@@ -1,9 +1,10 @@
 //! Block layouts and the scalar reference quantizers (the specification of each type).
 //!
 //! One file per type: the `#[repr(C)]` block (ggml's exact byte layout, size pinned at compile
-//! time), its quantizer and dequantizer, and the scalar block dot product that the SIMD
-//! kernels must reproduce. [`quantize_row`] and [`dequantize_row`] dispatch on a
-//! [`GgmlType`] over raw little-endian bytes.
+//! time), the quantizer and dequantizer of one block ([`RowBlock`]), and the scalar block dot
+//! product that the SIMD kernels must reproduce. The row functions are written once, generic
+//! over the block ([`RowBlock::quantize_row`], [`RowBlock::dequantize_row`]); [`quantize_row`]
+//! and [`dequantize_row`] dispatch on a [`GgmlType`] over raw little-endian bytes.
 //!
 //! Upstream: ggml-org/llama.cpp `ggml/src/ggml-quants.c` at commit
 //! 36491e4024b3016e6e2d21afc140add042b44bec (the `quantize_row_*_ref` / `dequantize_row_*`
@@ -44,6 +45,7 @@ pub mod q8_1;
 #[cfg(test)]
 pub(crate) mod tests_common;
 
+pub use float::{BlockF16, BlockF32, FloatBlock};
 pub use q4_0::BlockQ4_0;
 pub use q4_0x8::BlockQ4_0x8;
 pub use q4_1::BlockQ4_1;
@@ -81,61 +83,145 @@ fn whole_blocks_error<B: Block>(len: usize) -> KernelError {
     }
 }
 
+/// A block of consecutive values of one row: every type but the row-interleaved ones (whose
+/// group blocks hold a block of each of 8 rows). The type supplies only the arithmetic of one
+/// block ([`RowBlock::from_float`], [`RowBlock::to_float`]); the row functions
+/// [`RowBlock::quantize_row`] and [`RowBlock::dequantize_row`] are written once, here.
+pub trait RowBlock: Block {
+    /// Values per block (32 for the quantized types, 1 for the float types).
+    const LEN: usize;
+
+    /// Quantizes the `Self::LEN` finite values `x` to one block, with ggml's bytes, or returns
+    /// [`KernelError::F16Overflow`] (at index `first`, the row index of `x[0]`) where ggml
+    /// would store an f16 infinity. A slice of another length is a
+    /// [`KernelError::SizeMismatch`].
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError>;
+
+    /// Dequantizes the block into the `Self::LEN` values `out` (a slice of another length is a
+    /// [`KernelError::SizeMismatch`]).
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError>;
+
+    /// Quantizes `src` (`src.len() == Self::LEN * dst.len()`) into blocks. Non-finite inputs
+    /// are [`KernelError::NonFinite`] and values whose stored f16 fields would overflow are
+    /// [`KernelError::F16Overflow`]; otherwise the blocks are ggml's. On error `dst` may be
+    /// partly written.
+    fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<(), KernelError> {
+        check_len(
+            "elements of the blocks",
+            dst.len().saturating_mul(Self::LEN),
+            src.len(),
+        )?;
+        check_finite(src)?;
+        for (i, (block, x)) in dst.iter_mut().zip(src.chunks_exact(Self::LEN)).enumerate() {
+            *block = Self::from_float(x, i * Self::LEN)?;
+        }
+        Ok(())
+    }
+
+    /// Dequantizes `src` into `dst` (`dst.len() == Self::LEN * src.len()`). Stored scales are
+    /// not validated: a block with an infinite or NaN scale decodes to inf/NaN, as in ggml.
+    fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<(), KernelError> {
+        check_len(
+            "elements of the blocks",
+            src.len().saturating_mul(Self::LEN),
+            dst.len(),
+        )?;
+        for (block, out) in src.iter().zip(dst.chunks_exact_mut(Self::LEN)) {
+            block.to_float(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// The byte-level row functions of one type: [`RowBlock::quantize_row`] and
+/// [`RowBlock::dequantize_row`] over bytes viewed as its blocks.
+struct RowCodec {
+    quantize: fn(&[f32], &mut [u8]) -> Result<(), KernelError>,
+    dequantize: fn(&[u8], &mut [f32]) -> Result<(), KernelError>,
+}
+
+impl RowCodec {
+    /// The codec of the blocks `B`.
+    fn of<B: RowBlock>() -> Self {
+        Self {
+            quantize: |src, dst| B::quantize_row(src, as_blocks_mut(dst)?),
+            dequantize: |src, dst| B::dequantize_row(as_blocks(src)?, dst),
+        }
+    }
+
+    /// The codec of `ty`, or [`KernelError::Unsupported`] for the row-interleaved types.
+    fn for_type(ty: GgmlType) -> Result<Self, KernelError> {
+        match ty {
+            GgmlType::F32 => Ok(Self::of::<BlockF32>()),
+            GgmlType::F16 => Ok(Self::of::<BlockF16>()),
+            GgmlType::Q4_0 => Ok(Self::of::<BlockQ4_0>()),
+            GgmlType::Q4_1 => Ok(Self::of::<BlockQ4_1>()),
+            GgmlType::Q8_0 => Ok(Self::of::<BlockQ8_0>()),
+            GgmlType::Q8_1 => Ok(Self::of::<BlockQ8_1>()),
+            GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
+        }
+    }
+}
+
 /// Quantizes the f32 row `src` into `dst`, the bytes of type `ty` (ggml's layout, little
-/// endian). `src.len()` must be a multiple of the block size and `dst.len()` the matching
-/// number of bytes. On error `dst` may be partly written. The row-interleaved types hold
-/// several rows at once: quantize to the portable type and use [`crate::interleave()`]
-/// ([`KernelError::Unsupported`] here).
+/// endian): [`RowBlock::quantize_row`] of the type's blocks. `src.len()` must be a multiple
+/// of the block size and `dst.len()` the matching number of bytes. On error `dst` may be
+/// partly written. The row-interleaved types hold several rows at once: quantize to the
+/// portable type and use [`crate::interleave()`] ([`KernelError::Unsupported`] here).
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    let expected = bytes_for(ty, src.len())?;
-    check_len("quantized row bytes", expected, dst.len())?;
-    match ty {
-        GgmlType::F32 => float::quantize_row_f32(src, dst),
-        GgmlType::F16 => float::quantize_row_f16(src, dst),
-        GgmlType::Q4_0 => q4_0::quantize_row_q4_0(src, as_blocks_mut(dst)?),
-        GgmlType::Q4_1 => q4_1::quantize_row_q4_1(src, as_blocks_mut(dst)?),
-        GgmlType::Q8_0 => q8_0::quantize_row_q8_0(src, as_blocks_mut(dst)?),
-        GgmlType::Q8_1 => q8_1::quantize_row_q8_1(src, as_blocks_mut(dst)?),
-        GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
-    }
+    check_len("quantized row bytes", ty.row_bytes(src.len())?, dst.len())?;
+    (RowCodec::for_type(ty)?.quantize)(src, dst)
 }
 
-/// Dequantizes the bytes `src` of type `ty` into `dst`. `dst.len()` must be a multiple of the
-/// block size and `src.len()` the matching number of bytes. Stored scales are not validated:
-/// a block with an infinite or NaN scale (which [`quantize_row`] never writes) decodes to
-/// inf/NaN, as in ggml. A row of a row-interleaved type is not contiguous: use
-/// [`crate::matmul::dequantize_row`] on the matrix ([`KernelError::Unsupported`] here).
+/// Dequantizes the bytes `src` of type `ty` into `dst`: [`RowBlock::dequantize_row`] of the
+/// type's blocks. `dst.len()` must be a multiple of the block size and `src.len()` the
+/// matching number of bytes. Stored scales are not validated: a block with an infinite or NaN
+/// scale (which [`quantize_row`] never writes) decodes to inf/NaN, as in ggml. A row of a
+/// row-interleaved type is not contiguous: use [`crate::matmul::dequantize_row`] on the
+/// matrix ([`KernelError::Unsupported`] here).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    let expected = bytes_for(ty, dst.len())?;
-    check_len("quantized row bytes", expected, src.len())?;
-    match ty {
-        GgmlType::F32 => float::dequantize_row_f32(src, dst),
-        GgmlType::F16 => float::dequantize_row_f16(src, dst),
-        GgmlType::Q4_0 => q4_0::dequantize_row_q4_0(as_blocks(src)?, dst),
-        GgmlType::Q4_1 => q4_1::dequantize_row_q4_1(as_blocks(src)?, dst),
-        GgmlType::Q8_0 => q8_0::dequantize_row_q8_0(as_blocks(src)?, dst),
-        GgmlType::Q8_1 => q8_1::dequantize_row_q8_1(as_blocks(src)?, dst),
-        GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
+    check_len("quantized row bytes", ty.row_bytes(dst.len())?, src.len())?;
+    (RowCodec::for_type(ty)?.dequantize)(src, dst)
+}
+
+/// The error of a block given `got` values instead of its [`RowBlock::LEN`].
+fn block_len_error<B: RowBlock>(got: usize) -> KernelError {
+    KernelError::SizeMismatch {
+        what: "block elements",
+        expected: B::LEN,
+        got,
     }
 }
 
-/// Bytes of `n` elements of `ty`, or the error that `n` is not a whole number of blocks.
-fn bytes_for(ty: GgmlType, n: usize) -> Result<usize, KernelError> {
-    let bs = ty.block_size();
-    if !n.is_multiple_of(bs) {
-        return Err(KernelError::NotBlockMultiple {
-            ty,
-            len: n,
-            block: bs,
-        });
+/// `x` as the values of one block of `QK`, or the error of a wrong length.
+pub(crate) fn block_values<B: RowBlock>(x: &[f32]) -> Result<&[f32; QK], KernelError> {
+    x.try_into().map_err(|_| block_len_error::<B>(x.len()))
+}
+
+/// `out` as the values of one block of `QK`, or the error of a wrong length.
+pub(crate) fn block_values_mut<B: RowBlock>(
+    out: &mut [f32],
+) -> Result<&mut [f32; QK], KernelError> {
+    let len = out.len();
+    out.try_into().map_err(|_| block_len_error::<B>(len))
+}
+
+/// The single value of a block of one (the float types), or the error of a wrong length.
+pub(crate) fn single_value<B: RowBlock>(x: &[f32]) -> Result<f32, KernelError> {
+    match x {
+        [v] => Ok(*v),
+        _ => Err(block_len_error::<B>(x.len())),
     }
-    (n / bs)
-        .checked_mul(ty.block_bytes())
-        .ok_or(KernelError::SizeMismatch {
-            what: "quantized row bytes",
-            expected: usize::MAX,
-            got: n,
-        })
+}
+
+/// The single output value of a block of one (the float types), or the error of a wrong
+/// length.
+pub(crate) fn single_value_mut<B: RowBlock>(out: &mut [f32]) -> Result<&mut f32, KernelError> {
+    let len = out.len();
+    match out {
+        [v] => Ok(v),
+        _ => Err(block_len_error::<B>(len)),
+    }
 }
 
 pub(crate) fn check_len(
@@ -152,11 +238,6 @@ pub(crate) fn check_len(
             got,
         })
     }
-}
-
-/// Checks that `elems` f32 values fill exactly `blocks` blocks.
-pub(crate) fn check_blocks(elems: usize, blocks: usize) -> Result<(), KernelError> {
-    check_len("elements of the blocks", blocks.saturating_mul(QK), elems)
 }
 
 /// The first non-finite value of `src`, as an error.
@@ -266,6 +347,67 @@ mod tests {
                 got: 3
             })
         );
+    }
+
+    #[test]
+    fn row_blocks_agree_with_their_types() {
+        fn check<B: RowBlock>() {
+            assert_eq!(B::LEN, B::TYPE.block_size(), "{}", B::TYPE);
+            assert_eq!(size_of::<B>(), B::TYPE.block_bytes(), "{}", B::TYPE);
+        }
+        check::<BlockF32>();
+        check::<BlockF16>();
+        check::<BlockQ4_0>();
+        check::<BlockQ4_1>();
+        check::<BlockQ8_0>();
+        check::<BlockQ8_1>();
+    }
+
+    #[test]
+    fn generic_rows_check_lengths_and_index_errors_by_row() {
+        let mut blocks = [BlockQ8_0::default(); 2];
+        assert_eq!(
+            BlockQ8_0::quantize_row(&[0.0; 33], &mut blocks[..1]),
+            Err(KernelError::SizeMismatch {
+                what: "elements of the blocks",
+                expected: 32,
+                got: 33
+            })
+        );
+        assert_eq!(
+            BlockQ8_0::dequantize_row(&blocks, &mut [0.0; 32]),
+            Err(KernelError::SizeMismatch {
+                what: "elements of the blocks",
+                expected: 64,
+                got: 32
+            })
+        );
+        // An overflow in the second block is reported at that block's first index.
+        let mut x = [0.5f32; 64];
+        x[40] = 127.0 * 65520.0;
+        assert!(matches!(
+            BlockQ8_0::quantize_row(&x, &mut blocks),
+            Err(KernelError::F16Overflow {
+                index: 32,
+                what: "scale",
+                ..
+            })
+        ));
+        // Blocks of one: the index is the element's own.
+        let mut values = [FloatBlock { v: [0; 2] }; 3];
+        assert!(matches!(
+            BlockF16::quantize_row(&[1.0, 2.0, 7e4], &mut values),
+            Err(KernelError::F16Overflow {
+                index: 2,
+                what: "value",
+                ..
+            })
+        ));
+        BlockF16::quantize_row(&[1.0, -2.0, 0.5], &mut values).unwrap();
+        let mut back = [0.0f32; 3];
+        BlockF16::dequantize_row(&values, &mut back).unwrap();
+        assert_eq!(back, [1.0, -2.0, 0.5]);
+        assert_eq!(values[1].v, [0x00, 0xC0]);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! value of largest magnitude (with its sign) divided by -8, so that value maps exactly to -8
 //! and the 16 levels cover [-8, 7] steps.
 
-use super::q8_0::{block_len_error, BlockQ8_0};
-use super::{c_float_to_i8, check_blocks, check_finite, checked_f16, f16_le, to_f16_le, Block, QK};
+use super::q8_0::BlockQ8_0;
+use super::{
+    block_values, block_values_mut, c_float_to_i8, checked_f16, f16_le, to_f16_le, Block, RowBlock,
+    QK,
+};
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -91,29 +94,21 @@ impl BlockQ4_0 {
     }
 }
 
-/// Quantizes `src` (`src.len() == 32 * dst.len()`) into Q4_0 blocks. Non-finite inputs and
-/// scales beyond f16 (a magnitude >= 8 * 65520) are errors; otherwise the blocks are ggml's.
-pub fn quantize_row_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) -> Result<(), KernelError> {
-    check_blocks(src.len(), dst.len())?;
-    check_finite(src)?;
-    for (i, (block, x)) in dst.iter_mut().zip(src.chunks_exact(QK)).enumerate() {
-        let x: &[f32; QK] = x.try_into().map_err(|_| block_len_error(x.len()))?;
-        let (b, d) = BlockQ4_0::quantize_with_scale(x);
-        checked_f16(GgmlType::Q4_0, i * QK, "scale", d)?;
-        *block = b;
-    }
-    Ok(())
-}
+// Non-finite inputs and scales beyond f16 (a magnitude >= 8 * 65520) are errors; otherwise
+// the blocks are ggml's.
+impl RowBlock for BlockQ4_0 {
+    const LEN: usize = QK;
 
-/// Dequantizes Q4_0 blocks into `dst` (`dst.len() == 32 * src.len()`).
-pub fn dequantize_row_q4_0(src: &[BlockQ4_0], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_blocks(dst.len(), src.len())?;
-    for (block, out) in src.iter().zip(dst.chunks_exact_mut(QK)) {
-        let len = out.len();
-        let out: &mut [f32; QK] = out.try_into().map_err(|_| block_len_error(len))?;
-        block.dequantize(out);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let (block, d) = Self::quantize_with_scale(block_values::<Self>(x)?);
+        checked_f16(GgmlType::Q4_0, first, "scale", d)?;
+        Ok(block)
     }
-    Ok(())
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(block_values_mut::<Self>(out)?);
+        Ok(())
+    }
 }
 
 /// `sum_i x[i] * y[i]` for Q4_0 weights and Q8_0 activations: per block the exact integer dot
@@ -140,8 +135,8 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> Result<f32, Kernel
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::quantize_row;
     use crate::quant::tests_common::*;
-    use crate::quant::{q8_0::dequantize_row_q8_0, q8_0::quantize_row_q8_0, quantize_row};
     use proptest::prelude::*;
 
     fn f16_bytes(v: f32) -> [u8; 2] {
@@ -238,14 +233,14 @@ mod tests {
         // Largest scale that fits: |max| = 8 * 65504 -> d = -65504 (0xFBFF).
         x[0] = 8.0 * 65504.0;
         let mut blocks = [BlockQ4_0::default()];
-        quantize_row_q4_0(&x, &mut blocks).unwrap();
+        BlockQ4_0::quantize_row(&x, &mut blocks).unwrap();
         assert_eq!(blocks[0].d, [0xFF, 0xFB]);
         // Beyond: ggml would store -inf (0xFC00); the row quantizer refuses.
         for big in [8.0 * 65520.0, f32::MAX, -f32::MAX] {
             x[0] = big;
             assert_eq!(BlockQ4_0::quantize(&x).d[1] & 0x7C, 0x7C);
             assert_eq!(
-                quantize_row_q4_0(&x, &mut blocks),
+                BlockQ4_0::quantize_row(&x, &mut blocks),
                 Err(KernelError::F16Overflow {
                     ty: GgmlType::Q4_0,
                     index: 0,
@@ -257,7 +252,7 @@ mod tests {
         // Negative extreme that fits: max = -65504 * 8 -> d = 65504, the value maps to 0.
         x[0] = -8.0 * 65504.0;
         x[1] = 65504.0 * 8.0; // 16.5 -> clamped 15
-        quantize_row_q4_0(&x, &mut blocks).unwrap();
+        BlockQ4_0::quantize_row(&x, &mut blocks).unwrap();
         assert_eq!(blocks[0].d, [0xFF, 0x7B]);
         assert_eq!(blocks[0].qs[0], 0x80);
         assert_eq!(blocks[0].qs[1], 0x8F);
@@ -316,11 +311,11 @@ mod tests {
             let ys = rng.uniform_vec(nb * 32, 5.0);
             let mut bx = vec![BlockQ4_0::default(); nb];
             let mut by = vec![BlockQ8_0::default(); nb];
-            quantize_row_q4_0(&xs, &mut bx).unwrap();
-            quantize_row_q8_0(&ys, &mut by).unwrap();
+            BlockQ4_0::quantize_row(&xs, &mut bx).unwrap();
+            BlockQ8_0::quantize_row(&ys, &mut by).unwrap();
             let (mut dx, mut dy) = (vec![0.0; nb * 32], vec![0.0; nb * 32]);
-            dequantize_row_q4_0(&bx, &mut dx).unwrap();
-            dequantize_row_q8_0(&by, &mut dy).unwrap();
+            BlockQ4_0::dequantize_row(&bx, &mut dx).unwrap();
+            BlockQ8_0::dequantize_row(&by, &mut dy).unwrap();
             let exact = dot_f64(&dx, &dy);
             let got = vec_dot_q4_0_q8_0(&bx, &by).unwrap() as f64;
             let tol = sum_abs_products(&dx, &dy) * (nb as f64 + 3.0) * f32::EPSILON as f64;

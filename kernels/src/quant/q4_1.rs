@@ -1,9 +1,11 @@
 //! Q4_1: 32 values as 4-bit levels times an f16 scale plus an f16 minimum (20 bytes): the 16
 //! levels span the block's [min, max].
 
-use super::q8_0::block_len_error;
 use super::q8_1::BlockQ8_1;
-use super::{c_float_to_i8, check_blocks, check_finite, checked_f16, f16_le, to_f16_le, Block, QK};
+use super::{
+    block_values, block_values_mut, c_float_to_i8, checked_f16, f16_le, to_f16_le, Block, RowBlock,
+    QK,
+};
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -99,30 +101,21 @@ impl BlockQ4_1 {
     }
 }
 
-/// Quantizes `src` (`src.len() == 32 * dst.len()`) into Q4_1 blocks. Non-finite inputs and a
-/// scale or minimum beyond f16 are errors; otherwise the blocks are ggml's.
-pub fn quantize_row_q4_1(src: &[f32], dst: &mut [BlockQ4_1]) -> Result<(), KernelError> {
-    check_blocks(src.len(), dst.len())?;
-    check_finite(src)?;
-    for (i, (block, x)) in dst.iter_mut().zip(src.chunks_exact(QK)).enumerate() {
-        let x: &[f32; QK] = x.try_into().map_err(|_| block_len_error(x.len()))?;
-        let (b, d, m) = BlockQ4_1::quantize_with_fields(x);
-        checked_f16(GgmlType::Q4_1, i * QK, "scale", d)?;
-        checked_f16(GgmlType::Q4_1, i * QK, "minimum", m)?;
-        *block = b;
-    }
-    Ok(())
-}
+// A scale or minimum beyond f16 is an error; otherwise the blocks are ggml's.
+impl RowBlock for BlockQ4_1 {
+    const LEN: usize = QK;
 
-/// Dequantizes Q4_1 blocks into `dst` (`dst.len() == 32 * src.len()`).
-pub fn dequantize_row_q4_1(src: &[BlockQ4_1], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_blocks(dst.len(), src.len())?;
-    for (block, out) in src.iter().zip(dst.chunks_exact_mut(QK)) {
-        let len = out.len();
-        let out: &mut [f32; QK] = out.try_into().map_err(|_| block_len_error(len))?;
-        block.dequantize(out);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let (block, d, m) = Self::quantize_with_fields(block_values::<Self>(x)?);
+        checked_f16(GgmlType::Q4_1, first, "scale", d)?;
+        checked_f16(GgmlType::Q4_1, first, "minimum", m)?;
+        Ok(block)
     }
-    Ok(())
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(block_values_mut::<Self>(out)?);
+        Ok(())
+    }
 }
 
 /// `sum_i x[i] * y[i]` for Q4_1 weights and Q8_1 activations. Per block,
@@ -151,7 +144,6 @@ pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> Result<f32, Kernel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q8_1::{dequantize_row_q8_1, quantize_row_q8_1};
     use crate::quant::tests_common::*;
     use proptest::prelude::*;
 
@@ -212,12 +204,12 @@ mod tests {
         // Negative extreme: m = -65504 fits; -65520 overflows (ggml would store -inf).
         let mut blocks = [BlockQ4_1::default()];
         x[31] = -65504.0;
-        quantize_row_q4_1(&x, &mut blocks).unwrap();
+        BlockQ4_1::quantize_row(&x, &mut blocks).unwrap();
         assert_eq!(blocks[0].m, [0xFF, 0xFB]);
         assert_eq!(blocks[0].qs[15], 0x0F);
         x[31] = -65520.0;
         assert_eq!(
-            quantize_row_q4_1(&x, &mut blocks),
+            BlockQ4_1::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow {
                 ty: GgmlType::Q4_1,
                 index: 0,
@@ -233,13 +225,13 @@ mod tests {
         assert_eq!((b.d, b.m), ([0x00, 0x7C], [0x00, 0xFC]));
         assert_eq!(b.qs, [0; 16]);
         assert!(matches!(
-            quantize_row_q4_1(&x, &mut blocks),
+            BlockQ4_1::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow { what: "scale", .. })
         ));
         // f32::MAX alone: min 0, d = MAX / 15 overflows f16.
         x[31] = 0.0;
         assert!(matches!(
-            quantize_row_q4_1(&x, &mut blocks),
+            BlockQ4_1::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow { what: "scale", .. })
         ));
     }
@@ -298,11 +290,11 @@ mod tests {
             let ys = rng.uniform_vec(nb * 32, 5.0);
             let mut bx = vec![BlockQ4_1::default(); nb];
             let mut by = vec![BlockQ8_1::default(); nb];
-            quantize_row_q4_1(&xs, &mut bx).unwrap();
-            quantize_row_q8_1(&ys, &mut by).unwrap();
+            BlockQ4_1::quantize_row(&xs, &mut bx).unwrap();
+            BlockQ8_1::quantize_row(&ys, &mut by).unwrap();
             let (mut dx, mut dy) = (vec![0.0; nb * 32], vec![0.0; nb * 32]);
-            dequantize_row_q4_1(&bx, &mut dx).unwrap();
-            dequantize_row_q8_1(&by, &mut dy).unwrap();
+            BlockQ4_1::dequantize_row(&bx, &mut dx).unwrap();
+            BlockQ8_1::dequantize_row(&by, &mut dy).unwrap();
             let exact = dot_f64(&dx, &dy);
             let got = vec_dot_q4_1_q8_1(&bx, &by).unwrap() as f64;
             // Besides f32 rounding, the kernel uses s = f16(dy(f32) * sum p), not

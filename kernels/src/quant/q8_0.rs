@@ -1,7 +1,10 @@
 //! Q8_0: 32 values as signed bytes times one f16 scale `d = absmax / 127` (34 bytes). Used
 //! for int8 weights and as the activation format of Q4_0 and Q8_0 products.
 
-use super::{c_float_to_i8, check_blocks, check_finite, checked_f16, f16_le, to_f16_le, Block, QK};
+use super::{
+    block_values, block_values_mut, c_float_to_i8, checked_f16, f16_le, to_f16_le, Block, RowBlock,
+    QK,
+};
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -78,29 +81,20 @@ impl BlockQ8_0 {
     }
 }
 
-/// Quantizes `src` (`src.len() == 32 * dst.len()`) into Q8_0 blocks. Non-finite inputs and
-/// scales beyond f16 (absmax >= 127 * 65520) are errors; otherwise the blocks are ggml's.
-pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), KernelError> {
-    check_blocks(src.len(), dst.len())?;
-    check_finite(src)?;
-    for (i, (block, x)) in dst.iter_mut().zip(src.chunks_exact(QK)).enumerate() {
-        let x: &[f32; QK] = x.try_into().map_err(|_| block_len_error(x.len()))?;
-        let (b, d) = BlockQ8_0::quantize_with_scale(x);
-        checked_f16(GgmlType::Q8_0, i * QK, "scale", d)?;
-        *block = b;
-    }
-    Ok(())
-}
+// Scales beyond f16 (absmax >= 127 * 65520) are errors; otherwise the blocks are ggml's.
+impl RowBlock for BlockQ8_0 {
+    const LEN: usize = QK;
 
-/// Dequantizes Q8_0 blocks into `dst` (`dst.len() == 32 * src.len()`).
-pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_blocks(dst.len(), src.len())?;
-    for (block, out) in src.iter().zip(dst.chunks_exact_mut(QK)) {
-        let len = out.len();
-        let out: &mut [f32; QK] = out.try_into().map_err(|_| block_len_error(len))?;
-        block.dequantize(out);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let (block, d) = Self::quantize_with_scale(block_values::<Self>(x)?);
+        checked_f16(GgmlType::Q8_0, first, "scale", d)?;
+        Ok(block)
     }
-    Ok(())
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(block_values_mut::<Self>(out)?);
+        Ok(())
+    }
 }
 
 /// `sum_i x[i] * y[i]` over two rows of Q8_0 blocks: per block the exact integer dot times
@@ -120,14 +114,6 @@ pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32, Kernel
         sumf += sumi as f32 * (bx.d() * by.d());
     }
     Ok(sumf)
-}
-
-pub(crate) fn block_len_error(got: usize) -> KernelError {
-    KernelError::SizeMismatch {
-        what: "block elements",
-        expected: QK,
-        got,
-    }
 }
 
 #[cfg(test)]
@@ -196,14 +182,14 @@ mod tests {
         x[9] = -127.0 * 65504.0;
         x[10] = 65504.0 * 3.0;
         let mut blocks = [BlockQ8_0::default(); 1];
-        quantize_row_q8_0(&x, &mut blocks).unwrap();
+        BlockQ8_0::quantize_row(&x, &mut blocks).unwrap();
         assert_eq!(blocks[0].d, [0xFF, 0x7B]);
         assert_eq!((blocks[0].qs[9], blocks[0].qs[10]), (-127, 3));
         // Past it: the scale rounds to f16 infinity, which ggml would store; we refuse.
         x[9] = -127.0 * 65520.0;
         assert_eq!(BlockQ8_0::quantize(&x).d, [0x00, 0x7C]);
         assert!(matches!(
-            quantize_row_q8_0(&x, &mut blocks),
+            BlockQ8_0::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow {
                 index: 0,
                 what: "scale",
@@ -215,7 +201,7 @@ mod tests {
             x[40] = big;
             let mut blocks = [BlockQ8_0::default(); 2];
             assert!(matches!(
-                quantize_row_q8_0(&x, &mut blocks),
+                BlockQ8_0::quantize_row(&x, &mut blocks),
                 Err(KernelError::F16Overflow {
                     ty: GgmlType::Q8_0,
                     index: 32,
@@ -282,11 +268,11 @@ mod tests {
             let ys = rng.uniform_vec(nb * 32, 0.7);
             let mut bx = vec![BlockQ8_0::default(); nb];
             let mut by = vec![BlockQ8_0::default(); nb];
-            quantize_row_q8_0(&xs, &mut bx).unwrap();
-            quantize_row_q8_0(&ys, &mut by).unwrap();
+            BlockQ8_0::quantize_row(&xs, &mut bx).unwrap();
+            BlockQ8_0::quantize_row(&ys, &mut by).unwrap();
             let (mut dx, mut dy) = (vec![0.0; nb * 32], vec![0.0; nb * 32]);
-            dequantize_row_q8_0(&bx, &mut dx).unwrap();
-            dequantize_row_q8_0(&by, &mut dy).unwrap();
+            BlockQ8_0::dequantize_row(&bx, &mut dx).unwrap();
+            BlockQ8_0::dequantize_row(&by, &mut dy).unwrap();
             let exact = dot_f64(&dx, &dy);
             let got = vec_dot_q8_0_q8_0(&bx, &by).unwrap();
             // The integer parts are exact; only f32 rounding of the per-block products and

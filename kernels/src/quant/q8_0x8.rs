@@ -120,7 +120,7 @@ mod tests {
                 .collect();
             let x = rng.uniform_vec(nb * 32, 3.0);
             let mut a = vec![BlockQ8_0::default(); nb];
-            crate::quant::q8_0::quantize_row_q8_0(&x, &mut a).unwrap();
+            <BlockQ8_0 as crate::quant::RowBlock>::quantize_row(&x, &mut a).unwrap();
             let got = vec_dot_q8_0x8_q8_0(&group, &a).unwrap();
             for r in 0..8 {
                 let want = vec_dot_q8_0_q8_0(&rows[r], &a).unwrap();

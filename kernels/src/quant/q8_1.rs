@@ -1,8 +1,10 @@
 //! Q8_1: Q8_0 plus `s = d * sum(qs)` (36 bytes). The activation format of Q4_1 products: the
 //! weight's minimum `m` multiplies the activations' sum, which `s` carries precomputed.
 
-use super::q8_0::block_len_error;
-use super::{c_float_to_i8, check_blocks, check_finite, checked_f16, f16_le, to_f16_le, Block, QK};
+use super::{
+    block_values, block_values_mut, c_float_to_i8, checked_f16, f16_le, to_f16_le, Block, RowBlock,
+    QK,
+};
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -88,32 +90,23 @@ impl BlockQ8_1 {
     }
 }
 
-/// Quantizes `src` (`src.len() == 32 * dst.len()`) into Q8_1 blocks. Non-finite inputs and a
-/// scale or sum beyond f16 (|s| >= 65520, i.e. a block summing to about that) are errors;
-/// otherwise the blocks are ggml's.
-pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) -> Result<(), KernelError> {
-    check_blocks(src.len(), dst.len())?;
-    check_finite(src)?;
-    for (i, (block, x)) in dst.iter_mut().zip(src.chunks_exact(QK)).enumerate() {
-        let x: &[f32; QK] = x.try_into().map_err(|_| block_len_error(x.len()))?;
-        let (b, d, s) = BlockQ8_1::quantize_with_fields(x);
-        checked_f16(GgmlType::Q8_1, i * QK, "scale", d)?;
-        checked_f16(GgmlType::Q8_1, i * QK, "sum", s)?;
-        *block = b;
-    }
-    Ok(())
-}
+// A scale or sum beyond f16 (|s| >= 65520, i.e. a block summing to about that) is an error;
+// otherwise the blocks are ggml's. ggml has no Q8_1 dequantizer (Q8_1 only ever holds
+// activations); this one exists for tests and completeness.
+impl RowBlock for BlockQ8_1 {
+    const LEN: usize = QK;
 
-/// Dequantizes Q8_1 blocks into `dst` (`dst.len() == 32 * src.len()`). ggml has no such
-/// function (Q8_1 only ever holds activations); this one exists for tests and completeness.
-pub fn dequantize_row_q8_1(src: &[BlockQ8_1], dst: &mut [f32]) -> Result<(), KernelError> {
-    check_blocks(dst.len(), src.len())?;
-    for (block, out) in src.iter().zip(dst.chunks_exact_mut(QK)) {
-        let len = out.len();
-        let out: &mut [f32; QK] = out.try_into().map_err(|_| block_len_error(len))?;
-        block.dequantize(out);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let (block, d, s) = Self::quantize_with_fields(block_values::<Self>(x)?);
+        checked_f16(GgmlType::Q8_1, first, "scale", d)?;
+        checked_f16(GgmlType::Q8_1, first, "sum", s)?;
+        Ok(block)
     }
-    Ok(())
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(block_values_mut::<Self>(out)?);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -174,17 +167,17 @@ mod tests {
         let x = [2100.0f32; 32];
         let mut blocks = [BlockQ8_1::default()];
         assert!(matches!(
-            quantize_row_q8_1(&x, &mut blocks),
+            BlockQ8_1::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow { what: "sum", .. })
         ));
         // Alternating signs: the sum is 0 and the block is fine.
         let x: [f32; 32] = std::array::from_fn(|j| if j % 2 == 0 { 2100.0 } else { -2100.0 });
-        quantize_row_q8_1(&x, &mut blocks).unwrap();
+        BlockQ8_1::quantize_row(&x, &mut blocks).unwrap();
         assert_eq!(blocks[0].s(), 0.0);
         let mut x = [0.0f32; 32];
         x[5] = -f32::MAX;
         assert!(matches!(
-            quantize_row_q8_1(&x, &mut blocks),
+            BlockQ8_1::quantize_row(&x, &mut blocks),
             Err(KernelError::F16Overflow {
                 what: "scale",
                 index: 0,

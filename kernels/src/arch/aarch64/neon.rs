@@ -80,7 +80,7 @@ pub(super) fn quantize_q8_1(x: &[f32], blocks: &mut [BlockQ8_1]) -> Result<(), K
     if unsafe { q8_1_fast(x, blocks) } {
         Ok(())
     } else {
-        crate::quant::q8_1::quantize_row_q8_1(x, blocks)
+        crate::quant::RowBlock::quantize_row(x, blocks)
     }
 }
 

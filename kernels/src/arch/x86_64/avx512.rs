@@ -81,7 +81,7 @@ fn quantize_q8_1(x: &[f32], blocks: &mut [BlockQ8_1]) -> Result<(), KernelError>
     if unsafe { avx2::q8_1_fast(x, blocks) } {
         Ok(())
     } else {
-        crate::quant::q8_1::quantize_row_q8_1(x, blocks)
+        crate::quant::RowBlock::quantize_row(x, blocks)
     }
 }
 
