@@ -34,6 +34,14 @@ pub enum Error {
         /// Positions in the context.
         context: usize,
     },
+    /// The mapped model file was truncated, overwritten or replaced after it was loaded:
+    /// its weights can no longer be read safely. Load it again (or load it with
+    /// [`crate::Engine::read`], which does not map it).
+    #[error("{}: the model file changed while in use (do not modify a mapped model file; load it again, or without mmap)", path.display())]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+    },
     /// The prompt is empty.
     #[error("the prompt is empty")]
     EmptyPrompt,

@@ -35,6 +35,30 @@ impl Engine {
         Self::from_file(path, Arc::new(file))
     }
 
+    /// Reads the whole file at `path` into memory (no map) and loads its model and
+    /// tokenizer: for files that may be modified while in use, at the cost of the file's size
+    /// in memory.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = GgufFile::read(&path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_file(path, Arc::new(file))
+    }
+
+    /// Fails with [`Error::FileChanged`] if the mapped file was truncated, overwritten or
+    /// replaced since it was loaded (two `stat` calls; always fine for a file read into
+    /// memory). Sessions check it before each generation.
+    pub fn check_file(&self) -> Result<()> {
+        if self.file.changed() {
+            return Err(Error::FileChanged {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Loads the model and tokenizer of a parsed file (`path` is for messages).
     pub fn from_file(path: PathBuf, file: Arc<GgufFile>) -> Result<Self> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
@@ -104,10 +128,12 @@ impl Default for SessionOptions {
     }
 }
 
-/// `threads`, or one per CPU when it is 0.
+/// `threads`, or one per CPU (at most the pool's 256) when it is 0.
 pub fn resolve_threads(threads: usize) -> usize {
     match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(chatglm_kernels::pool::MAX_THREADS),
         n => n,
     }
 }
@@ -323,6 +349,7 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.engine.check_file()?;
         let prompt = self.fit_chat_prompt(&mut history, message, options)?;
         let generation = self.generate(&prompt, options, on_text)?;
         history.push(ChatMessage::new(Role::User, message));
@@ -341,6 +368,7 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.engine.check_file()?;
         let prompt = self.engine.tokenizer().encode_with_prefix(text);
         self.generate(&prompt, options, on_text)
     }
@@ -375,6 +403,12 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        if options.max_new_tokens == 0 {
+            return Err(Error::InvalidOption(
+                "max_new_tokens (-n) must be at least 1".into(),
+            ));
+        }
+        self.engine.check_file()?;
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }

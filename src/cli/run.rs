@@ -36,8 +36,7 @@ pub struct RunArgs {
 }
 
 fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let text = super::common::read_text(path)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let items = value.as_array().ok_or_else(|| {

@@ -18,7 +18,8 @@ pub enum chatglm_status {
     /// A pointer is NULL, a string is not valid UTF-8, an option is out of range, a token id is
     /// outside the vocabulary, or a message list is not a conversation the model understands.
     CHATGLM_ERR_INVALID_ARGUMENT = 1,
-    /// The model file could not be opened, mapped or read.
+    /// The model file could not be opened, mapped or read, is not a regular file, or changed
+    /// (truncated, overwritten, replaced) after a mapped load.
     CHATGLM_ERR_IO = 2,
     /// The file is not a usable model (not GGUF, truncated, missing or malformed tensors or
     /// vocabulary).
@@ -70,7 +71,8 @@ impl Failure {
             Error::File {
                 source: crate::gguf::GgufError::Io { .. },
                 ..
-            } => CHATGLM_ERR_IO,
+            }
+            | Error::FileChanged { .. } => CHATGLM_ERR_IO,
             Error::InvalidOption(_) => CHATGLM_ERR_INVALID_ARGUMENT,
             Error::Model(ModelError::Alloc { .. }) => CHATGLM_ERR_OUT_OF_MEMORY,
             _ => CHATGLM_ERR_BAD_FILE,
@@ -90,6 +92,7 @@ impl Failure {
             | Error::Tokenizer(_)
             | Error::Sampler(SamplerError::Config { .. }) => CHATGLM_ERR_INVALID_ARGUMENT,
             Error::Model(ModelError::Alloc { .. }) => CHATGLM_ERR_OUT_OF_MEMORY,
+            Error::FileChanged { .. } => CHATGLM_ERR_IO,
             _ => CHATGLM_ERR_INTERNAL,
         };
         Self::new(status, e.to_string())
