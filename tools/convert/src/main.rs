@@ -123,8 +123,10 @@ fn run(args: Args) -> Result<(), ConvertError> {
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
-        // If no handler can be installed, Ctrl-C kills the process; the temporary file is
-        // then left behind, but never a half-written file under the output name.
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's "termination" feature) all cancel: the
+        // writer stops at the next tensor and removes its temporary file. If no handler can
+        // be installed, the signal kills the process; the temporary file is then left
+        // behind, but never a half-written file under the output name.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
     let mut bar = Bar(ProgressBar::new(0));
