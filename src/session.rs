@@ -64,11 +64,10 @@ impl Engine {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let model = Model::from_gguf(Arc::clone(&file))?;
         if tokenizer.vocab_size() != model.config().vocab_size {
-            return Err(Error::InvalidOption(format!(
-                "the vocabulary has {} tokens but the embedding {} rows",
-                tokenizer.vocab_size(),
-                model.config().vocab_size
-            )));
+            return Err(Error::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                embedding: model.config().vocab_size,
+            });
         }
         Ok(Self {
             path,
@@ -250,11 +249,7 @@ impl Session {
         let max = engine.config().context_length;
         let context = match options.context {
             0 => DEFAULT_CONTEXT.min(max),
-            c if c > max => {
-                return Err(Error::InvalidOption(format!(
-                    "context {c} is larger than the model's {max}"
-                )))
-            }
+            c if c > max => return Err(Error::ContextTooLarge { requested: c, max }),
             c => c,
         };
         let batch = options.batch.clamp(1, context);
@@ -322,13 +317,9 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let (last, earlier) = messages
-            .split_last()
-            .ok_or_else(|| Error::InvalidOption("the conversation has no message".into()))?;
+        let (last, earlier) = messages.split_last().ok_or(Error::EmptyConversation)?;
         if last.role != Role::User {
-            return Err(Error::InvalidOption(
-                "the conversation must end with a user message".into(),
-            ));
+            return Err(Error::LastMessageNotUser);
         }
         self.chat_after(earlier.to_vec(), &last.content, options, on_text)
     }
@@ -404,9 +395,7 @@ impl Session {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
         if options.max_new_tokens == 0 {
-            return Err(Error::InvalidOption(
-                "max_new_tokens (-n) must be at least 1".into(),
-            ));
+            return Err(Error::NoTokensToGenerate);
         }
         self.engine.check_file()?;
         if prompt.is_empty() {

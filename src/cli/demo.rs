@@ -49,7 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
             output: args.model.clone(),
             matrix_type: GgmlType::Q4_0,
             portable: true,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: chatglm::resolve_threads(0),
             name: "synthetic-tiny".into(),
         };
         write_synthetic(

@@ -115,10 +115,8 @@ impl Progress for Bar {
 
 fn run(args: Args) -> Result<(), ConvertError> {
     let ty = args.qtype.ggml();
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    // One rule for the whole project: 0 or absent means one per CPU, capped at 256.
+    let threads = chatglm::resolve_threads(args.threads.unwrap_or(0));
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
