@@ -35,7 +35,7 @@ pub struct RunArgs {
     json: bool,
 }
 
-fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, CliError> {
+fn read_messages(path: &std::path::Path) -> Result<Vec<ChatMessage>, CliError> {
     let text = super::common::read_text(path)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
