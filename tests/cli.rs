@@ -348,3 +348,41 @@ fn unbounded_inputs_and_non_regular_models_are_refused() {
         }
     }
 }
+
+#[test]
+fn bad_conversation_files_name_the_problem() {
+    let m = model().to_str().unwrap();
+    let dir = model().parent().unwrap();
+    let cases = [
+        ("not-json.json", "[{", "EOF"),
+        ("object.json", "{}", "expected a JSON array of messages"),
+        (
+            "role.json",
+            r#"[{"role": "robot", "content": "x"}]"#,
+            "message 0: unknown role \"robot\"",
+        ),
+        (
+            "content.json",
+            r#"[{"role": "user"}]"#,
+            "no \"content\" string",
+        ),
+        ("empty.json", "[]", "the conversation has no message"),
+        (
+            "last.json",
+            r#"[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]"#,
+            "must end with a user message",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let o = chatglm(&["run", "-m", m, "--messages", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(needle),
+            "{name}: {err:?} should say {needle:?}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}

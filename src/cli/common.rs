@@ -49,24 +49,26 @@ pub const MAX_TEXT_BYTES: u64 = 256 << 20;
 /// Reads the UTF-8 text file `path`, refusing one larger than [`MAX_TEXT_BYTES`] (and a
 /// device such as `/dev/zero` that never ends) without reading more than that.
 pub fn read_text(path: &std::path::Path) -> Result<String, super::CliError> {
+    use super::CliError;
     use std::io::Read;
-    let input = |what: String| super::CliError::Input(format!("{}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| input(e.to_string()))?;
+    let read = |source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
     let mut bytes = Vec::new();
     file.take(MAX_TEXT_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| input(e.to_string()))?;
+        .map_err(read)?;
     if bytes.len() as u64 > MAX_TEXT_BYTES {
-        return Err(input(format!(
-            "larger than {} MiB, the most this command reads",
-            MAX_TEXT_BYTES >> 20
-        )));
+        return Err(CliError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_TEXT_BYTES,
+        });
     }
-    String::from_utf8(bytes).map_err(|e| {
-        input(format!(
-            "not valid UTF-8 (at byte {})",
-            e.utf8_error().valid_up_to()
-        ))
+    String::from_utf8(bytes).map_err(|e| CliError::NotUtf8 {
+        what: path.display().to_string(),
+        at: e.utf8_error().valid_up_to(),
     })
 }
 
