@@ -140,8 +140,8 @@ fn run(args: Args) -> Result<(), ConvertError> {
         name: name.to_owned(),
     };
     let (summary, output) = if let Some(preset) = &args.synthetic {
-        let preset = Preset::from_name(preset)
-            .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
+        let preset =
+            Preset::from_name(preset).ok_or_else(|| ConvertError::UnknownPreset(preset.clone()))?;
         let opts = opts(&format!("synthetic-{}", preset.name()));
         announce(
             &format!("synthetic {} (seed {})", preset.name(), args.seed),
@@ -153,10 +153,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
     } else {
         let dir = args.model_dir.clone().unwrap_or_default();
         if !dir.is_dir() {
-            return Err(ConvertError::Invalid(format!(
-                "{}: not a directory (expected a Hugging Face checkpoint directory)",
-                dir.display()
-            )));
+            return Err(ConvertError::NotADirectory(dir));
         }
         let config = HfConfig::from_file(&dir.join("config.json"))?;
         config.validate()?;
