@@ -386,3 +386,36 @@ fn bad_conversation_files_name_the_problem() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+/// The bus error handler itself (a truncation is caught by the check before a generation;
+/// one during a generation raises SIGBUS, which is sent here directly).
+#[cfg(unix)]
+#[test]
+fn a_bus_error_is_one_line_and_exit_1() {
+    use std::io::{BufRead, Write};
+    let m = model().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["chat", "-m", m, "-n", "2", "--temp", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"hello\n").unwrap();
+    let mut reply = String::new();
+    stdout.read_line(&mut reply).unwrap();
+    let sent = Command::new("kill")
+        .args(["-BUS", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = wait_bounded(child, "chat after SIGBUS");
+    drop(stdin);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "chatglm: error: the model file changed while in use (bus error on the mapping)\n"
+    );
+}
