@@ -11,9 +11,9 @@
  *                    per session (a concurrent call fails with CHATGLM_ERR_BUSY); different
  *                    sessions run in parallel, on one model or several.
  *   A model file loaded with the default options is mapped, not read: it must not be truncated
- *   or overwritten while the model is loaded (replacing it by a rename is safe). Generations
- *   check it and fail with CHATGLM_ERR_IO, but a change during one raises SIGBUS. Set
- *   chatglm_model_options.no_mmap for files that may change.
+ *   or overwritten while the model is loaded (replacing it by a rename cannot crash, but is
+ *   reported like a change). Generations check it and fail with CHATGLM_ERR_IO, but a change
+ *   during one raises SIGBUS. Set chatglm_model_options.no_mmap for files that may change.
  *   A session keeps its model alive: model and sessions may be freed in any order. Using a
  *   handle after freeing it, or freeing it while a call on it runs, is undefined behaviour.
  *
@@ -369,9 +369,10 @@ struct chatglm_model_options chatglm_model_options_default(void);
  * handle in `*model_out` (NULL on failure). Free it with `chatglm_model_free`.
  *
  * A mapped file must not be truncated or overwritten while the model is loaded (replacing
- * it by a rename is safe): each generation checks the file's size, mtime and identity and
- * fails with `CHATGLM_ERR_IO` if they changed, but a change during a generation makes the
- * next read of the file raise `SIGBUS`. Use `no_mmap` for files that may change.
+ * it by a rename cannot crash, but is reported too): each generation checks the file's size,
+ * mtime and identity (device, inode) and fails with `CHATGLM_ERR_IO` if they changed, but a
+ * change during a generation makes the next read of the file raise `SIGBUS`. Use `no_mmap`
+ * for files that may change.
  *
  * Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options such as
  * `n_threads` above 256), `CHATGLM_ERR_IO` (the file cannot be opened, mapped or read, or is

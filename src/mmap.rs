@@ -4,8 +4,9 @@
 //! the two things here that the standard library cannot do safely.
 //!
 //! The rule for callers: **a mapped model file must not be truncated or overwritten while it
-//! is loaded.** Replacing it (writing a new file and renaming it over the old path) is safe:
-//! the map keeps the old file's pages. [`Mmap::changed`] detects, at a cost of two `stat`
+//! is loaded.** Replacing it (writing a new file and renaming it over the old path) cannot
+//! crash: the map keeps the old file's pages; it is still reported as a change, since the
+//! loaded model no longer is the file its path names. [`Mmap::changed`] detects, at a cost of two `stat`
 //! calls, the changes that can be seen from outside; a change between two checks makes the
 //! next read of a vanished page raise `SIGBUS`, which [`install_bus_error_handler`] turns into
 //! a one-line message in the CLI.

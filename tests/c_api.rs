@@ -795,6 +795,24 @@ fn a_model_file_truncated_after_load_is_an_error_not_a_signal() {
     let e = session.chat("hello", &options, &mut |_| true).unwrap_err();
     assert!(matches!(e, chatglm::Error::FileChanged { .. }), "{e:?}");
 
+    // A new file renamed over the path: the map still holds the old one, but the model is
+    // no longer the path's: reported as a change too.
+    let path = tiny_copy("renamed-rust.gguf");
+    let engine = Arc::new(Engine::open(&path).unwrap());
+    let mut session = Session::new(Arc::clone(&engine), SessionOptions::default()).unwrap();
+    let new = tiny_copy("renamed-new.gguf");
+    std::fs::rename(&new, &path).unwrap();
+    let e = session
+        .complete("hello", &options, &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(e, chatglm::Error::FileChanged { .. }), "{e:?}");
+    // An unlinked file stays mapped and unchanged: no error.
+    let path = tiny_copy("unlinked-rust.gguf");
+    let engine = Arc::new(Engine::open(&path).unwrap());
+    let mut session = Session::new(Arc::clone(&engine), SessionOptions::default()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    session.complete("hello", &options, &mut |_| true).unwrap();
+
     // Read into memory, the file may change.
     let path = tiny_copy("truncated-read.gguf");
     let engine = Arc::new(Engine::read(&path).unwrap());

@@ -117,9 +117,10 @@ fn session_options(
 /// handle in `*model_out` (NULL on failure). Free it with `chatglm_model_free`.
 ///
 /// A mapped file must not be truncated or overwritten while the model is loaded (replacing
-/// it by a rename is safe): each generation checks the file's size, mtime and identity and
-/// fails with `CHATGLM_ERR_IO` if they changed, but a change during a generation makes the
-/// next read of the file raise `SIGBUS`. Use `no_mmap` for files that may change.
+/// it by a rename cannot crash, but is reported too): each generation checks the file's size,
+/// mtime and identity (device, inode) and fails with `CHATGLM_ERR_IO` if they changed, but a
+/// change during a generation makes the next read of the file raise `SIGBUS`. Use `no_mmap`
+/// for files that may change.
 ///
 /// Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options such as
 /// `n_threads` above 256), `CHATGLM_ERR_IO` (the file cannot be opened, mapped or read, or is
