@@ -10,6 +10,10 @@
  *   chatglm_session  one conversation: its own KV cache and chat history. One call at a time
  *                    per session (a concurrent call fails with CHATGLM_ERR_BUSY); different
  *                    sessions run in parallel, on one model or several.
+ *   A model file loaded with the default options is mapped, not read: it must not be truncated
+ *   or overwritten while the model is loaded (replacing it by a rename cannot crash, but is
+ *   reported like a change). Generations check it and fail with CHATGLM_ERR_IO, but a change
+ *   during one raises SIGBUS. Set chatglm_model_options.no_mmap for files that may change.
  *   A session keeps its model alive: model and sessions may be freed in any order. Using a
  *   handle after freeing it, or freeing it while a call on it runs, is undefined behaviour.
  *
@@ -57,7 +61,8 @@ typedef enum chatglm_status {
      */
     CHATGLM_ERR_INVALID_ARGUMENT = 1,
     /**
-     * The model file could not be opened, mapped or read.
+     * The model file could not be opened, mapped or read, is not a regular file, or changed
+     * (truncated, overwritten, replaced) after a mapped load.
      */
     CHATGLM_ERR_IO = 2,
     /**
@@ -171,8 +176,8 @@ typedef struct chatglm_session chatglm_session;
  */
 typedef struct chatglm_model_options {
     /**
-     * Threads for matrix products; 0 = all cores. (Recorded and reported by
-     * `chatglm_model_get_info`; it takes effect once the threaded kernels are wired in.)
+     * Threads for matrix products; 0 = all cores. At most 256 (more is
+     * `CHATGLM_ERR_INVALID_ARGUMENT`).
      */
     uint32_t n_threads;
     /**
@@ -188,6 +193,14 @@ typedef struct chatglm_model_options {
      * A `chatglm_kv_type` value (`CHATGLM_KV_F16` or `CHATGLM_KV_F32`).
      */
     int32_t kv_type;
+    /**
+     * 0 (the default): map the file read-only; the file must then not be truncated or
+     * overwritten while the model is loaded (a generation on a changed file fails with
+     * `CHATGLM_ERR_IO`, but a change during one can crash the process with `SIGBUS`).
+     * Non-zero: read the whole file into memory instead (it may then change freely; costs
+     * the file's size in RAM and a full read at load).
+     */
+    int32_t no_mmap;
 } chatglm_model_options;
 
 /**
@@ -351,13 +364,19 @@ void chatglm_string_free(char *text);
 struct chatglm_model_options chatglm_model_options_default(void);
 
 /**
- * Loads the GGUF model file `path` (memory-mapped read-only; no weight is copied) with
- * `options` (NULL: the defaults), and stores the new handle in `*model_out` (NULL on failure).
- * Free it with `chatglm_model_free`.
+ * Loads the GGUF model file `path` (memory-mapped read-only, no weight copied; or read into
+ * memory with `options->no_mmap`) with `options` (NULL: the defaults), and stores the new
+ * handle in `*model_out` (NULL on failure). Free it with `chatglm_model_free`.
  *
- * Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options),
- * `CHATGLM_ERR_IO` (the file cannot be opened or mapped), `CHATGLM_ERR_BAD_FILE` (not a
- * valid model file).
+ * A mapped file must not be truncated or overwritten while the model is loaded (replacing
+ * it by a rename cannot crash, but is reported too): each generation checks the file's size,
+ * mtime and identity (device, inode) and fails with `CHATGLM_ERR_IO` if they changed, but a
+ * change during a generation makes the next read of the file raise `SIGBUS`. Use `no_mmap`
+ * for files that may change.
+ *
+ * Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options such as
+ * `n_threads` above 256), `CHATGLM_ERR_IO` (the file cannot be opened, mapped or read, or is
+ * not a regular file), `CHATGLM_ERR_BAD_FILE` (not a valid model file).
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `options` is NULL or points to an options

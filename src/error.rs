@@ -34,12 +34,77 @@ pub enum Error {
         /// Positions in the context.
         context: usize,
     },
+    /// The mapped model file was truncated, overwritten or replaced after it was loaded:
+    /// its weights can no longer be read safely. Load it again (or load it with
+    /// [`crate::Engine::read`], which does not map it).
+    #[error("{}: the model file changed while in use (do not modify a mapped model file; load it again, or without mmap)", path.display())]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+    },
     /// The prompt is empty.
     #[error("the prompt is empty")]
     EmptyPrompt,
-    /// An option is out of range or inconsistent.
-    #[error("invalid option: {0}")]
-    InvalidOption(String),
+    /// The file's tokenizer and embedding disagree on the number of tokens (a bad file).
+    #[error("the vocabulary has {tokenizer} tokens but the embedding {embedding} rows")]
+    VocabMismatch {
+        /// Tokens in the tokenizer.
+        tokenizer: usize,
+        /// Rows of the token embedding.
+        embedding: usize,
+    },
+    /// A session's context is larger than the model's.
+    #[error("context {requested} is larger than the model's {max}")]
+    ContextTooLarge {
+        /// The context asked for.
+        requested: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// A perplexity window is outside `3..=max`.
+    #[error("perplexity context {window} must be in 3..={max}")]
+    WindowOutOfRange {
+        /// The window asked for.
+        window: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// A generation was asked for no token (`max_new_tokens` / `-n` 0).
+    #[error("max_new_tokens (-n) must be at least 1")]
+    NoTokensToGenerate,
+    /// A conversation to reply to has no message.
+    #[error("the conversation has no message")]
+    EmptyConversation,
+    /// A conversation to reply to does not end with a user message.
+    #[error("the conversation must end with a user message")]
+    LastMessageNotUser,
+}
+
+impl Error {
+    /// Whether the model file is at fault (it loaded, or parsed, but is not a usable model),
+    /// as opposed to the caller's input, the machine, or reading the file.
+    pub fn is_bad_file(&self) -> bool {
+        match self {
+            Error::File { source, .. } => !matches!(source, crate::gguf::GgufError::Io { .. }),
+            Error::VocabMismatch { .. } | Error::Tokenizer(_) => true,
+            Error::Model(e) => {
+                use crate::model::ModelError as M;
+                matches!(
+                    e,
+                    M::Config(_)
+                        | M::Gguf(_)
+                        | M::Metadata { .. }
+                        | M::MissingTensor(_)
+                        | M::TensorShape { .. }
+                        | M::TensorType { .. }
+                        | M::TensorSize { .. }
+                        | M::RowNotBlocks { .. }
+                        | M::TensorData { .. }
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `path: problem`, unless the problem already names the path (an I/O error).

@@ -24,6 +24,7 @@ pub mod tokenizer;
 mod mmap;
 
 pub use error::{Error, Result};
+pub use mmap::install_bus_error_handler;
 pub use session::{
     resolve_threads, Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason,
     Timings, DEFAULT_CONTEXT,

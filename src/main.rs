@@ -33,6 +33,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A model file truncated under its map: one line and exit 1, not a silent SIGBUS.
+    chatglm::install_bus_error_handler();
     // A CHATGLM_KERNELS the CPU cannot honour is an error here, not a silent fallback.
     if let Err(e) = chatglm_kernels::isa::requested() {
         eprintln!("chatglm: error: {}: {e}", chatglm_kernels::isa::ENV_VAR);

@@ -53,9 +53,10 @@ pub fn perplexity(
 ) -> Result<Perplexity> {
     let max = engine.config().context_length;
     if !(3..=max).contains(&context) {
-        return Err(Error::InvalidOption(format!(
-            "perplexity context {context} must be in 3..={max}"
-        )));
+        return Err(Error::WindowOutOfRange {
+            window: context,
+            max,
+        });
     }
     let tok = engine.tokenizer();
     let ids = tok.encode(text);

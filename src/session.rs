@@ -35,16 +35,39 @@ impl Engine {
         Self::from_file(path, Arc::new(file))
     }
 
+    /// Reads the whole file at `path` into memory (no map) and loads its model and
+    /// tokenizer: for files that may be modified while in use, at the cost of the file's size
+    /// in memory.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = GgufFile::read(&path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_file(path, Arc::new(file))
+    }
+
+    /// Fails with [`Error::FileChanged`] if the mapped file was truncated, overwritten or
+    /// replaced since it was loaded (two `stat` calls; always fine for a file read into
+    /// memory). Sessions check it before each generation.
+    pub fn check_file(&self) -> Result<()> {
+        if self.file.changed() {
+            return Err(Error::FileChanged {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Loads the model and tokenizer of a parsed file (`path` is for messages).
     pub fn from_file(path: PathBuf, file: Arc<GgufFile>) -> Result<Self> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let model = Model::from_gguf(Arc::clone(&file))?;
         if tokenizer.vocab_size() != model.config().vocab_size {
-            return Err(Error::InvalidOption(format!(
-                "the vocabulary has {} tokens but the embedding {} rows",
-                tokenizer.vocab_size(),
-                model.config().vocab_size
-            )));
+            return Err(Error::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                embedding: model.config().vocab_size,
+            });
         }
         Ok(Self {
             path,
@@ -104,10 +127,12 @@ impl Default for SessionOptions {
     }
 }
 
-/// `threads`, or one per CPU when it is 0.
+/// `threads`, or one per CPU (at most the pool's 256) when it is 0.
 pub fn resolve_threads(threads: usize) -> usize {
     match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(chatglm_kernels::pool::MAX_THREADS),
         n => n,
     }
 }
@@ -224,11 +249,7 @@ impl Session {
         let max = engine.config().context_length;
         let context = match options.context {
             0 => DEFAULT_CONTEXT.min(max),
-            c if c > max => {
-                return Err(Error::InvalidOption(format!(
-                    "context {c} is larger than the model's {max}"
-                )))
-            }
+            c if c > max => return Err(Error::ContextTooLarge { requested: c, max }),
             c => c,
         };
         let batch = options.batch.clamp(1, context);
@@ -296,13 +317,9 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let (last, earlier) = messages
-            .split_last()
-            .ok_or_else(|| Error::InvalidOption("the conversation has no message".into()))?;
+        let (last, earlier) = messages.split_last().ok_or(Error::EmptyConversation)?;
         if last.role != Role::User {
-            return Err(Error::InvalidOption(
-                "the conversation must end with a user message".into(),
-            ));
+            return Err(Error::LastMessageNotUser);
         }
         self.chat_after(earlier.to_vec(), &last.content, options, on_text)
     }
@@ -323,6 +340,7 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.engine.check_file()?;
         let prompt = self.fit_chat_prompt(&mut history, message, options)?;
         let generation = self.generate(&prompt, options, on_text)?;
         history.push(ChatMessage::new(Role::User, message));
@@ -341,6 +359,7 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.engine.check_file()?;
         let prompt = self.engine.tokenizer().encode_with_prefix(text);
         self.generate(&prompt, options, on_text)
     }
@@ -375,6 +394,10 @@ impl Session {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        if options.max_new_tokens == 0 {
+            return Err(Error::NoTokensToGenerate);
+        }
+        self.engine.check_file()?;
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }

@@ -705,3 +705,188 @@ fn golden_greedy_through_c() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A model file that changes while loaded; load options checked at load.
+
+/// A private copy of the tiny model, to truncate.
+fn tiny_copy(name: &str) -> PathBuf {
+    let path = work_dir().join(name);
+    std::fs::copy(tiny_model(), &path).unwrap();
+    path
+}
+
+fn truncate_half(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len / 2).unwrap();
+}
+
+/// Loads `path` through the C ABI with `opts`; returns the status and the handle.
+#[allow(unsafe_code)]
+fn c_load(
+    path: &Path,
+    opts: &chatglm::ffi::model::chatglm_model_options,
+) -> (
+    chatglm::ffi::status::chatglm_status,
+    *mut chatglm::ffi::model::chatglm_model,
+) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut model = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path, a live options struct, a writable out pointer.
+    let status = unsafe { chatglm::ffi::model::chatglm_model_load(c.as_ptr(), opts, &mut model) };
+    (status, model)
+}
+
+/// `chatglm_complete` of "hello" on a new session of `model` (2 tokens, greedy).
+#[allow(unsafe_code)]
+fn c_complete(
+    model: *mut chatglm::ffi::model::chatglm_model,
+    between: impl FnOnce(),
+) -> chatglm::ffi::status::chatglm_status {
+    use chatglm::ffi::session::*;
+    let mut session = std::ptr::null_mut();
+    // SAFETY: a live model handle and a writable out pointer.
+    let s = unsafe { chatglm_session_new(model, &mut session) };
+    assert_eq!(s, chatglm::ffi::status::chatglm_status::CHATGLM_OK);
+    between();
+    let opts = chatglm_generate_options {
+        max_new_tokens: 2,
+        temperature: 0.0,
+        ..chatglm_generate_options_default()
+    };
+    // SAFETY: a live session, a NUL-terminated text, live options, no callback or reply.
+    let status = unsafe {
+        chatglm_complete(
+            session,
+            c"hello".as_ptr(),
+            &opts,
+            None,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    // SAFETY: the session from above, freed once.
+    unsafe { chatglm_session_free(session) };
+    status
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn a_model_file_truncated_after_load_is_an_error_not_a_signal() {
+    use chatglm::ffi::model::*;
+    use chatglm::ffi::status::chatglm_status::*;
+    let options = GenerateOptions {
+        max_new_tokens: 2,
+        ..GenerateOptions::default()
+    };
+    // The Rust API: a typed error before any weight is read.
+    let path = tiny_copy("truncated-rust.gguf");
+    let engine = Arc::new(Engine::open(&path).unwrap());
+    let mut session = Session::new(Arc::clone(&engine), SessionOptions::default()).unwrap();
+    session.complete("hello", &options, &mut |_| true).unwrap();
+    truncate_half(&path);
+    let e = session
+        .complete("hello", &options, &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(e, chatglm::Error::FileChanged { .. }), "{e:?}");
+    assert!(e.to_string().contains("changed while in use"), "{e}");
+    let e = session.chat("hello", &options, &mut |_| true).unwrap_err();
+    assert!(matches!(e, chatglm::Error::FileChanged { .. }), "{e:?}");
+
+    // A new file renamed over the path: the map still holds the old one, but the model is
+    // no longer the path's: reported as a change too.
+    let path = tiny_copy("renamed-rust.gguf");
+    let engine = Arc::new(Engine::open(&path).unwrap());
+    let mut session = Session::new(Arc::clone(&engine), SessionOptions::default()).unwrap();
+    let new = tiny_copy("renamed-new.gguf");
+    std::fs::rename(&new, &path).unwrap();
+    let e = session
+        .complete("hello", &options, &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(e, chatglm::Error::FileChanged { .. }), "{e:?}");
+    // An unlinked file stays mapped and unchanged: no error.
+    let path = tiny_copy("unlinked-rust.gguf");
+    let engine = Arc::new(Engine::open(&path).unwrap());
+    let mut session = Session::new(Arc::clone(&engine), SessionOptions::default()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    session.complete("hello", &options, &mut |_| true).unwrap();
+
+    // Read into memory, the file may change.
+    let path = tiny_copy("truncated-read.gguf");
+    let engine = Arc::new(Engine::read(&path).unwrap());
+    assert!(!engine.file().is_mapped());
+    let mut session = Session::new(engine, SessionOptions::default()).unwrap();
+    truncate_half(&path);
+    session.complete("hello", &options, &mut |_| true).unwrap();
+
+    // The C ABI: CHATGLM_ERR_IO with the message; with no_mmap, no error.
+    let path = tiny_copy("truncated-c.gguf");
+    let (s, model) = c_load(&path, &chatglm_model_options_default());
+    assert_eq!(s, CHATGLM_OK);
+    assert_eq!(c_complete(model, || truncate_half(&path)), CHATGLM_ERR_IO);
+    // SAFETY: chatglm_last_error never returns NULL.
+    let msg = unsafe { std::ffi::CStr::from_ptr(chatglm::ffi::status::chatglm_last_error()) };
+    assert!(
+        msg.to_str().unwrap().contains("changed while in use"),
+        "{msg:?}"
+    );
+    // SAFETY: the handle from chatglm_model_load, freed once.
+    unsafe { chatglm_model_free(model) };
+
+    let path = tiny_copy("truncated-c-read.gguf");
+    let opts = chatglm_model_options {
+        no_mmap: 1,
+        ..chatglm_model_options_default()
+    };
+    let (s, model) = c_load(&path, &opts);
+    assert_eq!(s, CHATGLM_OK);
+    assert_eq!(c_complete(model, || truncate_half(&path)), CHATGLM_OK);
+    // SAFETY: as above.
+    unsafe { chatglm_model_free(model) };
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn load_options_are_checked_at_load() {
+    use chatglm::ffi::model::*;
+    use chatglm::ffi::status::chatglm_status::*;
+    let opts = chatglm_model_options {
+        n_threads: 257,
+        ..chatglm_model_options_default()
+    };
+    let (s, model) = c_load(tiny_model(), &opts);
+    assert_eq!(s, CHATGLM_ERR_INVALID_ARGUMENT);
+    assert!(model.is_null());
+    let opts = chatglm_model_options {
+        n_threads: 256,
+        ..chatglm_model_options_default()
+    };
+    let (s, model) = c_load(tiny_model(), &opts);
+    assert_eq!(s, CHATGLM_OK);
+    // SAFETY: the handle from chatglm_model_load, freed once.
+    unsafe { chatglm_model_free(model) };
+
+    // Not a regular file: refused at once (a FIFO would block the open forever).
+    let (s, model) = c_load(Path::new("/dev/null"), &chatglm_model_options_default());
+    assert_eq!(s, CHATGLM_ERR_IO);
+    assert!(model.is_null());
+}
+
+/// `max_new_tokens` 0 is refused by the Rust API as by the C ABI (and by `chatglm run -n 0`).
+#[test]
+fn zero_new_tokens_is_refused_everywhere() {
+    let engine = Arc::new(Engine::open(tiny_model()).unwrap());
+    let mut session = Session::new(engine, SessionOptions::default()).unwrap();
+    let options = GenerateOptions {
+        max_new_tokens: 0,
+        ..GenerateOptions::default()
+    };
+    let e = session
+        .complete("hello", &options, &mut |_| true)
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    let e = session.chat("hello", &options, &mut |_| true).unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    assert!(session.history().is_empty());
+}

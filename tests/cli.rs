@@ -196,3 +196,226 @@ fn bench_reports_json() {
     assert!(v["decode"]["weight_gb_s"].as_f64().unwrap() > 0.0);
     assert!(v["kernels"].is_string());
 }
+
+/// Waits for `child` at most 30 s (then kills it and fails).
+fn wait_bounded(mut child: std::process::Child, what: &str) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("{what}: still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn no_mmap_gives_the_same_reply() {
+    let m = model().to_str().unwrap();
+    let args = [
+        "run", "-m", m, "-p", "Hello", "-n", "6", "--seed", "5", "--json",
+    ];
+    let a = chatglm(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let mut with = args.to_vec();
+    with.push("--no-mmap");
+    let b = chatglm(&with);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_eq!(v["ids"], w["ids"]);
+}
+
+#[test]
+fn chat_reports_a_model_file_truncated_while_in_use() {
+    use std::io::{BufRead, Write};
+    let path = broken("chat-truncated.gguf", |_| {});
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args([
+            "chat",
+            "-m",
+            path.to_str().unwrap(),
+            "-n",
+            "4",
+            "--temp",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"hello\n").unwrap();
+    let mut reply = String::new();
+    stdout.read_line(&mut reply).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    stdin.write_all(b"hello again\n").unwrap();
+    drop(stdin);
+    let o = wait_bounded(child, "chat on a truncated file");
+    // Either the check before the generation or the SIGBUS handler during it: exit 1 with one
+    // line, never a signal.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("the model file changed while in use"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn chat_skips_a_line_that_is_not_utf8() {
+    use std::io::Write;
+    let m = model().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["chat", "-m", m, "-n", "3", "--temp", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xff\xfe bad\nhello\n")
+        .unwrap();
+    let o = wait_bounded(child, "chat");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 1 is not valid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "one reply, to the second line: {out:?}"
+    );
+}
+
+#[test]
+fn zero_tokens_to_generate_is_an_error() {
+    let m = model().to_str().unwrap();
+    let o = chatglm(&["run", "-m", m, "-p", "hi", "-n", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
+}
+
+#[test]
+fn unbounded_inputs_and_non_regular_models_are_refused() {
+    let m = model().to_str().unwrap();
+    // /dev/zero never ends: refused after 256 MiB, not read until memory runs out.
+    let child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["perplexity", "-m", m, "-f", "/dev/zero"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, "perplexity -f /dev/zero");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("larger than 256 MiB"), "{}", stderr(&o));
+
+    // A FIFO as the model would block the open: refused at once, as is a device.
+    let fifo = model().with_file_name("model.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let mut paths = vec![PathBuf::from("/dev/null")];
+    if made.is_ok_and(|s| s.success()) {
+        paths.push(fifo);
+    }
+    for p in paths {
+        for args in [
+            vec!["run", "-m", p.to_str().unwrap(), "-p", "hi"],
+            vec!["perplexity", "-m", p.to_str().unwrap(), "-f", "/dev/null"],
+        ] {
+            let child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let o = wait_bounded(child, &args.join(" "));
+            assert_eq!(o.status.code(), Some(1), "{args:?}");
+            assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn bad_conversation_files_name_the_problem() {
+    let m = model().to_str().unwrap();
+    let dir = model().parent().unwrap();
+    let cases = [
+        ("not-json.json", "[{", "EOF"),
+        ("object.json", "{}", "expected a JSON array of messages"),
+        (
+            "role.json",
+            r#"[{"role": "robot", "content": "x"}]"#,
+            "message 0: unknown role \"robot\"",
+        ),
+        (
+            "content.json",
+            r#"[{"role": "user"}]"#,
+            "no \"content\" string",
+        ),
+        ("empty.json", "[]", "the conversation has no message"),
+        (
+            "last.json",
+            r#"[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]"#,
+            "must end with a user message",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let o = chatglm(&["run", "-m", m, "--messages", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(needle),
+            "{name}: {err:?} should say {needle:?}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+/// The bus error handler itself (a truncation is caught by the check before a generation;
+/// one during a generation raises SIGBUS, which is sent here directly).
+#[cfg(unix)]
+#[test]
+fn a_bus_error_is_one_line_and_exit_1() {
+    use std::io::{BufRead, Write};
+    let m = model().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["chat", "-m", m, "-n", "2", "--temp", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"hello\n").unwrap();
+    let mut reply = String::new();
+    stdout.read_line(&mut reply).unwrap();
+    let sent = Command::new("kill")
+        .args(["-BUS", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = wait_bounded(child, "chat after SIGBUS");
+    drop(stdin);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "chatglm: error: the model file changed while in use (bus error on the mapping)\n"
+    );
+}

@@ -29,6 +29,7 @@ class ModelOptions(ctypes.Structure):
         ("n_ctx", ctypes.c_uint32),
         ("n_batch", ctypes.c_uint32),
         ("kv_type", ctypes.c_int32),
+        ("no_mmap", ctypes.c_int32),
     ]
 
 

@@ -33,15 +33,22 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
         );
     }
     let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
+    let mut bytes = Vec::new();
+    let mut number = 0usize;
     loop {
         if interactive {
             eprint!("\n> ");
         }
-        line.clear();
-        if stdin.read_line(&mut line)? == 0 {
+        bytes.clear();
+        if stdin.read_until(b'\n', &mut bytes)? == 0 {
             break;
         }
+        number += 1;
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            // Only the CLI prints: this is a message to the user, and the chat goes on.
+            eprintln!("chatglm: error: input line {number} is not valid UTF-8; skipped");
+            continue;
+        };
         let message = line.trim_end_matches(['\n', '\r']);
         match message.trim() {
             "" => continue,

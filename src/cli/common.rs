@@ -28,6 +28,57 @@ pub struct ModelArgs {
     /// Threads for the matrix products [default: all cores].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Read the whole model file into memory instead of mapping it (for files that may be
+    /// modified while in use; a mapped file must not be).
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+/// Loads the model file `path`: mapped, or read into memory with `no_mmap`.
+pub fn open_engine(path: &std::path::Path, no_mmap: bool) -> Result<Engine, chatglm::Error> {
+    if no_mmap {
+        Engine::read(path)
+    } else {
+        Engine::open(path)
+    }
+}
+
+/// Largest text file a subcommand reads (`perplexity -f`, `run --messages`): 256 MiB.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Reads the UTF-8 text file `path`, refusing one larger than [`MAX_TEXT_BYTES`] (and a
+/// device such as `/dev/zero` that never ends) without reading more than that.
+pub fn read_text(path: &std::path::Path) -> Result<String, super::CliError> {
+    use super::CliError;
+    use std::io::Read;
+    let read = |source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return Err(CliError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_TEXT_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| CliError::NotUtf8 {
+        what: path.display().to_string(),
+        at: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Parses `-n`: at least 1 (the library refuses 0, as the C ABI does).
+fn parse_n_predict(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of tokens to generate)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// KV cache element type on the command line.
@@ -42,7 +93,7 @@ pub enum KvTypeArg {
 impl ModelArgs {
     /// Loads the engine.
     pub fn engine(&self) -> Result<Arc<Engine>, chatglm::Error> {
-        Ok(Arc::new(Engine::open(&self.model)?))
+        Ok(Arc::new(open_engine(&self.model, self.no_mmap)?))
     }
 
     /// Session options from the flags.
@@ -67,12 +118,13 @@ impl ModelArgs {
 /// Generation and sampling flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SampleArgs {
-    /// Most tokens to generate.
+    /// Most tokens to generate (at least 1).
     #[arg(
         short = 'n',
         long = "n-predict",
         value_name = "N",
-        default_value_t = 512
+        default_value_t = 512,
+        value_parser = parse_n_predict
     )]
     pub n_predict: usize,
     /// Temperature; 0 is greedy.

@@ -49,7 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
             output: args.model.clone(),
             matrix_type: GgmlType::Q4_0,
             portable: true,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: chatglm::resolve_threads(0),
             name: "synthetic-tiny".into(),
         };
         write_synthetic(
@@ -59,7 +59,10 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
             &mut NoProgress,
             &AtomicBool::new(false),
         )
-        .map_err(|e| CliError::Input(format!("writing {}: {e}", args.model.display())))?;
+        .map_err(|source| CliError::WriteModel {
+            path: args.model.clone(),
+            source,
+        })?;
         eprintln!("done in {:.2} s", start.elapsed().as_secs_f64());
     }
     let engine = Arc::new(Engine::open(&args.model)?);

@@ -4,7 +4,6 @@ use super::common::KvTypeArg;
 use super::CliError;
 use chatglm::model::KvType;
 use chatglm::perplexity::perplexity;
-use chatglm::Engine;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -14,7 +13,7 @@ pub struct PerplexityArgs {
     /// The GGUF model file.
     #[arg(short, long, value_name = "FILE")]
     model: PathBuf,
-    /// The text file (UTF-8).
+    /// The text file (UTF-8, at most 256 MiB).
     #[arg(short = 'f', long = "file", value_name = "TEXT_FILE")]
     file: PathBuf,
     /// Window size: each window holds `[gMASK] sop` and at most N-2 text tokens
@@ -27,6 +26,9 @@ pub struct PerplexityArgs {
     /// Threads [default: all cores].
     #[arg(short = 't', long, value_name = "N")]
     threads: Option<usize>,
+    /// Read the whole model file into memory instead of mapping it.
+    #[arg(long)]
+    no_mmap: bool,
     /// Print `{"ppl": x, "tokens": n}`.
     #[arg(long)]
     json: bool,
@@ -34,9 +36,8 @@ pub struct PerplexityArgs {
 
 /// Runs `chatglm perplexity`.
 pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| CliError::Input(format!("{}: {e}", args.file.display())))?;
-    let engine = Engine::open(&args.model)?;
+    let text = super::common::read_text(&args.file)?;
+    let engine = super::common::open_engine(&args.model, args.no_mmap)?;
     let context = args
         .ctx_size
         .unwrap_or_else(|| 512.min(engine.config().context_length));

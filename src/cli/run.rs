@@ -1,7 +1,7 @@
 //! `chatglm run`: one message (or a conversation), the reply streamed.
 
 use super::common::{ModelArgs, SampleArgs, TextSink};
-use super::CliError;
+use super::{CliError, ConversationProblem};
 use chatglm::tokenizer::{ChatMessage, Role};
 use chatglm::Generation;
 use std::path::PathBuf;
@@ -35,33 +35,40 @@ pub struct RunArgs {
     json: bool,
 }
 
-fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-    let items = value.as_array().ok_or_else(|| {
-        CliError::Input(format!(
-            "{}: expected a JSON array of messages",
-            path.display()
-        ))
-    })?;
+fn read_messages(path: &std::path::Path) -> Result<Vec<ChatMessage>, CliError> {
+    let text = super::common::read_text(path)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| CliError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let bad = |problem| CliError::Conversation {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let items = value
+        .as_array()
+        .ok_or_else(|| bad(ConversationProblem::NotAnArray))?;
     items
         .iter()
         .enumerate()
-        .map(|(i, m)| {
+        .map(|(index, m)| {
             let field = |k: &str| m.get(k).and_then(|v| v.as_str());
-            let bad =
-                |what: &str| CliError::Input(format!("{}: message {i}: {what}", path.display()));
             let role = match field("role") {
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
                 Some("system") => Role::System,
                 Some("observation") => Role::Observation,
-                Some(r) => return Err(bad(&format!("unknown role {r:?}"))),
-                None => return Err(bad("no \"role\" string")),
+                Some(r) => {
+                    return Err(bad(ConversationProblem::UnknownRole {
+                        index,
+                        role: r.to_owned(),
+                    }))
+                }
+                None => return Err(bad(ConversationProblem::NoRole { index })),
             };
-            let content = field("content").ok_or_else(|| bad("no \"content\" string"))?;
+            let content =
+                field("content").ok_or_else(|| bad(ConversationProblem::NoContent { index }))?;
             Ok(ChatMessage::new(role, content))
         })
         .collect()

@@ -36,19 +36,17 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
         (None, Some(path)) => {
             Tokenizer::from_spm_file(path, Family::ChatGlm2).map_err(chatglm::Error::from)?
         }
-        (None, None) => {
-            return Err(CliError::Input(
-                "give a model (-m FILE.gguf) or --spm tokenizer.model".into(),
-            ))
-        }
+        (None, None) => return Err(CliError::NoTokenizer),
     };
     let text = match &args.text {
         Some(t) => t.clone(),
         None => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
-            String::from_utf8(bytes)
-                .map_err(|e| CliError::Input(format!("standard input is not UTF-8: {e}")))?
+            String::from_utf8(bytes).map_err(|e| CliError::NotUtf8 {
+                what: "standard input".into(),
+                at: e.utf8_error().valid_up_to(),
+            })?
         }
     };
     let ids = tokenizer.encode(&text);

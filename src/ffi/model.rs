@@ -33,8 +33,8 @@ pub enum chatglm_kv_type {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct chatglm_model_options {
-    /// Threads for matrix products; 0 = all cores. (Recorded and reported by
-    /// `chatglm_model_get_info`; it takes effect once the threaded kernels are wired in.)
+    /// Threads for matrix products; 0 = all cores. At most 256 (more is
+    /// `CHATGLM_ERR_INVALID_ARGUMENT`).
     pub n_threads: u32,
     /// Positions of each session's KV cache; 0 = 2048, capped by the model's context length.
     /// Larger than the model's context length is an error.
@@ -43,6 +43,12 @@ pub struct chatglm_model_options {
     pub n_batch: u32,
     /// A `chatglm_kv_type` value (`CHATGLM_KV_F16` or `CHATGLM_KV_F32`).
     pub kv_type: i32,
+    /// 0 (the default): map the file read-only; the file must then not be truncated or
+    /// overwritten while the model is loaded (a generation on a changed file fails with
+    /// `CHATGLM_ERR_IO`, but a change during one can crash the process with `SIGBUS`).
+    /// Non-zero: read the whole file into memory instead (it may then change freely; costs
+    /// the file's size in RAM and a full read at load).
+    pub no_mmap: i32,
 }
 
 /// The default load options: all cores, a 2048-token context (capped by the model's), batch
@@ -54,6 +60,7 @@ pub extern "C" fn chatglm_model_options_default() -> chatglm_model_options {
         n_ctx: 0,
         n_batch: 0,
         kv_type: chatglm_kv_type::CHATGLM_KV_F16 as i32,
+        no_mmap: 0,
     }
 }
 
@@ -86,6 +93,13 @@ fn session_options(
         0 => defaults.batch,
         b => b as usize,
     };
+    let max_threads = chatglm_kernels::pool::MAX_THREADS;
+    if opts.n_threads as usize > max_threads {
+        return Err(Failure::invalid(format!(
+            "n_threads {} is more than {max_threads}",
+            opts.n_threads
+        )));
+    }
     let n_threads = crate::resolve_threads(opts.n_threads as usize);
     Ok((
         SessionOptions {
@@ -98,13 +112,19 @@ fn session_options(
     ))
 }
 
-/// Loads the GGUF model file `path` (memory-mapped read-only; no weight is copied) with
-/// `options` (NULL: the defaults), and stores the new handle in `*model_out` (NULL on failure).
-/// Free it with `chatglm_model_free`.
+/// Loads the GGUF model file `path` (memory-mapped read-only, no weight copied; or read into
+/// memory with `options->no_mmap`) with `options` (NULL: the defaults), and stores the new
+/// handle in `*model_out` (NULL on failure). Free it with `chatglm_model_free`.
 ///
-/// Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options),
-/// `CHATGLM_ERR_IO` (the file cannot be opened or mapped), `CHATGLM_ERR_BAD_FILE` (not a
-/// valid model file).
+/// A mapped file must not be truncated or overwritten while the model is loaded (replacing
+/// it by a rename cannot crash, but is reported too): each generation checks the file's size,
+/// mtime and identity (device, inode) and fails with `CHATGLM_ERR_IO` if they changed, but a
+/// change during a generation makes the next read of the file raise `SIGBUS`. Use `no_mmap`
+/// for files that may change.
+///
+/// Errors: `CHATGLM_ERR_INVALID_ARGUMENT` (a NULL `path` or `model_out`, bad options such as
+/// `n_threads` above 256), `CHATGLM_ERR_IO` (the file cannot be opened, mapped or read, or is
+/// not a regular file), `CHATGLM_ERR_BAD_FILE` (not a valid model file).
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `options` is NULL or points to an options
@@ -130,7 +150,12 @@ pub unsafe extern "C" fn chatglm_model_load(
             // SAFETY: not NULL; the caller promises it points to an options struct.
             unsafe { *options }
         };
-        let engine = Engine::open(path).map_err(Failure::load)?;
+        let engine = if options.no_mmap != 0 {
+            Engine::read(path)
+        } else {
+            Engine::open(path)
+        }
+        .map_err(Failure::load)?;
         let (session, n_threads) = session_options(&options, &engine)?;
         let model = Box::new(chatglm_model {
             engine: Arc::new(engine),

@@ -18,7 +18,8 @@ pub enum chatglm_status {
     /// A pointer is NULL, a string is not valid UTF-8, an option is out of range, a token id is
     /// outside the vocabulary, or a message list is not a conversation the model understands.
     CHATGLM_ERR_INVALID_ARGUMENT = 1,
-    /// The model file could not be opened, mapped or read.
+    /// The model file could not be opened, mapped or read, is not a regular file, or changed
+    /// (truncated, overwritten, replaced) after a mapped load.
     CHATGLM_ERR_IO = 2,
     /// The file is not a usable model (not GGUF, truncated, missing or malformed tensors or
     /// vocabulary).
@@ -67,13 +68,14 @@ impl Failure {
     /// An error from loading a model: the file is at fault unless it could not be read at all.
     pub fn load(e: Error) -> Self {
         let status = match &e {
-            Error::File {
-                source: crate::gguf::GgufError::Io { .. },
-                ..
-            } => CHATGLM_ERR_IO,
-            Error::InvalidOption(_) => CHATGLM_ERR_INVALID_ARGUMENT,
+            _ if e.is_bad_file() => CHATGLM_ERR_BAD_FILE,
             Error::Model(ModelError::Alloc { .. }) => CHATGLM_ERR_OUT_OF_MEMORY,
-            _ => CHATGLM_ERR_BAD_FILE,
+            Error::File { .. } | Error::FileChanged { .. } => CHATGLM_ERR_IO,
+            // Options the caller chose (a context larger than the model's, a state option).
+            Error::ContextTooLarge { .. } | Error::Model(ModelError::StateOption { .. }) => {
+                CHATGLM_ERR_INVALID_ARGUMENT
+            }
+            _ => CHATGLM_ERR_INTERNAL,
         };
         Self::new(status, e.to_string())
     }
@@ -86,10 +88,16 @@ impl Failure {
                 CHATGLM_ERR_CONTEXT_FULL
             }
             Error::EmptyPrompt
-            | Error::InvalidOption(_)
+            | Error::ContextTooLarge { .. }
+            | Error::WindowOutOfRange { .. }
+            | Error::NoTokensToGenerate
+            | Error::EmptyConversation
+            | Error::LastMessageNotUser
             | Error::Tokenizer(_)
             | Error::Sampler(SamplerError::Config { .. }) => CHATGLM_ERR_INVALID_ARGUMENT,
             Error::Model(ModelError::Alloc { .. }) => CHATGLM_ERR_OUT_OF_MEMORY,
+            Error::FileChanged { .. } => CHATGLM_ERR_IO,
+            Error::VocabMismatch { .. } => CHATGLM_ERR_BAD_FILE,
             _ => CHATGLM_ERR_INTERNAL,
         };
         Self::new(status, e.to_string())
@@ -192,6 +200,36 @@ mod tests {
         let s = guard("n", || Err(Failure::invalid("a\0b")));
         assert_eq!(s, CHATGLM_ERR_INVALID_ARGUMENT);
         assert_eq!(last(), "n: a\\0b");
+    }
+
+    #[test]
+    fn file_problems_are_bad_file_and_options_invalid_arguments() {
+        let vocab = Error::VocabMismatch {
+            tokenizer: 10,
+            embedding: 12,
+        };
+        assert_eq!(Failure::load(vocab).status, CHATGLM_ERR_BAD_FILE);
+        let vocab = Error::VocabMismatch {
+            tokenizer: 10,
+            embedding: 12,
+        };
+        assert_eq!(Failure::run(vocab).status, CHATGLM_ERR_BAD_FILE);
+        let ctx = Error::ContextTooLarge {
+            requested: 9,
+            max: 8,
+        };
+        assert_eq!(Failure::load(ctx).status, CHATGLM_ERR_INVALID_ARGUMENT);
+        let changed = Error::FileChanged {
+            path: "m.gguf".into(),
+        };
+        assert_eq!(Failure::run(changed).status, CHATGLM_ERR_IO);
+        for e in [
+            Error::NoTokensToGenerate,
+            Error::EmptyConversation,
+            Error::LastMessageNotUser,
+        ] {
+            assert_eq!(Failure::run(e).status, CHATGLM_ERR_INVALID_ARGUMENT);
+        }
     }
 
     #[test]

@@ -85,9 +85,11 @@ macro_rules! forward_getter {
 }
 
 impl GgufFile {
-    /// Maps the file at `path` read-only and parses it.
+    /// Maps the file at `path` read-only and parses it. What is not a regular file (a FIFO,
+    /// a device, a directory) is refused with [`GgufError::Io`] before it is opened.
     ///
-    /// The file must not be modified while the returned value lives (see `src/mmap.rs`).
+    /// The file must not be truncated or overwritten while the returned value lives (see
+    /// `src/mmap.rs`; [`GgufFile::changed`] detects it, [`GgufFile::read`] avoids the map).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
         let map = Mmap::open(path).map_err(|source| GgufError::Io {
@@ -95,6 +97,18 @@ impl GgufFile {
             source,
         })?;
         Self::from_storage(Storage::Mmap(map))
+    }
+
+    /// Reads the whole file at `path` into memory and parses it: no map, so the file may be
+    /// modified or removed while the returned value lives (at the cost of its size in RAM).
+    /// What is not a regular file is refused, as by [`GgufFile::open`].
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref();
+        let bytes = crate::mmap::read_regular(path).map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes)
     }
 
     /// Parses a file held in memory (same checks as [`GgufFile::open`]).
@@ -133,6 +147,16 @@ impl GgufFile {
     /// The whole file.
     pub fn as_bytes(&self) -> &[u8] {
         self.storage.bytes()
+    }
+
+    /// Whether the mapped file changed since it was mapped (truncated, resized, written, or
+    /// its path now names another file): reading its bytes may then fault. Always `false`
+    /// for bytes held in memory.
+    pub fn changed(&self) -> bool {
+        match &self.storage {
+            Storage::Mmap(m) => m.changed(),
+            Storage::Vec(_) => false,
+        }
     }
 
     /// Whether the bytes are a memory map (from [`GgufFile::open`]) rather than a buffer.

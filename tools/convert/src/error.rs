@@ -32,7 +32,10 @@ pub enum ConvertError {
     /// prefix encoder); converting without it would silently change the model.
     #[error("tensor {0} is not part of a ChatGLM2/3 model this converter knows")]
     UnexpectedTensor(String),
-    /// The arguments or inputs are inconsistent.
-    #[error("{0}")]
-    Invalid(String),
+    /// `--synthetic` names no preset (clap checks it first; kept for callers of the library).
+    #[error("unknown synthetic preset {0}")]
+    UnknownPreset(String),
+    /// The checkpoint path is not a directory.
+    #[error("{}: not a directory (expected a Hugging Face checkpoint directory)", .0.display())]
+    NotADirectory(std::path::PathBuf),
 }

@@ -115,16 +115,16 @@ impl Progress for Bar {
 
 fn run(args: Args) -> Result<(), ConvertError> {
     let ty = args.qtype.ggml();
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    // One rule for the whole project: 0 or absent means one per CPU, capped at 256.
+    let threads = chatglm::resolve_threads(args.threads.unwrap_or(0));
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
-        // If no handler can be installed, Ctrl-C kills the process; the temporary file is
-        // then left behind, but never a half-written file under the output name.
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's "termination" feature) all cancel: the
+        // writer stops at the next tensor and removes its temporary file. If no handler can
+        // be installed, the signal kills the process; the temporary file is then left
+        // behind, but never a half-written file under the output name.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
     let mut bar = Bar(ProgressBar::new(0));
@@ -140,8 +140,8 @@ fn run(args: Args) -> Result<(), ConvertError> {
         name: name.to_owned(),
     };
     let (summary, output) = if let Some(preset) = &args.synthetic {
-        let preset = Preset::from_name(preset)
-            .ok_or_else(|| ConvertError::Invalid(format!("unknown synthetic preset {preset}")))?;
+        let preset =
+            Preset::from_name(preset).ok_or_else(|| ConvertError::UnknownPreset(preset.clone()))?;
         let opts = opts(&format!("synthetic-{}", preset.name()));
         announce(
             &format!("synthetic {} (seed {})", preset.name(), args.seed),
@@ -153,10 +153,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
     } else {
         let dir = args.model_dir.clone().unwrap_or_default();
         if !dir.is_dir() {
-            return Err(ConvertError::Invalid(format!(
-                "{}: not a directory (expected a Hugging Face checkpoint directory)",
-                dir.display()
-            )));
+            return Err(ConvertError::NotADirectory(dir));
         }
         let config = HfConfig::from_file(&dir.join("config.json"))?;
         config.validate()?;
