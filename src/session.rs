@@ -490,8 +490,8 @@ impl Session {
     }
 }
 
-/// The content a reply adds to the history: ChatGLM3's reference `process_response` keeps what
-/// follows the metadata line, trimmed; ChatGLM2's trims.
+/// The content a reply adds to the history: the generated text with surrounding whitespace
+/// trimmed, for both families (no metadata line is split off).
 fn reply_content(text: &str) -> String {
     text.trim().to_owned()
 }

@@ -4,7 +4,9 @@
 //! converter pads it.
 
 use chatglm::gguf::{GgufFile, GgufWriter, Metadata};
-use chatglm::tokenizer::{DecodeMode, Family, SpmModel, Tokenizer, TokenizerParts};
+use chatglm::tokenizer::{
+    DecodeMode, Family, SpmModel, Tokenizer, TokenizerError, TokenizerParts, VocabError,
+};
 use serde_json::Value;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden");
@@ -123,4 +125,101 @@ fn tokenizer_gguf_reads_a_llama_cpp_layout() {
             assert_eq!(got, ids(&case["identity"]["input_ids"]));
         }
     }
+}
+
+/// The identity toy's ChatGLM2 metadata, with `key` replaced by `value` (or removed), read back.
+fn from_edited(
+    key: &str,
+    value: Option<chatglm::gguf::Value>,
+) -> Result<Tokenizer, TokenizerError> {
+    let spm = SpmModel::from_file(format!("{GOLDEN}/tokenizer_identity.model")).unwrap();
+    let parts = TokenizerParts::from_spm(spm, Family::ChatGlm2, None).unwrap();
+    let mut md = Metadata::new();
+    md.push_str("general.architecture", "chatglm").unwrap();
+    md.push_str("chatglm.prompt_format", "chatglm2").unwrap();
+    parts.to_gguf(&mut md).unwrap();
+    let mut edited = Metadata::new();
+    for (k, v) in md.iter() {
+        if k != key {
+            edited.push(k, v.clone()).unwrap();
+        }
+    }
+    if let Some(v) = value {
+        edited.push(key, v).unwrap();
+    }
+    let bytes = GgufWriter::new(Vec::new(), &edited, &[])
+        .unwrap()
+        .finish()
+        .unwrap();
+    Tokenizer::from_gguf(&GgufFile::from_bytes(bytes).unwrap())
+}
+
+fn key_error(key: &str, value: chatglm::gguf::Value) -> String {
+    match from_edited(key, Some(value)) {
+        Err(
+            e @ (TokenizerError::KeyOutOfRange { key: k, .. }
+            | TokenizerError::KeyLength { key: k, .. }),
+        ) => {
+            assert_eq!(k, key, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(key), "{msg}");
+            msg
+        }
+        other => panic!("{key}: expected an error naming the key, got {other:?}"),
+    }
+}
+
+/// Issue 15 item 2: absurd tokenizer metadata that parses is a typed error naming the key.
+#[test]
+fn tokenizer_gguf_absurd_metadata_is_an_error_naming_the_key() {
+    use chatglm::gguf::{Array, Value};
+    assert!(from_edited("none", None).is_ok());
+    // Overflowed an addition (a panic in debug builds).
+    key_error("chatglm.tokenizer.sp_vocab_size", Value::U32(u32::MAX));
+    key_error("chatglm.tokenizer.sp_vocab_size", Value::U32(2201));
+    key_error("tokenizer.ggml.unknown_token_id", Value::U32(1 << 20));
+    // In range, but not the unknown piece.
+    key_error("tokenizer.ggml.unknown_token_id", Value::U32(5));
+    key_error("tokenizer.ggml.bos_token_id", Value::U32(u32::MAX));
+    key_error("tokenizer.ggml.eos_token_id", Value::U32(2205));
+    key_error("tokenizer.ggml.padding_token_id", Value::U32(9999));
+    key_error("tokenizer.ggml.eot_token_id", Value::U32(9999));
+    let spm = SpmModel::from_file(format!("{GOLDEN}/tokenizer_identity.model")).unwrap();
+    let parts = TokenizerParts::from_spm(spm, Family::ChatGlm2, None).unwrap();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut scores = parts.scores.clone();
+        scores[300] = bad;
+        key_error("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    }
+    let mut types: Vec<i32> = parts.types.iter().map(|&t| t as i32).collect();
+    types.pop();
+    key_error(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(types.clone())),
+    );
+    types.push(7);
+    key_error("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    let mut scores = parts.scores.clone();
+    scores.push(0.0);
+    key_error("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    key_error("tokenizer.ggml.model", Value::String("gpt2".into()));
+
+    // The same checks without GGUF: typed vocabulary errors.
+    let mut p = parts.clone();
+    p.sp_vocab_size = Some(u32::MAX as usize);
+    assert!(matches!(
+        Tokenizer::from_parts(p),
+        Err(TokenizerError::Vocab(
+            VocabError::SpVocabSizeOutOfRange { .. }
+        ))
+    ));
+    let mut p = parts.clone();
+    p.scores[7] = f32::NAN;
+    assert!(matches!(
+        Tokenizer::from_parts(p),
+        Err(TokenizerError::Vocab(VocabError::NonFiniteScore {
+            id: 7,
+            ..
+        }))
+    ));
 }

@@ -333,3 +333,51 @@ fn tokenizer_bpe_matches_naive_twin_on_corpus_lines() {
     }
     assert!(n > 100);
 }
+
+/// Issue 15 item 7: long runs that form one segment (spaces) or one segment per byte (NULs)
+/// encode in linear time. The ids of `n` spaces follow the same pattern at every size: the
+/// longest whitespace piece repeated, then the ids of the remainder. The pattern is checked
+/// against the plain encoding at small sizes, then at a few MB.
+#[test]
+fn long_runs_of_spaces_and_nuls() {
+    for tok in [identity(), nfkc()] {
+        let longest = (1..=64)
+            .rev()
+            .find_map(|k| tok.piece_to_id(&"\u{2581}".repeat(k)).map(|id| (k, id)));
+        let expected = |n: usize| -> Vec<u32> {
+            let Some((k, id)) = longest else {
+                return tok.encode(&" ".repeat(n));
+            };
+            // With the dummy prefix the text is n + 1 spaces, unless normalization drops them.
+            let symbols = n + 1;
+            let mut ids = vec![id; symbols / k];
+            let rest = symbols % k;
+            match rest {
+                0 => {}
+                1 => ids.push(tok.piece_to_id("\u{2581}").unwrap()),
+                _ => ids.extend(tok.encode(&" ".repeat(rest - 1))),
+            }
+            ids
+        };
+        if tok.encode("   ").is_empty() {
+            // nfkc drops whitespace-only text entirely.
+            assert!(tok.encode(&" ".repeat(3 << 20)).is_empty());
+            continue;
+        }
+        for n in 1..200 {
+            assert_eq!(tok.encode(&" ".repeat(n)), expected(n), "{n} spaces");
+        }
+        let n = (3 << 20) + 5;
+        assert_eq!(tok.encode(&" ".repeat(n)), expected(n));
+    }
+
+    let tok = identity();
+    let n = 4 << 20;
+    let text = "\0".repeat(n);
+    let ids = tok.encode(&text);
+    let nul = tok.piece_to_id("<0x00>").unwrap();
+    assert_eq!(ids.len(), n + 1);
+    assert_eq!(ids[0], tok.piece_to_id("\u{2581}").unwrap());
+    assert!(ids[1..].iter().all(|&id| id == nul));
+    assert_eq!(tok.decode(&ids[..1000]).unwrap(), text[..999]);
+}

@@ -145,3 +145,23 @@ fn tokenizer_proto_truncated_real_model_is_error_not_panic() {
     // A cut in the middle of the last field is always an error.
     assert!(SpmModel::parse(&bytes[..bytes.len() - 1]).is_err());
 }
+
+/// Issue 15 item 8: an empty `tokenizer.model` parses (every proto field is optional) but is
+/// reported as empty, not as an unsupported unigram model.
+#[test]
+fn tokenizer_proto_empty_model_is_reported_as_empty() {
+    use chatglm::tokenizer::{Family, Tokenizer, TokenizerError, VocabError};
+    let model = SpmModel::parse(&[]).unwrap();
+    assert!(model.pieces.is_empty());
+    let err = Tokenizer::from_spm(model, Family::ChatGlm2).unwrap_err();
+    assert!(
+        matches!(err, TokenizerError::Vocab(VocabError::EmptyModel)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("empty"), "{err}");
+    let dir = std::env::temp_dir().join(format!("chatglm-empty-spm-{}", std::process::id()));
+    std::fs::write(&dir, b"").unwrap();
+    let err = Tokenizer::from_spm_file(&dir, Family::ChatGlm3).unwrap_err();
+    std::fs::remove_file(&dir).unwrap();
+    assert!(matches!(err, TokenizerError::Vocab(VocabError::EmptyModel)));
+}

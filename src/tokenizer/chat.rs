@@ -90,9 +90,10 @@ impl Tokenizer {
         message: &ChatMessage,
         out: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
-        let roles = self.special_ids().roles.ok_or_else(|| {
-            TokenizerError::Vocab("a ChatGLM2 tokenizer has no role tokens".to_owned())
-        })?;
+        let roles = self
+            .special_ids()
+            .roles
+            .ok_or(TokenizerError::NoRoleTokens)?;
         out.push(match message.role {
             Role::System => roles.system,
             Role::User => roles.user,
@@ -152,12 +153,7 @@ impl Tokenizer {
                             q.content.clone(),
                             a.map(|a| a.content.clone()).unwrap_or_default(),
                         )),
-                        _ => {
-                            return Err(TokenizerError::Vocab(
-                                "ChatGLM2 history must alternate user and assistant messages"
-                                    .to_owned(),
-                            ))
-                        }
+                        _ => return Err(TokenizerError::HistoryNotAlternating),
                     }
                 }
                 Ok(self.encode_chatglm2_prompt(query, &rounds))

@@ -103,23 +103,87 @@ impl TokenizerParts {
     pub fn from_gguf(md: &Metadata) -> Result<Self, TokenizerError> {
         let model = md.get_str(keys::TOKENIZER_MODEL)?;
         if model != SPM_MODEL {
-            return Err(TokenizerError::Vocab(format!(
-                "{} is {model:?}: only SentencePiece (\"{SPM_MODEL}\") vocabularies are supported",
-                keys::TOKENIZER_MODEL
-            )));
+            return Err(TokenizerError::KeyOutOfRange {
+                key: keys::TOKENIZER_MODEL,
+                value: format!("{model:?}"),
+                expected: format!("{SPM_MODEL:?} (only SentencePiece vocabularies are supported)"),
+            });
         }
         let tokens = md.get_str_array(keys::TOKENIZER_TOKENS)?.to_vec();
+        let n = tokens.len();
         let scores = md.get_f32_array(keys::TOKENIZER_SCORES)?.to_vec();
-        let types = md
-            .get_i32_array(keys::TOKENIZER_TOKEN_TYPE)?
+        let raw_types = md.get_i32_array(keys::TOKENIZER_TOKEN_TYPE)?;
+        for (key, len) in [
+            (keys::TOKENIZER_SCORES, scores.len()),
+            (keys::TOKENIZER_TOKEN_TYPE, raw_types.len()),
+        ] {
+            if len != n {
+                return Err(TokenizerError::KeyLength {
+                    key,
+                    len,
+                    tokens: n,
+                });
+            }
+        }
+        if let Some((id, s)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+            return Err(TokenizerError::KeyOutOfRange {
+                key: keys::TOKENIZER_SCORES,
+                value: format!("{s} (token {id})"),
+                expected: "finite scores".to_owned(),
+            });
+        }
+        let types = raw_types
             .iter()
             .enumerate()
             .map(|(id, &t)| {
-                PieceType::from_i32(t).ok_or_else(|| {
-                    TokenizerError::Vocab(format!("token {id} has unknown type {t}"))
+                PieceType::from_i32(t).ok_or_else(|| TokenizerError::KeyOutOfRange {
+                    key: keys::TOKENIZER_TOKEN_TYPE,
+                    value: format!("{t} (token {id})"),
+                    expected: "a SentencePiece piece type, 1 to 6".to_owned(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let family = family_from_gguf(md)?;
+        let sp_vocab_size = optional_id(md, keys::TOKENIZER_SP_VOCAB_SIZE)?.map(|v| v as usize);
+        let specials = family.special_tokens().len();
+        if let Some(size) = sp_vocab_size.filter(|&v| v > n.saturating_sub(specials)) {
+            return Err(TokenizerError::KeyOutOfRange {
+                key: keys::TOKENIZER_SP_VOCAB_SIZE,
+                value: size.to_string(),
+                expected: format!(
+                    "at most {} ({n} tokens less the {specials} ChatGLM special tokens)",
+                    n.saturating_sub(specials)
+                ),
+            });
+        }
+        let in_range = |key: &'static str| -> Result<Option<u32>, TokenizerError> {
+            match optional_id(md, key)? {
+                Some(id) if id as usize >= n => Err(TokenizerError::KeyOutOfRange {
+                    key,
+                    value: id.to_string(),
+                    expected: format!("a token id below {n}"),
+                }),
+                id => Ok(id),
+            }
+        };
+        if let Some(unk) = in_range(keys::TOKENIZER_UNK_ID)? {
+            if types[unk as usize] != PieceType::Unknown {
+                return Err(TokenizerError::KeyOutOfRange {
+                    key: keys::TOKENIZER_UNK_ID,
+                    value: unk.to_string(),
+                    expected: format!(
+                        "the id of the piece of unknown type ({:?} has type {:?})",
+                        tokens[unk as usize], types[unk as usize]
+                    ),
+                });
+            }
+        }
+        in_range(keys::TOKENIZER_EOT_ID)?;
+        let (bos_id, eos_id, pad_id) = (
+            in_range(keys::TOKENIZER_BOS_ID)?,
+            in_range(keys::TOKENIZER_EOS_ID)?,
+            in_range(keys::TOKENIZER_PAD_ID)?,
+        );
         let charsmap = match md.get(keys::TOKENIZER_PRECOMPILED_CHARSMAP) {
             Some(_) => md
                 .get_u8_array(keys::TOKENIZER_PRECOMPILED_CHARSMAP)?
@@ -137,7 +201,6 @@ impl TokenizerParts {
             remove_extra_whitespaces: bool_or(md, keys::TOKENIZER_REMOVE_EXTRA_WS, false)?,
             escape_whitespaces: bool_or(md, keys::TOKENIZER_ESCAPE_WS, true)?,
         };
-        let sp_vocab_size = optional_id(md, keys::TOKENIZER_SP_VOCAB_SIZE)?.map(|n| n as usize);
         let unk_surface = match md.get(keys::TOKENIZER_UNK_SURFACE) {
             Some(_) => Some(md.get_str(keys::TOKENIZER_UNK_SURFACE)?.to_owned()),
             None => None,
@@ -149,11 +212,11 @@ impl TokenizerParts {
             sp_vocab_size,
             normalizer,
             treat_whitespace_as_suffix: bool_or(md, keys::TOKENIZER_WS_AS_SUFFIX, false)?,
-            bos_id: optional_id(md, keys::TOKENIZER_BOS_ID)?,
-            eos_id: optional_id(md, keys::TOKENIZER_EOS_ID)?,
-            pad_id: optional_id(md, keys::TOKENIZER_PAD_ID)?,
+            bos_id,
+            eos_id,
+            pad_id,
             unk_surface,
-            family: family_from_gguf(md)?,
+            family,
         })
     }
 }

@@ -30,7 +30,7 @@ use std::path::Path;
 
 pub use chat::{chatglm2_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
-pub use error::TokenizerError;
+pub use error::{TokenizerError, VocabError};
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
 pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
@@ -80,6 +80,10 @@ impl TokenizerParts {
         family: Family,
         padded_vocab_size: Option<usize>,
     ) -> Result<Self, TokenizerError> {
+        if model.pieces.is_empty() {
+            // An empty (or zero-byte) proto parses, with the proto default type (unigram).
+            return Err(VocabError::EmptyModel.into());
+        }
         if model.trainer.model_type != ModelType::Bpe {
             return Err(TokenizerError::UnsupportedModel(model.trainer.model_type));
         }
@@ -88,9 +92,7 @@ impl TokenizerParts {
             .as_ref()
             .is_some_and(|d| !d.precompiled_charsmap.is_empty())
         {
-            return Err(TokenizerError::Vocab(
-                "models with a denormalizer are not supported".to_owned(),
-            ));
+            return Err(VocabError::Denormalizer.into());
         }
         let n = model.pieces.len();
         let (mut tokens, mut scores, mut types) = (
@@ -110,10 +112,11 @@ impl TokenizerParts {
         }
         if let Some(padded) = padded_vocab_size {
             if padded < tokens.len() {
-                return Err(TokenizerError::Vocab(format!(
-                    "padded vocabulary size {padded} is smaller than the {} tokens",
-                    tokens.len()
-                )));
+                return Err(VocabError::PaddedTooSmall {
+                    padded,
+                    tokens: tokens.len(),
+                }
+                .into());
             }
             for id in tokens.len()..padded {
                 tokens.push(format!("[PAD{id}]"));
@@ -181,20 +184,17 @@ impl Tokenizer {
         } = parts;
         let sp_size = match sp_vocab_size {
             Some(n) => n,
-            None => find_specials(&tokens).ok_or_else(|| {
-                TokenizerError::Vocab(
-                    "the ChatGLM special tokens [MASK] [gMASK] [sMASK] sop eop are missing"
-                        .to_owned(),
-                )
-            })?,
+            None => find_specials(&tokens).ok_or(VocabError::SpecialsNotFound)?,
         };
         let vocab = Vocab::new(tokens, scores, types, sp_size, family)?;
         for (name, id) in [("bos", bos_id), ("eos", eos_id), ("pad", pad_id)] {
             if let Some(id) = id.filter(|&id| id as usize >= vocab.pieces.len()) {
-                return Err(TokenizerError::Vocab(format!(
-                    "{name} id {id} is out of range ({} tokens)",
-                    vocab.pieces.len()
-                )));
+                return Err(VocabError::IdOutOfRange {
+                    name,
+                    id,
+                    vocab_size: vocab.pieces.len(),
+                }
+                .into());
             }
         }
         let user_defined = PrefixMatcher::new(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::merges::MergeTable;
-use super::{Family, PieceType, TokenizerError};
+use super::{Family, PieceType, TokenizerError, VocabError};
 
 pub use crate::arch::{CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
@@ -126,8 +126,8 @@ pub(crate) type PieceMap = HashMap<Box<[u8]>, u32, BuildHasherDefault<FxHasher>>
 #[derive(Debug, Clone)]
 pub(crate) struct Vocab {
     pub(crate) pieces: Vec<String>,
-    /// Scores with -0.0 folded into 0.0 and NaN replaced by -inf, so that a total order on
-    /// them agrees with C++'s `<` on every score a real model has.
+    /// Scores (all finite) with -0.0 folded into 0.0, so that a total order on them agrees
+    /// with C++'s `<`.
     pub(crate) scores: Vec<f32>,
     pub(crate) kinds: Vec<PieceType>,
     /// Number of SentencePiece pieces; ids from here on are ChatGLM specials and padding.
@@ -172,27 +172,43 @@ impl Vocab {
         sp_size: usize,
         family: Family,
     ) -> Result<Self, TokenizerError> {
-        let err = |what: String| Err(TokenizerError::Vocab(what));
+        let err = |e: VocabError| Err(TokenizerError::Vocab(e));
         if pieces.len() != scores.len() || pieces.len() != kinds.len() {
-            return err(format!(
-                "{} pieces, {} scores and {} types",
-                pieces.len(),
-                scores.len(),
-                kinds.len()
-            ));
+            return err(VocabError::LengthMismatch {
+                tokens: pieces.len(),
+                scores: scores.len(),
+                types: kinds.len(),
+            });
         }
-        if pieces.len() > u32::MAX as usize / 2 {
-            return err(format!("{} pieces is too many", pieces.len()));
+        let max = u32::MAX as usize / 2;
+        if pieces.len() > max {
+            return err(VocabError::TooManyTokens {
+                tokens: pieces.len(),
+                max,
+            });
+        }
+        // The specials follow the SentencePiece pieces; checked before any id arithmetic.
+        let count = special_tokens(family).count();
+        if sp_size > pieces.len() || pieces.len() - sp_size < count {
+            return err(VocabError::SpVocabSizeOutOfRange {
+                sp_vocab_size: sp_size,
+                specials: count,
+                tokens: pieces.len(),
+            });
         }
         let specials = SpecialIds::after(sp_size as u32, family);
         for (i, name) in special_tokens(family).enumerate() {
             let id = sp_size + i;
-            if pieces.get(id).map(String::as_str) != Some(name) {
-                return err(format!(
-                    "expected the special token {name:?} at id {id} (after {sp_size} SentencePiece pieces), found {:?}",
-                    pieces.get(id)
-                ));
+            if pieces[id] != name {
+                return err(VocabError::SpecialTokenMisplaced {
+                    expected: name,
+                    id,
+                    found: pieces[id].clone(),
+                });
             }
+        }
+        if let Some((id, &score)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+            return err(VocabError::NonFiniteScore { id, score });
         }
 
         let mut mergeable = PieceMap::default();
@@ -203,25 +219,31 @@ impl Vocab {
         let mut any_byte = false;
         for (id, (piece, &kind)) in pieces.iter().zip(&kinds).enumerate().take(sp_size) {
             if piece.is_empty() {
-                return err(format!("piece {id} is empty"));
+                return err(VocabError::EmptyPiece { id });
             }
             let map = match kind {
                 PieceType::Normal | PieceType::UserDefined | PieceType::Unused => &mut mergeable,
                 PieceType::Unknown | PieceType::Control | PieceType::Byte => &mut reserved,
             };
             if map.insert(piece.as_bytes().into(), id as u32).is_some() {
-                return err(format!("piece {piece:?} (id {id}) is defined twice"));
+                return err(VocabError::DuplicatePiece {
+                    piece: piece.clone(),
+                    id,
+                });
             }
             match kind {
                 PieceType::Unknown => {
                     if let Some(first) = unk_id {
-                        return err(format!("two unknown pieces: ids {first} and {id}"));
+                        return err(VocabError::TwoUnknownPieces { first, second: id });
                     }
                     unk_id = Some(id as u32);
                 }
                 PieceType::Byte => {
                     let Some(b) = piece_to_byte(piece) else {
-                        return err(format!("byte piece {piece:?} (id {id}) is not <0xNN>"));
+                        return err(VocabError::BadBytePiece {
+                            piece: piece.clone(),
+                            id,
+                        });
                     };
                     byte_values[id] = Some(b);
                     byte_found[usize::from(b)] = true;
@@ -231,13 +253,13 @@ impl Vocab {
             }
         }
         let Some(unk_id) = unk_id else {
-            return err("no piece has the unknown type".to_owned());
+            return err(VocabError::NoUnknownPiece);
         };
         // SentencePiece ties byte pieces to `byte_fallback`: byte pieces exist iff it is on, and
         // then all 256 must be there. So byte fallback is on exactly when byte pieces exist.
         let byte_ids = if any_byte {
             if let Some(b) = byte_found.iter().position(|f| !f) {
-                return err(format!("byte piece <0x{b:02X}> is missing"));
+                return err(VocabError::MissingBytePiece(b as u8));
             }
             let mut ids = Box::new([0u32; 256]);
             for (b, slot) in ids.iter_mut().enumerate() {
@@ -254,15 +276,7 @@ impl Vocab {
         };
         let scores = scores
             .into_iter()
-            .map(|s| {
-                if s.is_nan() {
-                    f32::NEG_INFINITY
-                } else if s == 0.0 {
-                    0.0
-                } else {
-                    s
-                }
-            })
+            .map(|s| if s == 0.0 { 0.0 } else { s })
             .collect();
         let has_unused = kinds[..sp_size].contains(&PieceType::Unused);
         let merges = MergeTable::new(&mergeable);
