@@ -270,11 +270,7 @@ impl<'y> Plan<'y> {
     }
 
     /// Runs `part(rows, outputs)` on every thread, each with its own share.
-    fn run(
-        &mut self,
-        pool: Option<&Pool>,
-        part: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync,
-    ) {
+    fn run(&mut self, pool: Option<&Pool>, part: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
         let ranges = &self.ranges;
         let job = |t: usize, out: &mut Vec<&mut [f32]>| {
             if let Some(range) = ranges.get(t) {

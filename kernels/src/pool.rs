@@ -424,7 +424,9 @@ mod tests {
             );
             assert_eq!(calls.load(Ordering::Relaxed), threads);
             for u in 0..5 {
-                let t = (0..threads).find(|&t| share(5, threads, t).contains(&u)).unwrap();
+                let t = (0..threads)
+                    .find(|&t| share(5, threads, t).contains(&u))
+                    .unwrap();
                 assert_eq!(a[2 * u..2 * u + 2], [t + 1; 2]);
                 assert_eq!(b[3 * u..3 * u + 3], [share(5, threads, t).start + 1; 3]);
             }
