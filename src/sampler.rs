@@ -109,53 +109,31 @@ impl Rng {
 pub struct Sampler {
     config: SamplerConfig,
     rng: Rng,
-    /// Penalized logits. (vocab)
-    logits: Vec<f32>,
     /// Candidates `(id, logit, then probability)`. (vocab)
     candidates: Vec<(u32, f32)>,
-    /// Which ids the penalty already hit in this call. (vocab)
+    /// Which ids the penalty hits in this call. (vocab, or empty without a penalty)
     penalized: Vec<bool>,
 }
 
 impl Sampler {
     /// A sampler for `config`, checking its ranges.
     pub fn new(config: SamplerConfig) -> Result<Self, SamplerError> {
-        let checks = [
-            (
-                "temperature",
-                config.temperature,
-                config.temperature.is_finite() && config.temperature >= 0.0,
-                "finite, >= 0",
-            ),
-            (
-                "top_p",
-                config.top_p,
-                config.top_p > 0.0 && config.top_p <= 1.0,
-                "(0, 1]",
-            ),
-            (
-                "repeat_penalty",
-                config.repeat_penalty,
-                config.repeat_penalty.is_finite() && config.repeat_penalty > 0.0,
-                "finite, > 0",
-            ),
-        ];
-        for (what, value, ok, allowed) in checks {
-            if !ok {
-                return Err(SamplerError::Config {
-                    what,
-                    value,
-                    allowed,
-                });
-            }
-        }
+        check_config(&config)?;
         Ok(Self {
             config,
             rng: Rng::new(config.seed),
-            logits: Vec::new(),
             candidates: Vec::new(),
             penalized: Vec::new(),
         })
+    }
+
+    /// Takes new settings (checked) and reseeds the generator with their seed, keeping the
+    /// scratch space: the sampler then draws as a new one would.
+    pub fn reset(&mut self, config: SamplerConfig) -> Result<(), SamplerError> {
+        check_config(&config)?;
+        self.config = config;
+        self.rng = Rng::new(config.seed);
+        Ok(())
     }
 
     /// The settings.
@@ -165,7 +143,8 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one row, `[vocab]`), penalizing the ids in
     /// `previous` (pass the window of recent tokens the penalty should see, e.g. the last 64
-    /// as llama.cpp's `--repeat-last-n`, or none).
+    /// as llama.cpp's `--repeat-last-n`, or none). The logits are read where they are; the
+    /// penalty is applied as they are read.
     pub fn sample(&mut self, logits: &[f32], previous: &[u32]) -> Result<u32, SamplerError> {
         if logits.is_empty() {
             return Err(SamplerError::Empty);
@@ -173,37 +152,99 @@ impl Sampler {
         if let Some((index, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(SamplerError::NonFinite { index, value });
         }
-        self.logits.clear();
-        self.logits.extend_from_slice(logits);
-        apply_repeat_penalty(
-            &mut self.logits,
-            previous,
-            self.config.repeat_penalty,
-            &mut self.penalized,
-        )?;
+        if let Some(&token) = previous.iter().find(|&&t| t as usize >= logits.len()) {
+            return Err(SamplerError::TokenOutOfRange {
+                token,
+                vocab: logits.len(),
+            });
+        }
+        let penalty = self.config.repeat_penalty;
+        self.penalized.clear();
+        if penalty != 1.0 {
+            self.penalized.resize(logits.len(), false);
+            for &t in previous {
+                self.penalized[t as usize] = true;
+            }
+        }
+        let penalized = &self.penalized;
+        // The logit of id `i` after the penalty (the same arithmetic as
+        // `apply_repeat_penalty`, each distinct id once).
+        let value = |i: usize, l: f32| match penalized.get(i) {
+            Some(true) if l > 0.0 => l / penalty,
+            Some(true) => l * penalty,
+            _ => l,
+        };
 
         if self.config.temperature == 0.0 {
-            return Ok(argmax(&self.logits));
+            // `argmax` of the penalized logits: the first of the largest.
+            let mut best = (0, value(0, logits[0]));
+            for (i, &l) in logits.iter().enumerate().skip(1) {
+                let v = value(i, l);
+                if v > best.1 {
+                    best = (i, v);
+                }
+            }
+            return Ok(best.0 as u32);
         }
 
+        let temperature = self.config.temperature;
         self.candidates.clear();
         self.candidates.extend(
-            self.logits
+            logits
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| (i as u32, l / self.config.temperature)),
+                .map(|(i, &l)| (i as u32, value(i, l) / temperature)),
         );
         top_k(&mut self.candidates, self.config.top_k);
         if self.config.top_k > 0 || self.config.top_p < 1.0 {
             // Nucleus sampling needs decreasing order; after top-k, sorting also makes the
             // draw independent of how the selection left the candidates. Without either, the
             // candidates stay in id order (no sort of the whole vocabulary).
-            self.candidates.sort_unstable_by(by_value_desc);
+            sort_desc(&mut self.candidates);
         }
         softmax(&mut self.candidates);
         top_p(&mut self.candidates, self.config.top_p);
         Ok(draw(&self.candidates, self.rng.next_f64()))
     }
+}
+
+/// Checks the ranges of `config`'s settings.
+fn check_config(config: &SamplerConfig) -> Result<(), SamplerError> {
+    let checks = [
+        (
+            "temperature",
+            config.temperature,
+            config.temperature.is_finite() && config.temperature >= 0.0,
+            "finite, >= 0",
+        ),
+        (
+            "top_p",
+            config.top_p,
+            config.top_p > 0.0 && config.top_p <= 1.0,
+            "(0, 1]",
+        ),
+        (
+            "repeat_penalty",
+            config.repeat_penalty,
+            config.repeat_penalty.is_finite() && config.repeat_penalty > 0.0,
+            "finite, > 0",
+        ),
+    ];
+    for (what, value, ok, allowed) in checks {
+        if !ok {
+            return Err(SamplerError::Config {
+                what,
+                value,
+                allowed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sorts the candidates by [`by_value_desc`].
+fn sort_desc(c: &mut [(u32, f32)]) {
+    c.sort_unstable_by(by_value_desc);
 }
 
 /// Divides positive logits by `penalty` and multiplies negative ones, once per distinct id in
