@@ -113,6 +113,8 @@ pub struct Sampler {
     candidates: Vec<(u32, f32)>,
     /// Which ids the penalty hits in this call. (vocab, or empty without a penalty)
     penalized: Vec<bool>,
+    /// Space for the radix sort of the candidates. (vocab)
+    scratch: Vec<(u32, f32)>,
 }
 
 impl Sampler {
@@ -124,6 +126,7 @@ impl Sampler {
             rng: Rng::new(config.seed),
             candidates: Vec::new(),
             penalized: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -195,12 +198,16 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &l)| (i as u32, value(i, l) / temperature)),
         );
-        top_k(&mut self.candidates, self.config.top_k);
-        if self.config.top_k > 0 || self.config.top_p < 1.0 {
-            // Nucleus sampling needs decreasing order; after top-k, sorting also makes the
-            // draw independent of how the selection left the candidates. Without either, the
-            // candidates stay in id order (no sort of the whole vocabulary).
-            sort_desc(&mut self.candidates);
+        if self.config.top_k > 0 && self.config.top_k < self.candidates.len() {
+            // Select the k largest, then sort only them: sorting also makes the draw
+            // independent of how the selection left the candidates.
+            top_k(&mut self.candidates, self.config.top_k);
+            self.candidates.sort_unstable_by(by_value_desc);
+        } else if self.config.top_k > 0 || self.config.top_p < 1.0 {
+            // Nucleus sampling needs the whole vocabulary in decreasing order (the softmax
+            // sums in that order): a radix sort, the same order as `by_value_desc`. Without
+            // either, the candidates stay in id order (no sort).
+            radix_sort_desc(&mut self.candidates, &mut self.scratch);
         }
         softmax(&mut self.candidates);
         top_p(&mut self.candidates, self.config.top_p);
@@ -242,9 +249,44 @@ fn check_config(config: &SamplerConfig) -> Result<(), SamplerError> {
     Ok(())
 }
 
-/// Sorts the candidates by [`by_value_desc`].
-fn sort_desc(c: &mut [(u32, f32)]) {
-    c.sort_unstable_by(by_value_desc);
+/// The key of a candidate whose increasing order is [`by_value_desc`]'s order of values:
+/// the bits of `f32::total_cmp`'s order, reversed.
+fn desc_key(x: &(u32, f32)) -> u32 {
+    let bits = x.1.to_bits();
+    let ascending = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    !ascending
+}
+
+/// Sorts candidates given in increasing id order by [`by_value_desc`]: a stable
+/// least-significant-digit radix sort on [`desc_key`] (four passes of 8 bits), so equal values
+/// keep increasing ids. `scratch` is reused space.
+fn radix_sort_desc(c: &mut Vec<(u32, f32)>, scratch: &mut Vec<(u32, f32)>) {
+    scratch.clear();
+    scratch.resize(c.len(), (0, 0.0));
+    for shift in [0, 8, 16, 24] {
+        let digit = |x: &(u32, f32)| ((desc_key(x) >> shift) & 0xff) as usize;
+        let mut start = [0usize; 257];
+        for x in c.iter() {
+            start[digit(x) + 1] += 1;
+        }
+        if start.contains(&c.len()) {
+            // Every candidate has the same digit: the pass would change nothing.
+            continue;
+        }
+        for d in 0..256 {
+            start[d + 1] += start[d];
+        }
+        for x in c.iter() {
+            let d = digit(x);
+            scratch[start[d]] = *x;
+            start[d] += 1;
+        }
+        std::mem::swap(c, scratch);
+    }
 }
 
 /// Divides positive logits by `penalty` and multiplies negative ones, once per distinct id in
@@ -352,6 +394,39 @@ fn draw(c: &[(u32, f32)], r: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radix_sort_orders_as_by_value_desc() {
+        let mut rng = Rng::new(7);
+        for len in [0, 1, 2, 5, 300, 5000] {
+            let special = [
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                1e-40,
+            ];
+            let mut c: Vec<(u32, f32)> = (0..len as u32)
+                .map(|i| {
+                    let r = rng.next_u64();
+                    let v = match r % 4 {
+                        0 => special[(r >> 8) as usize % special.len()],
+                        1 => ((r >> 8) % 5) as f32 - 2.0,
+                        _ => (rng.next_f64() as f32 - 0.5) * 40.0,
+                    };
+                    (i, v)
+                })
+                .collect();
+            let mut want = c.clone();
+            want.sort_unstable_by(by_value_desc);
+            radix_sort_desc(&mut c, &mut Vec::new());
+            let bits =
+                |v: &[(u32, f32)]| v.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&c), bits(&want), "len {len}");
+        }
+    }
 
     fn cfg(temperature: f32, top_k: usize, top_p: f32, repeat_penalty: f32) -> SamplerConfig {
         SamplerConfig {
