@@ -92,61 +92,53 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Allocates every buffer for `config` (use [`Model::new_state`]).
+    /// Allocates every buffer for `config` (use [`Model::new_state`]). The buffers are
+    /// zeroed lazily by the operating system, so a large context costs memory only for the
+    /// positions used; a state larger than the machine's physical memory is refused before
+    /// anything is allocated ([`ModelError::StateTooLarge`]).
     pub fn new(config: &ModelConfig, options: StateOptions) -> Result<Self, ModelError> {
-        config.validate()?;
+        check_options(config, &options)?;
         let StateOptions {
             context,
             batch,
             kv_type,
             threads,
         } = options;
-        if threads == 0 || threads > MAX_THREADS {
-            return Err(ModelError::StateOption {
-                what: "threads",
-                value: threads,
-                max: MAX_THREADS,
-            });
+        let lens = activation_lens(config, batch, context)?;
+        let kv_bytes = KvCache::bytes_for(
+            kv_type,
+            config.num_layers,
+            context,
+            config.num_kv_groups,
+            config.head_dim,
+        )
+        .ok_or(ModelError::Overflow("kv cache size"))?;
+        let bytes = lens
+            .iter()
+            .try_fold(kv_bytes, |acc, &n| acc.checked_add(n.checked_mul(4)?))
+            .ok_or(ModelError::Overflow("run state size"))?;
+        if let Some(limit) = physical_memory() {
+            if bytes > limit {
+                return Err(ModelError::StateTooLarge { bytes, limit });
+            }
         }
-        if context == 0 || context > config.context_length {
-            return Err(ModelError::StateOption {
-                what: "context",
-                value: context,
-                max: config.context_length,
-            });
-        }
-        if batch == 0 || batch > context {
-            return Err(ModelError::StateOption {
-                what: "batch",
-                value: batch,
-                max: context,
-            });
-        }
-        let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
-        let rows = |width: usize| {
-            batch
-                .checked_mul(width)
-                .ok_or(ModelError::Overflow("batch buffer"))
-        };
-        let buf = |len: usize| zeroed(len, 0.0f32);
+        let [x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits] =
+            lens.map(|len| zeroed(len, 0.0f32));
         Ok(Self {
             config: config.clone(),
             batch,
-            x: buf(rows(config.hidden_size)?)?,
-            xb: buf(rows(config.hidden_size)?)?,
-            xb2: buf(rows(config.hidden_size)?)?,
-            qkv: buf(rows(qkv)?)?,
-            att_out: buf(rows(config.q_dim())?)?,
-            att: buf(config
-                .num_heads
-                .checked_mul(context)
-                .ok_or(ModelError::Overflow("attention scores"))?)?,
-            rope_cos: buf(rows(config.rope_dims() / 2)?)?,
-            rope_sin: buf(rows(config.rope_dims() / 2)?)?,
-            ffn: buf(rows(2 * config.ffn_hidden_size)?)?,
-            ffn_act: buf(rows(config.ffn_hidden_size)?)?,
-            hidden: buf(rows(config.hidden_size)?)?,
-            logits: buf(rows(config.vocab_size)?)?,
+            x: x?,
+            xb: xb?,
+            xb2: xb2?,
+            qkv: qkv?,
+            att_out: att_out?,
+            att: att?,
+            rope_cos: rope_cos?,
+            rope_sin: rope_sin?,
+            ffn: ffn?,
+            ffn_act: ffn_act?,
+            hidden: hidden?,
+            logits: logits?,
             out_rows: 0,
             logit_rows: 0,
             cache: KvCache::new(
@@ -193,6 +185,72 @@ impl RunState {
     pub fn hidden(&self) -> &[f32] {
         &self.hidden[..self.out_rows * self.config.hidden_size]
     }
+}
+
+/// The ranges of a state's options: threads in `1..=MAX_THREADS`, context in
+/// `1..=context_length`, batch in `1..=context`.
+fn check_options(config: &ModelConfig, options: &StateOptions) -> Result<(), ModelError> {
+    config.validate()?;
+    let checks = [
+        ("threads", options.threads, MAX_THREADS),
+        ("context", options.context, config.context_length),
+        ("batch", options.batch, options.context),
+    ];
+    for (what, value, max) in checks {
+        if value == 0 || value > max {
+            return Err(ModelError::StateOption { what, value, max });
+        }
+    }
+    Ok(())
+}
+
+/// Lengths (f32 elements) of a state's activation buffers, in the order of [`RunState`]'s
+/// fields: x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits.
+fn activation_lens(
+    config: &ModelConfig,
+    batch: usize,
+    context: usize,
+) -> Result<[usize; 12], ModelError> {
+    let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
+    let rows = |width: Option<usize>| {
+        width
+            .and_then(|w| batch.checked_mul(w))
+            .ok_or(ModelError::Overflow("batch buffer"))
+    };
+    let (h, ffn) = (Some(config.hidden_size), config.ffn_hidden_size);
+    let rope = Some(config.rope_dims() / 2);
+    Ok([
+        rows(h)?,
+        rows(h)?,
+        rows(h)?,
+        rows(Some(qkv))?,
+        rows(Some(config.q_dim()))?,
+        config
+            .num_heads
+            .checked_mul(context)
+            .ok_or(ModelError::Overflow("attention scores"))?,
+        rows(rope)?,
+        rows(rope)?,
+        rows(ffn.checked_mul(2))?,
+        rows(Some(ffn))?,
+        rows(h)?,
+        rows(Some(config.vocab_size))?,
+    ])
+}
+
+/// Total physical memory in bytes (`MemTotal` of `/proc/meminfo`), or `None` where it cannot
+/// be read (other systems: no limit is checked there).
+fn physical_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 impl Model {
@@ -595,5 +653,87 @@ impl Model {
             tensor: w.name.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, RopeScaling};
+
+    /// A small network (2 layers, 2 groups of 128) that claims a context of 2^32 - 1.
+    fn config() -> ModelConfig {
+        ModelConfig {
+            family: Family::ChatGlm2,
+            vocab_size: 64,
+            hidden_size: 64,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_groups: 2,
+            head_dim: 128,
+            ffn_hidden_size: 64,
+            context_length: u32::MAX as usize,
+            rms_eps: 1e-5,
+            rope_base: 10000.0,
+            rope_scaling: RopeScaling::None,
+        }
+    }
+
+    fn options(context: usize, kv_type: KvType) -> StateOptions {
+        StateOptions {
+            context,
+            batch: 1,
+            kv_type,
+            threads: 1,
+        }
+    }
+
+    /// Resident memory of this process in bytes (`VmRSS`).
+    fn resident() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kib: usize = line[6..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn model_state_larger_than_memory_is_refused_before_allocating() {
+        let limit = physical_memory().unwrap();
+        // 2^32 - 1 positions of 2 layers x 256 f16 keys and values: 4 TiB.
+        let context = config().context_length;
+        let err = RunState::new(&config(), options(context, KvType::F16)).unwrap_err();
+        match err {
+            ModelError::StateTooLarge { bytes, limit: l } => {
+                assert_eq!(l, limit);
+                assert!(bytes > limit && bytes >= 4 * 1024usize.pow(4), "{bytes}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("bytes"), "{err}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn model_state_for_a_large_context_touches_no_memory() {
+        // About 1 GiB of f32 keys and values (2 layers x 256 x 4 bytes x 2 per position), or
+        // an eighth of the machine if it is small.
+        let per_position = 2 * 256 * 4 * 2;
+        let context = (1usize << 30).min(physical_memory().unwrap() / 8) / per_position;
+        let before = resident();
+        let st = RunState::new(&config(), options(context, KvType::F32)).unwrap();
+        let kv = st.kv_cache().bytes();
+        assert!(kv >= context * per_position);
+        // Zero-filling would have made the whole cache resident; a quarter leaves room for
+        // what other tests allocate meanwhile.
+        let grown = resident().saturating_sub(before);
+        assert!(grown < kv / 4, "{grown} of {kv} bytes resident");
+        let st16 = RunState::new(&config(), options(context, KvType::F16)).unwrap();
+        assert!(resident().saturating_sub(before) < (kv + st16.kv_cache().bytes()) / 4);
     }
 }
