@@ -109,53 +109,34 @@ impl Rng {
 pub struct Sampler {
     config: SamplerConfig,
     rng: Rng,
-    /// Penalized logits. (vocab)
-    logits: Vec<f32>,
     /// Candidates `(id, logit, then probability)`. (vocab)
     candidates: Vec<(u32, f32)>,
-    /// Which ids the penalty already hit in this call. (vocab)
+    /// Which ids the penalty hits in this call. (vocab, or empty without a penalty)
     penalized: Vec<bool>,
+    /// Space for the radix sort of the candidates. (vocab)
+    scratch: Vec<(u32, f32)>,
 }
 
 impl Sampler {
     /// A sampler for `config`, checking its ranges.
     pub fn new(config: SamplerConfig) -> Result<Self, SamplerError> {
-        let checks = [
-            (
-                "temperature",
-                config.temperature,
-                config.temperature.is_finite() && config.temperature >= 0.0,
-                "finite, >= 0",
-            ),
-            (
-                "top_p",
-                config.top_p,
-                config.top_p > 0.0 && config.top_p <= 1.0,
-                "(0, 1]",
-            ),
-            (
-                "repeat_penalty",
-                config.repeat_penalty,
-                config.repeat_penalty.is_finite() && config.repeat_penalty > 0.0,
-                "finite, > 0",
-            ),
-        ];
-        for (what, value, ok, allowed) in checks {
-            if !ok {
-                return Err(SamplerError::Config {
-                    what,
-                    value,
-                    allowed,
-                });
-            }
-        }
+        check_config(&config)?;
         Ok(Self {
             config,
             rng: Rng::new(config.seed),
-            logits: Vec::new(),
             candidates: Vec::new(),
             penalized: Vec::new(),
+            scratch: Vec::new(),
         })
+    }
+
+    /// Takes new settings (checked) and reseeds the generator with their seed, keeping the
+    /// scratch space: the sampler then draws as a new one would.
+    pub fn reset(&mut self, config: SamplerConfig) -> Result<(), SamplerError> {
+        check_config(&config)?;
+        self.config = config;
+        self.rng = Rng::new(config.seed);
+        Ok(())
     }
 
     /// The settings.
@@ -165,7 +146,8 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one row, `[vocab]`), penalizing the ids in
     /// `previous` (pass the window of recent tokens the penalty should see, e.g. the last 64
-    /// as llama.cpp's `--repeat-last-n`, or none).
+    /// as llama.cpp's `--repeat-last-n`, or none). The logits are read where they are; the
+    /// penalty is applied as they are read.
     pub fn sample(&mut self, logits: &[f32], previous: &[u32]) -> Result<u32, SamplerError> {
         if logits.is_empty() {
             return Err(SamplerError::Empty);
@@ -173,36 +155,137 @@ impl Sampler {
         if let Some((index, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(SamplerError::NonFinite { index, value });
         }
-        self.logits.clear();
-        self.logits.extend_from_slice(logits);
-        apply_repeat_penalty(
-            &mut self.logits,
-            previous,
-            self.config.repeat_penalty,
-            &mut self.penalized,
-        )?;
+        if let Some(&token) = previous.iter().find(|&&t| t as usize >= logits.len()) {
+            return Err(SamplerError::TokenOutOfRange {
+                token,
+                vocab: logits.len(),
+            });
+        }
+        let penalty = self.config.repeat_penalty;
+        self.penalized.clear();
+        if penalty != 1.0 {
+            self.penalized.resize(logits.len(), false);
+            for &t in previous {
+                self.penalized[t as usize] = true;
+            }
+        }
+        let penalized = &self.penalized;
+        // The logit of id `i` after the penalty (the same arithmetic as
+        // `apply_repeat_penalty`, each distinct id once).
+        let value = |i: usize, l: f32| match penalized.get(i) {
+            Some(true) if l > 0.0 => l / penalty,
+            Some(true) => l * penalty,
+            _ => l,
+        };
 
         if self.config.temperature == 0.0 {
-            return Ok(argmax(&self.logits));
+            // `argmax` of the penalized logits: the first of the largest.
+            let mut best = (0, value(0, logits[0]));
+            for (i, &l) in logits.iter().enumerate().skip(1) {
+                let v = value(i, l);
+                if v > best.1 {
+                    best = (i, v);
+                }
+            }
+            return Ok(best.0 as u32);
         }
 
+        let temperature = self.config.temperature;
         self.candidates.clear();
         self.candidates.extend(
-            self.logits
+            logits
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| (i as u32, l / self.config.temperature)),
+                .map(|(i, &l)| (i as u32, value(i, l) / temperature)),
         );
-        top_k(&mut self.candidates, self.config.top_k);
-        if self.config.top_k > 0 || self.config.top_p < 1.0 {
-            // Nucleus sampling needs decreasing order; after top-k, sorting also makes the
-            // draw independent of how the selection left the candidates. Without either, the
-            // candidates stay in id order (no sort of the whole vocabulary).
+        if self.config.top_k > 0 && self.config.top_k < self.candidates.len() {
+            // Select the k largest, then sort only them: sorting also makes the draw
+            // independent of how the selection left the candidates.
+            top_k(&mut self.candidates, self.config.top_k);
             self.candidates.sort_unstable_by(by_value_desc);
+        } else if self.config.top_k > 0 || self.config.top_p < 1.0 {
+            // Nucleus sampling needs the whole vocabulary in decreasing order (the softmax
+            // sums in that order): a radix sort, the same order as `by_value_desc`. Without
+            // either, the candidates stay in id order (no sort).
+            radix_sort_desc(&mut self.candidates, &mut self.scratch);
         }
         softmax(&mut self.candidates);
         top_p(&mut self.candidates, self.config.top_p);
         Ok(draw(&self.candidates, self.rng.next_f64()))
+    }
+}
+
+/// Checks the ranges of `config`'s settings.
+fn check_config(config: &SamplerConfig) -> Result<(), SamplerError> {
+    let checks = [
+        (
+            "temperature",
+            config.temperature,
+            config.temperature.is_finite() && config.temperature >= 0.0,
+            "finite, >= 0",
+        ),
+        (
+            "top_p",
+            config.top_p,
+            config.top_p > 0.0 && config.top_p <= 1.0,
+            "(0, 1]",
+        ),
+        (
+            "repeat_penalty",
+            config.repeat_penalty,
+            config.repeat_penalty.is_finite() && config.repeat_penalty > 0.0,
+            "finite, > 0",
+        ),
+    ];
+    for (what, value, ok, allowed) in checks {
+        if !ok {
+            return Err(SamplerError::Config {
+                what,
+                value,
+                allowed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The key of a candidate whose increasing order is [`by_value_desc`]'s order of values:
+/// the bits of `f32::total_cmp`'s order, reversed.
+fn desc_key(x: &(u32, f32)) -> u32 {
+    let bits = x.1.to_bits();
+    let ascending = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    !ascending
+}
+
+/// Sorts candidates given in increasing id order by [`by_value_desc`]: a stable
+/// least-significant-digit radix sort on [`desc_key`] (four passes of 8 bits), so equal values
+/// keep increasing ids. `scratch` is reused space.
+fn radix_sort_desc(c: &mut Vec<(u32, f32)>, scratch: &mut Vec<(u32, f32)>) {
+    scratch.clear();
+    scratch.resize(c.len(), (0, 0.0));
+    for shift in [0, 8, 16, 24] {
+        let digit = |x: &(u32, f32)| ((desc_key(x) >> shift) & 0xff) as usize;
+        let mut start = [0usize; 257];
+        for x in c.iter() {
+            start[digit(x) + 1] += 1;
+        }
+        if start.contains(&c.len()) {
+            // Every candidate has the same digit: the pass would change nothing.
+            continue;
+        }
+        for d in 0..256 {
+            start[d + 1] += start[d];
+        }
+        for x in c.iter() {
+            let d = digit(x);
+            scratch[start[d]] = *x;
+            start[d] += 1;
+        }
+        std::mem::swap(c, scratch);
     }
 }
 
@@ -311,6 +394,39 @@ fn draw(c: &[(u32, f32)], r: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radix_sort_orders_as_by_value_desc() {
+        let mut rng = Rng::new(7);
+        for len in [0, 1, 2, 5, 300, 5000] {
+            let special = [
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                1e-40,
+            ];
+            let mut c: Vec<(u32, f32)> = (0..len as u32)
+                .map(|i| {
+                    let r = rng.next_u64();
+                    let v = match r % 4 {
+                        0 => special[(r >> 8) as usize % special.len()],
+                        1 => ((r >> 8) % 5) as f32 - 2.0,
+                        _ => (rng.next_f64() as f32 - 0.5) * 40.0,
+                    };
+                    (i, v)
+                })
+                .collect();
+            let mut want = c.clone();
+            want.sort_unstable_by(by_value_desc);
+            radix_sort_desc(&mut c, &mut Vec::new());
+            let bits =
+                |v: &[(u32, f32)]| v.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&c), bits(&want), "len {len}");
+        }
+    }
 
     fn cfg(temperature: f32, top_k: usize, top_p: f32, repeat_penalty: f32) -> SamplerConfig {
         SamplerConfig {

@@ -222,14 +222,20 @@ pub struct Generation {
     pub timings: Timings,
 }
 
-/// One conversation with a model: its KV cache (allocated once), the chat history, and the
-/// tokens whose keys and values the cache holds, so that a follow-up prompt that starts the
-/// same way reuses them.
+/// One conversation with a model: its KV cache (allocated once), the chat history, the
+/// tokens of the last generation (whose keys and values the cache holds, so that a follow-up
+/// prompt that starts the same way reuses them), the logits and the sampler.
 pub struct Session {
     engine: Arc<Engine>,
     state: RunState,
-    /// Tokens in the cache, in position order.
-    cached: Vec<u32>,
+    /// The tokens of the conversation in position order: the prompt, then the generated
+    /// ids. The first `state.kv_cache().len()` are in the cache; the last generated one may
+    /// not be yet.
+    tokens: Vec<u32>,
+    /// The logits of the last token run. (vocab)
+    logits: Vec<f32>,
+    /// Draws the next token from `logits` (reset with each generation's settings).
+    sampler: Sampler,
     history: Vec<ChatMessage>,
 }
 
@@ -237,7 +243,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("context", &self.context())
-            .field("cached", &self.cached.len())
+            .field("cached", &self.state.kv_cache().len())
             .field("history", &self.history.len())
             .finish()
     }
@@ -259,10 +265,13 @@ impl Session {
             kv_type: options.kv_type,
             threads: resolve_threads(options.threads),
         })?;
+        let logits = vec![0.0; engine.config().vocab_size];
         Ok(Self {
             engine,
             state,
-            cached: Vec::new(),
+            tokens: Vec::new(),
+            logits,
+            sampler: Sampler::new(SamplerConfig::default())?,
             history: Vec::new(),
         })
     }
@@ -290,7 +299,7 @@ impl Session {
     /// Forgets the conversation and the cache.
     pub fn reset(&mut self) {
         self.history.clear();
-        self.cached.clear();
+        self.tokens.clear();
         self.state.kv_cache_mut().clear();
     }
 
@@ -408,15 +417,16 @@ impl Session {
                 context,
             });
         }
-        let mut sampler = Sampler::new(options.sampler)?;
+        self.sampler.reset(options.sampler)?;
         let engine = Arc::clone(&self.engine);
         let (model, tok) = (engine.model(), engine.tokenizer());
         let stops = tok.stop_ids();
 
         // Reuse the cached positions the prompt starts with; at least the last prompt token
         // runs, for its logits.
+        self.tokens.truncate(self.state.kv_cache().len());
         let reused = self
-            .cached
+            .tokens
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
@@ -427,16 +437,18 @@ impl Session {
             reused_tokens: reused,
             ..Timings::default()
         };
-        self.cached.truncate(reused);
+        self.tokens.truncate(reused);
+        self.tokens.extend_from_slice(&prompt[reused..]);
         let start = Instant::now();
-        let mut logits = model
-            .forward(&mut self.state, &prompt[reused..], reused, Logits::Last)?
-            .to_vec();
-        self.cached.extend_from_slice(&prompt[reused..]);
+        model.forward_into(
+            &mut self.state,
+            &prompt[reused..],
+            reused,
+            Logits::Last,
+            &mut self.logits,
+        )?;
         timings.prefill = start.elapsed();
 
-        let mut seen: Vec<u32> = prompt.to_vec();
-        let mut ids = Vec::new();
         let mut text = String::new();
         let mut decoder = StreamDecoder::new(DecodeMode::SkipSpecial);
         let mut emit = |piece: &str, text: &mut String| -> bool {
@@ -454,9 +466,9 @@ impl Session {
         };
         let decode_start = Instant::now();
         let stop = loop {
-            let next = sampler.sample(&logits, &seen)?;
-            ids.push(next);
-            seen.push(next);
+            // The penalty sees the prompt and every id generated so far.
+            let next = self.sampler.sample(&self.logits, &self.tokens)?;
+            self.tokens.push(next);
             if stops.contains(&next) {
                 break StopReason::Eos;
             }
@@ -464,15 +476,20 @@ impl Session {
             if !emit(&piece, &mut text) {
                 break StopReason::Cancelled;
             }
-            if ids.len() >= options.max_new_tokens {
+            if self.tokens.len() - prompt.len() >= options.max_new_tokens {
                 break StopReason::MaxTokens;
             }
-            if self.cached.len() >= context {
+            let pos = self.tokens.len() - 1;
+            if pos >= context {
                 break StopReason::ContextFull;
             }
-            let pos = self.cached.len();
-            logits.copy_from_slice(model.forward(&mut self.state, &[next], pos, Logits::Last)?);
-            self.cached.push(next);
+            model.forward_into(
+                &mut self.state,
+                &[next],
+                pos,
+                Logits::Last,
+                &mut self.logits,
+            )?;
             timings.decode_tokens += 1;
         };
         timings.decode = decode_start.elapsed();
@@ -482,7 +499,7 @@ impl Session {
         }
         Ok(Generation {
             prompt_ids: prompt.to_vec(),
-            ids,
+            ids: self.tokens[prompt.len()..].to_vec(),
             text,
             stop,
             timings,

@@ -15,7 +15,7 @@
 
 use crate::act::{ActQ8_0, ActQ8_1, Q8Row};
 use crate::arch::{GemmQ8, Kernels};
-use crate::pool::{share, Pool};
+use crate::pool::{share, ChunksMut, Pool};
 use crate::quant::{
     self, as_blocks, Block, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, QK,
 };
@@ -23,7 +23,6 @@ use crate::types::GROUP_ROWS;
 use crate::{GgmlType, KernelError};
 use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// A borrowed weight matrix of `rows` x `cols` elements of type `ty`, each row a whole number
 /// of blocks (and, for the row-interleaved types, `rows` a multiple of 8). `data` is
@@ -171,7 +170,7 @@ pub fn matmul_with(
         return Ok(());
     }
     let threads = pool.map_or(1, Pool::threads);
-    let plan = Plan::new(w, n, threads, y);
+    let mut plan = Plan::new(w, n, threads, y);
     let nb = w.cols / QK;
     match w.ty {
         GgmlType::F32 => plan.run_float(pool, w, x, k.dot_f32),
@@ -238,7 +237,7 @@ fn with_q8_0(
 /// (one slice per activation row).
 struct Plan<'y> {
     ranges: Vec<Range<usize>>,
-    outs: Vec<Mutex<Vec<&'y mut [f32]>>>,
+    outs: Vec<Vec<&'y mut [f32]>>,
 }
 
 impl<'y> Plan<'y> {
@@ -259,29 +258,35 @@ impl<'y> Plan<'y> {
                 yi = rest;
             }
         }
-        Self {
-            ranges,
-            outs: outs.into_iter().map(Mutex::new).collect(),
-        }
+        Self { ranges, outs }
     }
 
-    /// Runs `part(t, rows, outputs)` on every thread.
-    fn run(&self, pool: Option<&Pool>, part: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
-        let job = |t: usize| {
-            if let (Some(range), Some(out)) = (self.ranges.get(t), self.outs.get(t)) {
-                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-                part(range.clone(), &mut out);
+    /// Runs `part(rows, outputs)` on every thread, each with its own share.
+    fn run(&mut self, pool: Option<&Pool>, part: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
+        let ranges = &self.ranges;
+        let job = |t: usize, out: &mut Vec<&mut [f32]>| {
+            if let Some(range) = ranges.get(t) {
+                part(range.clone(), out);
             }
         };
         match pool {
-            Some(pool) => pool.run(&job),
-            None => job(0),
+            // One unit (the thread's list of outputs) per thread.
+            Some(pool) => pool.run_split(ChunksMut::new(&mut self.outs, 1), |t, _, outs| {
+                if let [out] = outs {
+                    job(t, out);
+                }
+            }),
+            None => {
+                if let Some(out) = self.outs.first_mut() {
+                    job(0, out);
+                }
+            }
         }
     }
 
     /// Float weights: one dot product per (weight row, activation row).
     fn run_float(
-        &self,
+        &mut self,
         pool: Option<&Pool>,
         w: &WeightMatrix<'_>,
         x: &[f32],
@@ -303,7 +308,7 @@ impl<'y> Plan<'y> {
     /// slices of [`GEMM_ROWS`] weight rows (kept in cache while every activation row passes),
     /// each through `kern`.
     fn run_gemm<W: Block + Sync>(
-        &self,
+        &mut self,
         pool: Option<&Pool>,
         w: &WeightMatrix<'_>,
         nb: usize,
@@ -331,7 +336,7 @@ impl<'y> Plan<'y> {
     /// Quantized weights of blocks `W` (`nb` per row, or per 8-row group for the interleaved
     /// types) against the activation rows `act(i)`, through the kernel `kern`.
     fn run_blocks<W: Block + Sync, A: Copy>(
-        &self,
+        &mut self,
         pool: Option<&Pool>,
         w: &WeightMatrix<'_>,
         nb: usize,

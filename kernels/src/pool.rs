@@ -8,9 +8,14 @@
 //!
 //! `unsafe` here: the job is a borrowed `&dyn Fn`, whose lifetime is erased to hand it to
 //! the workers; [`Pool::run`] does not return (nor unwind) before every worker is done with
-//! it. This is the one `unsafe` outside the per-ISA kernel modules.
+//! it. [`Pool::run_split`] hands every thread its own `&mut` piece of the caller's data
+//! (as rayon's `par_chunks_mut` does): the pieces come from one raw pointer, cut along the
+//! disjoint shares of [`share`]. These are the only `unsafe` outside the per-ISA kernel
+//! modules.
 #![allow(unsafe_code)]
 
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -148,12 +153,6 @@ impl Pool {
         Ok(pool)
     }
 
-    /// A pool with one thread per available CPU (1 if unknown).
-    pub fn with_available_parallelism() -> Result<Self, PoolError> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::new(n.min(MAX_THREADS))
-    }
-
     /// Number of threads, the caller included.
     pub fn threads(&self) -> usize {
         self.threads
@@ -205,6 +204,111 @@ impl Pool {
         if worker_panicked {
             panic!("a pool worker's job panicked");
         }
+    }
+
+    /// Cuts `data` ([`Split::units`] units) into [`share`]s, one per thread, and calls
+    /// `job(t, units, piece)` on thread `t` with its units and its own `&mut` piece of the
+    /// data (an empty one when there are fewer units than threads). Returns when all are
+    /// done; panics as [`Pool::run`].
+    pub fn run_split<'a, S: Split<'a>>(
+        &self,
+        data: S,
+        job: impl Fn(usize, Range<usize>, S::Piece) + Sync,
+    ) {
+        let (units, threads) = (data.units(), self.threads);
+        self.run(&|t| {
+            let range = share(units, threads, t);
+            // SAFETY: `run` calls this closure once for each `t`, and `share` gives distinct
+            // `t` disjoint ranges inside `0..units`, so no two pieces overlap; `data` is
+            // consumed here, so nothing else reaches the borrowed elements while the pieces
+            // (which keep the original borrow `'a`) live.
+            let piece = unsafe { data.piece(range.clone()) };
+            job(t, range, piece);
+        });
+    }
+}
+
+/// Data that [`Pool::run_split`] cuts into disjoint `&mut` pieces: [`ChunksMut`], or a pair
+/// of them cut along the same units.
+pub trait Split<'a>: Sync {
+    /// What one thread gets (borrowing for `'a`, like [`slice::split_at_mut`]'s halves).
+    type Piece;
+
+    /// How many units the data has.
+    fn units(&self) -> usize;
+
+    /// The piece that holds `units`.
+    ///
+    /// # Safety
+    ///
+    /// `units` lies inside `0..self.units()`, and no two pieces alive at the same time
+    /// overlap.
+    unsafe fn piece(&self, units: Range<usize>) -> Self::Piece;
+}
+
+/// A mutable slice seen as consecutive chunks of `chunk` elements (its units) for
+/// [`Pool::run_split`]; a shorter tail is not part of any unit.
+pub struct ChunksMut<'a, T> {
+    ptr: *mut T,
+    chunks: usize,
+    chunk: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+impl<'a, T> ChunksMut<'a, T> {
+    /// `data` in chunks of `chunk` elements (no units if `chunk` is 0).
+    pub fn new(data: &'a mut [T], chunk: usize) -> Self {
+        Self {
+            ptr: data.as_mut_ptr(),
+            chunks: data.len().checked_div(chunk).unwrap_or(0),
+            chunk,
+            _borrow: PhantomData,
+        }
+    }
+}
+
+// SAFETY: a `ChunksMut` is an exclusive borrow of a `[T]`; sending it, or sharing it so that
+// threads take disjoint `&mut [T]` pieces of it (`Split::piece`), moves `T`s between threads
+// as `&mut [T]` would, which `T: Send` allows.
+unsafe impl<T: Send> Send for ChunksMut<'_, T> {}
+// SAFETY: as above; through `&ChunksMut` only `Split::piece` reaches the elements, and its
+// contract keeps the pieces disjoint.
+unsafe impl<T: Send> Sync for ChunksMut<'_, T> {}
+
+impl<'a, T: Send> Split<'a> for ChunksMut<'a, T> {
+    type Piece = &'a mut [T];
+
+    fn units(&self) -> usize {
+        self.chunks
+    }
+
+    unsafe fn piece(&self, units: Range<usize>) -> &'a mut [T] {
+        debug_assert!(units.start <= units.end && units.end <= self.chunks);
+        // SAFETY: `units` lies inside `0..chunks` (the caller's contract), so the elements
+        // `units.start * chunk..units.end * chunk` are inside the borrowed slice; no other
+        // live piece overlaps them (contract), so this `&mut` is exclusive for `'a`, the
+        // borrow `ChunksMut::new` took.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.add(units.start * self.chunk),
+                units.len() * self.chunk,
+            )
+        }
+    }
+}
+
+impl<'a, A: Split<'a>, B: Split<'a>> Split<'a> for (A, B) {
+    type Piece = (A::Piece, B::Piece);
+
+    /// The units both have.
+    fn units(&self) -> usize {
+        self.0.units().min(self.1.units())
+    }
+
+    unsafe fn piece(&self, units: Range<usize>) -> Self::Piece {
+        // SAFETY: `units` lies inside both parts' units (the minimum), and pieces disjoint
+        // in units are disjoint in each part.
+        unsafe { (self.0.piece(units.clone()), self.1.piece(units)) }
     }
 }
 
@@ -290,26 +394,49 @@ mod tests {
     fn jobs_borrow_the_callers_data_and_write_disjoint_parts() {
         let pool = Pool::new(3).unwrap();
         let mut out = vec![0usize; 10];
-        {
-            let parts: Vec<Mutex<&mut [usize]>> = {
-                let mut rest: &mut [usize] = &mut out;
-                (0..3)
-                    .map(|i| {
-                        let r = share(10, 3, i);
-                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
-                        rest = tail;
-                        Mutex::new(head)
-                    })
-                    .collect()
-            };
-            pool.run(&|i| {
-                let start = share(10, 3, i).start;
-                for (k, v) in parts[i].lock().unwrap().iter_mut().enumerate() {
-                    *v = (start + k) * 10 + i;
-                }
+        pool.run_split(ChunksMut::new(&mut out, 1), |t, units, piece| {
+            assert_eq!(units, share(10, 3, t));
+            assert_eq!(piece.len(), units.len());
+            for (k, v) in piece.iter_mut().enumerate() {
+                *v = (units.start + k) * 10 + t;
+            }
+        });
+        assert_eq!(out, [0, 10, 20, 30, 41, 51, 61, 72, 82, 92]);
+    }
+
+    #[test]
+    fn run_split_cuts_pairs_along_the_same_units_and_leaves_tails() {
+        for threads in [1, 2, 3, 8] {
+            let pool = Pool::new(threads).unwrap();
+            // 5 units: chunks of 2 in `a` (plus a tail of 1 left alone), of 3 in `b`
+            // (6 units, the extra one outside the pair).
+            let (mut a, mut b) = (vec![0usize; 11], vec![0usize; 18]);
+            let calls = AtomicUsize::new(0);
+            pool.run_split(
+                (ChunksMut::new(&mut a, 2), ChunksMut::new(&mut b, 3)),
+                |t, units, (pa, pb)| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    assert_eq!(units, share(5, threads, t));
+                    assert_eq!((pa.len(), pb.len()), (2 * units.len(), 3 * units.len()));
+                    pa.fill(t + 1);
+                    pb.fill(units.start + 1);
+                },
+            );
+            assert_eq!(calls.load(Ordering::Relaxed), threads);
+            for u in 0..5 {
+                let t = (0..threads)
+                    .find(|&t| share(5, threads, t).contains(&u))
+                    .unwrap();
+                assert_eq!(a[2 * u..2 * u + 2], [t + 1; 2]);
+                assert_eq!(b[3 * u..3 * u + 3], [share(5, threads, t).start + 1; 3]);
+            }
+            assert_eq!((a[10], &b[15..]), (0, &[0usize; 3][..]));
+            // No units: every thread gets an empty piece.
+            let mut none: [u8; 3] = [7; 3];
+            pool.run_split(ChunksMut::new(&mut none, 0), |_, units, piece| {
+                assert!(units.is_empty() && piece.is_empty());
             });
         }
-        assert_eq!(out, [0, 10, 20, 30, 41, 51, 61, 72, 82, 92]);
     }
 
     #[test]

@@ -7,11 +7,11 @@
 
 use super::kv_cache::{zeroed, KvCache, KvType};
 use super::ops::{rmsnorm, rope, rope_table, silu, softmax};
-use super::weights::Matrix;
+use super::weights::{LayerWeights, Matrix};
 use super::{Model, ModelConfig, ModelError};
 use chatglm_kernels::matmul::{dequantize_row, matmul_par};
-use chatglm_kernels::pool::{share, Pool, MAX_THREADS};
-use std::sync::{Arc, Mutex};
+use chatglm_kernels::pool::{ChunksMut, Pool, MAX_THREADS};
+use std::sync::Arc;
 
 /// Which positions of a [`Model::forward`] call need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct RunState {
     att_out: Vec<f32>,
     /// Attention scores of one query row. (heads, ctx)
     att: Vec<f32>,
-    /// RoPE rotation of one position. (head_dim / 4) each
+    /// RoPE rotation of each position of the batch. (B, head_dim / 4) each
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
     /// Fused gate | up projection output. (B, 2 * ffn)
@@ -81,11 +81,10 @@ pub struct RunState {
     hidden: Vec<f32>,
     /// Logits. (B, vocab)
     logits: Vec<f32>,
-    /// Rows of `hidden` / `logits` filled by the last call.
+    /// Rows of `hidden` filled by the last call.
     out_rows: usize,
-    /// Residual stream at the last token of the last call: embedding, then after each layer.
-    /// (layers + 1, hidden)
-    residuals: Vec<f32>,
+    /// Rows of `logits` filled by the last call ([`Model::forward_into`] fills none).
+    logit_rows: usize,
     /// Keys and values. (layers, ctx, groups * head_dim) each
     cache: KvCache,
     /// The threads of the products (shared by clones of this state).
@@ -93,67 +92,55 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Allocates every buffer for `config` (use [`Model::new_state`]).
+    /// Allocates every buffer for `config` (use [`Model::new_state`]). The buffers are
+    /// zeroed lazily by the operating system, so a large context costs memory only for the
+    /// positions used; a state larger than the machine's physical memory is refused before
+    /// anything is allocated ([`ModelError::StateTooLarge`]).
     pub fn new(config: &ModelConfig, options: StateOptions) -> Result<Self, ModelError> {
-        config.validate()?;
+        check_options(config, &options)?;
         let StateOptions {
             context,
             batch,
             kv_type,
             threads,
         } = options;
-        if threads == 0 || threads > MAX_THREADS {
-            return Err(ModelError::StateOption {
-                what: "threads",
-                value: threads,
-                max: MAX_THREADS,
-            });
+        let lens = activation_lens(config, batch, context)?;
+        let kv_bytes = KvCache::bytes_for(
+            kv_type,
+            config.num_layers,
+            context,
+            config.num_kv_groups,
+            config.head_dim,
+        )
+        .ok_or(ModelError::Overflow("kv cache size"))?;
+        let bytes = lens
+            .iter()
+            .try_fold(kv_bytes, |acc, &n| acc.checked_add(n.checked_mul(4)?))
+            .ok_or(ModelError::Overflow("run state size"))?;
+        if let Some(limit) = physical_memory() {
+            if bytes > limit {
+                return Err(ModelError::StateTooLarge { bytes, limit });
+            }
         }
-        if context == 0 || context > config.context_length {
-            return Err(ModelError::StateOption {
-                what: "context",
-                value: context,
-                max: config.context_length,
-            });
-        }
-        if batch == 0 || batch > context {
-            return Err(ModelError::StateOption {
-                what: "batch",
-                value: batch,
-                max: context,
-            });
-        }
-        let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
-        let rows = |width: usize| {
-            batch
-                .checked_mul(width)
-                .ok_or(ModelError::Overflow("batch buffer"))
-        };
-        let buf = |len: usize| zeroed(len, 0.0f32);
+        let [x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits] =
+            lens.map(|len| zeroed(len, 0.0f32));
         Ok(Self {
             config: config.clone(),
             batch,
-            x: buf(rows(config.hidden_size)?)?,
-            xb: buf(rows(config.hidden_size)?)?,
-            xb2: buf(rows(config.hidden_size)?)?,
-            qkv: buf(rows(qkv)?)?,
-            att_out: buf(rows(config.q_dim())?)?,
-            att: buf(config
-                .num_heads
-                .checked_mul(context)
-                .ok_or(ModelError::Overflow("attention scores"))?)?,
-            rope_cos: buf(config.rope_dims() / 2)?,
-            rope_sin: buf(config.rope_dims() / 2)?,
-            ffn: buf(rows(2 * config.ffn_hidden_size)?)?,
-            ffn_act: buf(rows(config.ffn_hidden_size)?)?,
-            hidden: buf(rows(config.hidden_size)?)?,
-            logits: buf(rows(config.vocab_size)?)?,
+            x: x?,
+            xb: xb?,
+            xb2: xb2?,
+            qkv: qkv?,
+            att_out: att_out?,
+            att: att?,
+            rope_cos: rope_cos?,
+            rope_sin: rope_sin?,
+            ffn: ffn?,
+            ffn_act: ffn_act?,
+            hidden: hidden?,
+            logits: logits?,
             out_rows: 0,
-            residuals: buf(config
-                .num_layers
-                .checked_add(1)
-                .and_then(|n| n.checked_mul(config.hidden_size))
-                .ok_or(ModelError::Overflow("residual trace"))?)?,
+            logit_rows: 0,
             cache: KvCache::new(
                 kv_type,
                 config.num_layers,
@@ -187,9 +174,10 @@ impl RunState {
         self.batch
     }
 
-    /// Logits of the last call, `(rows, vocab)`: one row for [`Logits::Last`].
+    /// Logits of the last call, `(rows, vocab)`: one row for [`Logits::Last`]; none after
+    /// [`Model::forward_into`] (they went to the caller's buffer).
     pub fn logits(&self) -> &[f32] {
-        &self.logits[..self.out_rows * self.config.vocab_size]
+        &self.logits[..self.logit_rows * self.config.vocab_size]
     }
 
     /// Final-RMSNorm hidden states of the rows that got logits in the last call,
@@ -197,18 +185,78 @@ impl RunState {
     pub fn hidden(&self) -> &[f32] {
         &self.hidden[..self.out_rows * self.config.hidden_size]
     }
+}
 
-    /// The residual stream at the last token of the last call, `(layers + 1, hidden)`: row 0
-    /// is the embedding, row `i` the output of layer `i` (before the final RMSNorm).
-    pub fn residuals(&self) -> &[f32] {
-        &self.residuals
+/// The ranges of a state's options: threads in `1..=MAX_THREADS`, context in
+/// `1..=context_length`, batch in `1..=context`.
+fn check_options(config: &ModelConfig, options: &StateOptions) -> Result<(), ModelError> {
+    config.validate()?;
+    let checks = [
+        ("threads", options.threads, MAX_THREADS),
+        ("context", options.context, config.context_length),
+        ("batch", options.batch, options.context),
+    ];
+    for (what, value, max) in checks {
+        if value == 0 || value > max {
+            return Err(ModelError::StateOption { what, value, max });
+        }
     }
+    Ok(())
+}
+
+/// Lengths (f32 elements) of a state's activation buffers, in the order of [`RunState`]'s
+/// fields: x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits.
+fn activation_lens(
+    config: &ModelConfig,
+    batch: usize,
+    context: usize,
+) -> Result<[usize; 12], ModelError> {
+    let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
+    let rows = |width: Option<usize>| {
+        width
+            .and_then(|w| batch.checked_mul(w))
+            .ok_or(ModelError::Overflow("batch buffer"))
+    };
+    let (h, ffn) = (Some(config.hidden_size), config.ffn_hidden_size);
+    let rope = Some(config.rope_dims() / 2);
+    Ok([
+        rows(h)?,
+        rows(h)?,
+        rows(h)?,
+        rows(Some(qkv))?,
+        rows(Some(config.q_dim()))?,
+        config
+            .num_heads
+            .checked_mul(context)
+            .ok_or(ModelError::Overflow("attention scores"))?,
+        rows(rope)?,
+        rows(rope)?,
+        rows(ffn.checked_mul(2))?,
+        rows(Some(ffn))?,
+        rows(h)?,
+        rows(Some(config.vocab_size))?,
+    ])
+}
+
+/// Total physical memory in bytes (`MemTotal` of `/proc/meminfo`), or `None` where it cannot
+/// be read (other systems: no limit is checked there).
+fn physical_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 impl Model {
     /// Runs `tokens` at positions `start_pos..start_pos + tokens.len()`, attending to the
     /// cached positions before them, and returns the logits asked for (`[vocab]` for
-    /// [`Logits::Last`], `[tokens, vocab]` for [`Logits::All`]).
+    /// [`Logits::Last`], `[tokens, vocab]` for [`Logits::All`]), kept in the state.
     ///
     /// A prompt runs as batches of up to `state.batch()` tokens (matrix-matrix products); a
     /// decode step is one token. `start_pos` may be below the cached length to rewind: the
@@ -223,6 +271,136 @@ impl Model {
         start_pos: usize,
         want: Logits,
     ) -> Result<&'s [f32], ModelError> {
+        self.forward_in_state(st, tokens, start_pos, want, None)
+    }
+
+    /// [`Model::forward`] that writes the logits into `logits`, a buffer the caller owns
+    /// (`vocab` values for [`Logits::Last`], `tokens * vocab` for [`Logits::All`]), so a
+    /// generation loop reads them where they were written.
+    pub fn forward_into(
+        &self,
+        st: &mut RunState,
+        tokens: &[u32],
+        start_pos: usize,
+        want: Logits,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let rows = match want {
+            Logits::Last => 1,
+            Logits::All => tokens.len(),
+        };
+        let expected = rows
+            .checked_mul(self.config().vocab_size)
+            .ok_or(ModelError::Overflow("logits"))?;
+        if logits.len() != expected {
+            return Err(ModelError::BufferSize {
+                what: "logits",
+                expected,
+                got: logits.len(),
+            });
+        }
+        self.run(st, tokens, start_pos, want, logits, None)
+            .map(|_| ())
+    }
+
+    /// [`Model::forward`] that also records the residual stream at the last token into
+    /// `residuals`, `(layers + 1, hidden)`: row 0 is the embedding, row `i` the output of
+    /// layer `i` (before the final RMSNorm). For tests and debugging; the rows of the last
+    /// batch of the call are the ones recorded.
+    pub fn forward_traced<'s>(
+        &self,
+        st: &'s mut RunState,
+        tokens: &[u32],
+        start_pos: usize,
+        want: Logits,
+        residuals: &mut Vec<f32>,
+    ) -> Result<&'s [f32], ModelError> {
+        let cfg = self.config();
+        let len = cfg
+            .num_layers
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(cfg.hidden_size))
+            .ok_or(ModelError::Overflow("residual trace"))?;
+        residuals.clear();
+        residuals.resize(len, 0.0);
+        self.forward_in_state(st, tokens, start_pos, want, Some(residuals))
+    }
+
+    /// [`Model::run`] into the state's own logits buffer.
+    fn forward_in_state<'s>(
+        &self,
+        st: &'s mut RunState,
+        tokens: &[u32],
+        start_pos: usize,
+        want: Logits,
+        trace: Option<&mut [f32]>,
+    ) -> Result<&'s [f32], ModelError> {
+        let mut logits = std::mem::take(&mut st.logits);
+        let done = self.run(st, tokens, start_pos, want, &mut logits, trace);
+        st.logits = logits;
+        let rows = done?;
+        st.logit_rows = rows;
+        Ok(&st.logits[..rows * self.config().vocab_size])
+    }
+
+    /// The forward pass behind [`Model::forward`]: checks the call, runs the batches, writes
+    /// the logits of the rows asked for into `logits` (long enough for them) and returns the
+    /// number of rows.
+    fn run(
+        &self,
+        st: &mut RunState,
+        tokens: &[u32],
+        start_pos: usize,
+        want: Logits,
+        logits: &mut [f32],
+        mut trace: Option<&mut [f32]>,
+    ) -> Result<usize, ModelError> {
+        self.check_call(st, tokens, start_pos, want)?;
+        st.out_rows = 0;
+        st.logit_rows = 0;
+        st.cache.truncate(start_pos);
+        let mut pos = start_pos;
+        let mut n = 0;
+        for chunk in tokens.chunks(st.batch) {
+            self.forward_layers(st, chunk, pos, trace.as_deref_mut())?;
+            n = chunk.len();
+            pos += n;
+            st.cache.set_len(pos);
+        }
+
+        // Final RMSNorm and output layer, only on the rows that need logits.
+        let cfg = self.config();
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let first = match want {
+            Logits::Last => n - 1,
+            Logits::All => 0,
+        };
+        let rows = n - first;
+        for (x, out) in st.x[first * h..n * h]
+            .chunks_exact(h)
+            .zip(st.hidden.chunks_exact_mut(h))
+        {
+            rmsnorm(out, x, &self.weights.output_norm, cfg.rms_eps);
+        }
+        self.product(
+            &st.pool,
+            &self.weights.output,
+            &st.hidden[..rows * h],
+            rows,
+            &mut logits[..rows * v],
+        )?;
+        st.out_rows = rows;
+        Ok(rows)
+    }
+
+    /// The errors of a [`Model::forward`] call that can be told before it runs.
+    fn check_call(
+        &self,
+        st: &RunState,
+        tokens: &[u32],
+        start_pos: usize,
+        want: Logits,
+    ) -> Result<(), ModelError> {
         let cfg = self.config();
         if st.config != *cfg {
             return Err(ModelError::StateMismatch);
@@ -263,184 +441,199 @@ impl Model {
             });
         }
 
-        st.out_rows = 0;
-        st.cache.truncate(start_pos);
-        let mut pos = start_pos;
-        let mut n = 0;
-        for chunk in tokens.chunks(st.batch) {
-            self.forward_layers(st, chunk, pos)?;
-            n = chunk.len();
-            pos += n;
-            st.cache.set_len(pos);
-        }
-
-        // Final RMSNorm and output layer, only on the rows that need logits.
-        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let first = match want {
-            Logits::Last => n - 1,
-            Logits::All => 0,
-        };
-        let rows = n - first;
-        for (x, out) in st.x[first * h..n * h]
-            .chunks_exact(h)
-            .zip(st.hidden.chunks_exact_mut(h))
-        {
-            rmsnorm(out, x, &self.weights.output_norm, cfg.rms_eps);
-        }
-        self.product(
-            &st.pool,
-            &self.weights.output,
-            &st.hidden[..rows * h],
-            rows,
-            &mut st.logits[..rows * v],
-        )?;
-        st.out_rows = rows;
-        Ok(&st.logits[..rows * v])
+        Ok(())
     }
 
     /// Embeds `tokens` (at most one batch) into `st.x` and runs every layer, writing the keys
-    /// and values of positions `pos0..` into the cache.
+    /// and values of positions `pos0..` into the cache. With `trace`, row 0 gets the last
+    /// token's embedding and row `l + 1` its residual stream after layer `l`.
     fn forward_layers(
         &self,
         st: &mut RunState,
         tokens: &[u32],
         pos0: usize,
+        mut trace: Option<&mut [f32]>,
     ) -> Result<(), ModelError> {
-        let cfg = self.config();
-        let w = &self.weights;
+        let h = self.config().hidden_size;
         let n = tokens.len();
-        let h = cfg.hidden_size;
-        let (d, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
-        let qkv_dim = q_dim + 2 * kv_dim;
-        let ffn = cfg.ffn_hidden_size;
-        let rot = cfg.rope_dims();
-        let ctx = st.cache.capacity();
-        let scale = 1.0 / (d as f32).sqrt();
+        self.embed(st, tokens)?;
+        let mut record = |l: usize, x: &[f32]| {
+            if let Some(row) = trace
+                .as_deref_mut()
+                .and_then(|t| t.get_mut(l * h..(l + 1) * h))
+            {
+                row.copy_from_slice(&x[(n - 1) * h..n * h]);
+            }
+        };
+        record(0, &st.x);
+        self.rope_tables(st, pos0, n);
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            self.attention_block(st, l, lw, n, pos0)?;
+            self.mlp_block(st, lw, n)?;
+            record(l + 1, &st.x);
+        }
+        Ok(())
+    }
 
-        // Token embedding.
+    /// `st.x[i] = token_embd[tokens[i]]`.
+    fn embed(&self, st: &mut RunState, tokens: &[u32]) -> Result<(), ModelError> {
+        let w = &self.weights;
         let embd = w.token_embd.view(w.bytes())?;
+        let h = self.config().hidden_size;
         for (&t, row) in tokens.iter().zip(st.x.chunks_exact_mut(h)) {
             dequantize_row(&embd, t as usize, row).map_err(|source| ModelError::Kernel {
                 tensor: w.token_embd.name.clone(),
                 source,
             })?;
         }
-        st.residuals[..h].copy_from_slice(&st.x[(n - 1) * h..n * h]);
+        Ok(())
+    }
 
-        for (l, lw) in w.layers.iter().enumerate() {
-            // ---- attention ----
-            for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
-                rmsnorm(xb, x, &lw.attn_norm, cfg.rms_eps);
+    /// The RoPE rotation of positions `pos0..pos0 + n` into `st.rope_cos` / `st.rope_sin`
+    /// (row `i` for position `pos0 + i`), once for every layer.
+    fn rope_tables(&self, st: &mut RunState, pos0: usize, n: usize) {
+        let half = self.config().rope_dims() / 2;
+        let prefix = st.cache.prefix_len();
+        for (i, (cos, sin)) in st
+            .rope_cos
+            .chunks_exact_mut(half)
+            .zip(st.rope_sin.chunks_exact_mut(half))
+            .take(n)
+            .enumerate()
+        {
+            rope_table(self.config(), (pos0 + i).saturating_sub(prefix), cos, sin);
+        }
+    }
+
+    /// `x += attn_output(attention(rope(qkv(rmsnorm(x)))))` for the `n` rows of layer `l`.
+    fn attention_block(
+        &self,
+        st: &mut RunState,
+        l: usize,
+        lw: &LayerWeights,
+        n: usize,
+        pos0: usize,
+    ) -> Result<(), ModelError> {
+        let cfg = self.config();
+        let (h, q_dim) = (cfg.hidden_size, cfg.q_dim());
+        let qkv_dim = q_dim + 2 * cfg.kv_dim();
+        for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
+            rmsnorm(xb, x, &lw.attn_norm, cfg.rms_eps);
+        }
+        self.product(
+            &st.pool,
+            &lw.attn_qkv,
+            &st.xb[..n * h],
+            n,
+            &mut st.qkv[..n * qkv_dim],
+        )?;
+        self.qkv_to_cache(st, l, lw, n, pos0);
+        for i in 0..n {
+            self.attention(st, l, i, pos0 + i);
+        }
+        self.product(
+            &st.pool,
+            &lw.attn_output,
+            &st.att_out[..n * q_dim],
+            n,
+            &mut st.xb2[..n * h],
+        )?;
+        for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
+            *x += y;
+        }
+        Ok(())
+    }
+
+    /// Adds the QKV bias, rotates the first half of every q and k head (RoPE), and stores
+    /// the keys and values of the `n` rows at positions `pos0..` of layer `l`.
+    fn qkv_to_cache(&self, st: &mut RunState, l: usize, lw: &LayerWeights, n: usize, pos0: usize) {
+        let cfg = self.config();
+        let (d, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let (rot, half) = (cfg.rope_dims(), cfg.rope_dims() / 2);
+        let rows = st.qkv[..n * (q_dim + 2 * kv_dim)].chunks_exact_mut(q_dim + 2 * kv_dim);
+        let tables = st
+            .rope_cos
+            .chunks_exact(half)
+            .zip(st.rope_sin.chunks_exact(half));
+        for (i, (row, (cos, sin))) in rows.zip(tables).enumerate() {
+            for (y, b) in row.iter_mut().zip(&lw.attn_qkv_bias) {
+                *y += b;
             }
-            self.product(
-                &st.pool,
-                &lw.attn_qkv,
-                &st.xb[..n * h],
-                n,
-                &mut st.qkv[..n * qkv_dim],
-            )?;
+            let (q, kv) = row.split_at_mut(q_dim);
+            let (k, v) = kv.split_at_mut(kv_dim);
+            for head in q.chunks_exact_mut(d).chain(k.chunks_exact_mut(d)) {
+                rope(&mut head[..rot], cos, sin);
+            }
+            st.cache.store(l, pos0 + i, k, v);
+        }
+    }
 
-            // Bias, RoPE on the first half of every q and k head, then k and v into the cache.
-            for (i, row) in st.qkv[..n * qkv_dim].chunks_exact_mut(qkv_dim).enumerate() {
-                for (y, b) in row.iter_mut().zip(&lw.attn_qkv_bias) {
-                    *y += b;
+    /// Multi-query attention of query row `i` (at position `pos`) of layer `l`, into row `i`
+    /// of `st.att_out`: query head `hd` reads kv group `hd / heads_per_group`, causal over
+    /// cache positions `0..=pos`, scale `1/sqrt(head_dim)`. The heads are shared among the
+    /// threads, each with its own outputs and scores.
+    fn attention(&self, st: &mut RunState, l: usize, i: usize, pos: usize) {
+        let cfg = self.config();
+        let (d, q_dim) = (cfg.head_dim, cfg.q_dim());
+        let qkv_dim = q_dim + 2 * cfg.kv_dim();
+        let ctx = st.cache.capacity();
+        let scale = 1.0 / (d as f32).sqrt();
+        let hpg = cfg.heads_per_group();
+        let row = &st.qkv[i * qkv_dim..i * qkv_dim + q_dim];
+        let out = &mut st.att_out[i * q_dim..(i + 1) * q_dim];
+        let scores = &mut st.att[..cfg.num_heads * ctx];
+        let cache = &st.cache;
+        let parts = (ChunksMut::new(out, d), ChunksMut::new(scores, ctx));
+        st.pool.run_split(parts, |_, heads, (o, a)| {
+            // The thread's heads, one kv group at a time.
+            let mut hd = heads.start;
+            while hd < heads.end {
+                let g = hd / hpg;
+                let end = ((g + 1) * hpg).min(heads.end);
+                let (j0, j1) = (hd - heads.start, end - heads.start);
+                let att = &mut a[j0 * ctx..j1 * ctx];
+                cache.key_scores(l, g, &row[hd * d..end * d], scale, att, ctx, pos + 1);
+                for scores in att.chunks_exact_mut(ctx) {
+                    softmax(&mut scores[..=pos]);
                 }
-                let pos = pos0 + i;
-                let rope_pos = pos.saturating_sub(st.cache.prefix_len());
-                rope_table(cfg, rope_pos, &mut st.rope_cos, &mut st.rope_sin);
-                let (q, kv) = row.split_at_mut(q_dim);
-                let (k, v) = kv.split_at_mut(kv_dim);
-                for head in q.chunks_exact_mut(d).chain(k.chunks_exact_mut(d)) {
-                    rope(&mut head[..rot], &st.rope_cos, &st.rope_sin);
-                }
-                st.cache.store(l, pos, k, v);
+                cache.value_mix(l, g, att, ctx, pos + 1, &mut o[j0 * d..j1 * d]);
+                hd = end;
             }
+        });
+    }
 
-            // Multi-query attention: query head `hd` reads kv group `hd / heads_per_group`,
-            // causal over cache positions 0..=pos. The heads are shared among the threads.
-            for (i, (row, out)) in st.qkv[..n * qkv_dim]
-                .chunks_exact(qkv_dim)
-                .zip(st.att_out.chunks_exact_mut(q_dim))
-                .enumerate()
-            {
-                let pos = pos0 + i;
-                let threads = st.pool.threads();
-                // Per thread: its heads' outputs (heads, d) and scores (heads, ctx).
-                let mut parts = Vec::with_capacity(threads);
-                let (mut out_rest, mut att_rest) = (out, &mut st.att[..]);
-                for t in 0..threads {
-                    let heads = share(cfg.num_heads, threads, t);
-                    let (o, o_rest) = std::mem::take(&mut out_rest).split_at_mut(heads.len() * d);
-                    let (a, a_rest) = std::mem::take(&mut att_rest).split_at_mut(heads.len() * ctx);
-                    (out_rest, att_rest) = (o_rest, a_rest);
-                    parts.push(Mutex::new((heads, o, a)));
-                }
-                let cache = &st.cache;
-                st.pool.run(&|t| {
-                    let Some(part) = parts.get(t) else { return };
-                    let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-                    let (heads, o, a) = &mut *part;
-                    // The thread's heads, one kv group at a time.
-                    let hpg = cfg.heads_per_group();
-                    let mut h = heads.start;
-                    while h < heads.end {
-                        let g = h / hpg;
-                        let end = ((g + 1) * hpg).min(heads.end);
-                        let (j0, j1) = (h - heads.start, end - heads.start);
-                        let qs = &row[h * d..end * d];
-                        let att = &mut a[j0 * ctx..j1 * ctx];
-                        cache.key_scores(l, g, qs, scale, att, ctx, pos + 1);
-                        for scores in att.chunks_exact_mut(ctx) {
-                            softmax(&mut scores[..=pos]);
-                        }
-                        cache.value_mix(l, g, att, ctx, pos + 1, &mut o[j0 * d..j1 * d]);
-                        h = end;
-                    }
-                });
+    /// `x += ffn_down(silu(gate) * up)` with `[gate | up] = ffn_up(rmsnorm(x))`.
+    fn mlp_block(&self, st: &mut RunState, lw: &LayerWeights, n: usize) -> Result<(), ModelError> {
+        let cfg = self.config();
+        let (h, ffn) = (cfg.hidden_size, cfg.ffn_hidden_size);
+        for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
+            rmsnorm(xb, x, &lw.ffn_norm, cfg.rms_eps);
+        }
+        self.product(
+            &st.pool,
+            &lw.ffn_up,
+            &st.xb[..n * h],
+            n,
+            &mut st.ffn[..n * 2 * ffn],
+        )?;
+        for (gate_up, act) in st.ffn[..n * 2 * ffn]
+            .chunks_exact(2 * ffn)
+            .zip(st.ffn_act.chunks_exact_mut(ffn))
+        {
+            let (gate, up) = gate_up.split_at(ffn);
+            for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
+                *a = silu(g) * u;
             }
-            self.product(
-                &st.pool,
-                &lw.attn_output,
-                &st.att_out[..n * q_dim],
-                n,
-                &mut st.xb2[..n * h],
-            )?;
-            for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
-                *x += y;
-            }
-
-            // ---- MLP ----
-            for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
-                rmsnorm(xb, x, &lw.ffn_norm, cfg.rms_eps);
-            }
-            self.product(
-                &st.pool,
-                &lw.ffn_up,
-                &st.xb[..n * h],
-                n,
-                &mut st.ffn[..n * 2 * ffn],
-            )?;
-            for (gate_up, act) in st.ffn[..n * 2 * ffn]
-                .chunks_exact(2 * ffn)
-                .zip(st.ffn_act.chunks_exact_mut(ffn))
-            {
-                let (gate, up) = gate_up.split_at(ffn);
-                for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-                    *a = silu(g) * u;
-                }
-            }
-            self.product(
-                &st.pool,
-                &lw.ffn_down,
-                &st.ffn_act[..n * ffn],
-                n,
-                &mut st.xb2[..n * h],
-            )?;
-            for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
-                *x += y;
-            }
-
-            st.residuals[(l + 1) * h..(l + 2) * h].copy_from_slice(&st.x[(n - 1) * h..n * h]);
+        }
+        self.product(
+            &st.pool,
+            &lw.ffn_down,
+            &st.ffn_act[..n * ffn],
+            n,
+            &mut st.xb2[..n * h],
+        )?;
+        for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
+            *x += y;
         }
         Ok(())
     }
@@ -460,5 +653,87 @@ impl Model {
             tensor: w.name.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, RopeScaling};
+
+    /// A small network (2 layers, 2 groups of 128) that claims a context of 2^32 - 1.
+    fn config() -> ModelConfig {
+        ModelConfig {
+            family: Family::ChatGlm2,
+            vocab_size: 64,
+            hidden_size: 64,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_groups: 2,
+            head_dim: 128,
+            ffn_hidden_size: 64,
+            context_length: u32::MAX as usize,
+            rms_eps: 1e-5,
+            rope_base: 10000.0,
+            rope_scaling: RopeScaling::None,
+        }
+    }
+
+    fn options(context: usize, kv_type: KvType) -> StateOptions {
+        StateOptions {
+            context,
+            batch: 1,
+            kv_type,
+            threads: 1,
+        }
+    }
+
+    /// Resident memory of this process in bytes (`VmRSS`).
+    fn resident() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kib: usize = line[6..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn model_state_larger_than_memory_is_refused_before_allocating() {
+        let limit = physical_memory().unwrap();
+        // 2^32 - 1 positions of 2 layers x 256 f16 keys and values: 4 TiB.
+        let context = config().context_length;
+        let err = RunState::new(&config(), options(context, KvType::F16)).unwrap_err();
+        match err {
+            ModelError::StateTooLarge { bytes, limit: l } => {
+                assert_eq!(l, limit);
+                assert!(bytes > limit && bytes >= 4 * 1024usize.pow(4), "{bytes}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("bytes"), "{err}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn model_state_for_a_large_context_touches_no_memory() {
+        // About 1 GiB of f32 keys and values (2 layers x 256 x 4 bytes x 2 per position), or
+        // an eighth of the machine if it is small.
+        let per_position = 2 * 256 * 4 * 2;
+        let context = (1usize << 30).min(physical_memory().unwrap() / 8) / per_position;
+        let before = resident();
+        let st = RunState::new(&config(), options(context, KvType::F32)).unwrap();
+        let kv = st.kv_cache().bytes();
+        assert!(kv >= context * per_position);
+        // Zero-filling would have made the whole cache resident; a quarter leaves room for
+        // what other tests allocate meanwhile.
+        let grown = resident().saturating_sub(before);
+        assert!(grown < kv / 4, "{grown} of {kv} bytes resident");
+        let st16 = RunState::new(&config(), options(context, KvType::F16)).unwrap();
+        assert!(resident().saturating_sub(before) < (kv + st16.kv_cache().bytes()) / 4);
     }
 }

@@ -5,6 +5,7 @@
 use super::ModelError;
 use chatglm_kernels::isa::kernels;
 use half::f16;
+use half::vec::HalfBitsVecExt;
 
 /// Element type of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,10 +25,12 @@ enum Buf {
 }
 
 impl Buf {
-    /// A zeroed buffer of `len` elements; an allocation failure is an error, not an abort.
+    /// A zeroed buffer of `len` elements, its pages untouched ([`zeroed`]); an allocation
+    /// failure is an error, not an abort.
     fn new(ty: KvType, len: usize) -> Result<Self, ModelError> {
         Ok(match ty {
-            KvType::F16 => Buf::F16(zeroed(len, f16::ZERO)?),
+            // f16 zero is the bit pattern 0: zeroed `u16`s, reinterpreted in place.
+            KvType::F16 => Buf::F16(zeroed(len, 0u16)?.reinterpret_into::<f16>()),
             KvType::F32 => Buf::F32(zeroed(len, 0.0)?),
         })
     }
@@ -69,15 +72,22 @@ impl Buf {
 /// group uses them.
 const ATT_BLOCK: usize = 64;
 
-/// `vec![zero; len]` that reports allocation failure.
+/// `vec![zero; len]` that reports allocation failure instead of aborting.
+///
+/// For a `zero` whose bits are all 0 (`0u16`, `0.0f32`), `vec!` asks the allocator for zeroed
+/// memory, which it takes for a large buffer from fresh pages that the operating system zeroes
+/// on first touch: nothing is written here, so positions never used cost no memory and no
+/// time. The size is first reserved and released (`try_reserve_exact`), so that a refused
+/// allocation is an error; callers check sizes against the machine's memory before
+/// ([`super::forward::RunState::new`]).
 pub(crate) fn zeroed<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, ModelError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| ModelError::Alloc {
-        what: "buffer",
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
-    v.resize(len, zero);
-    Ok(v)
+    Vec::<T>::new()
+        .try_reserve_exact(len)
+        .map_err(|_| ModelError::Alloc {
+            what: "buffer",
+            bytes: len.saturating_mul(std::mem::size_of::<T>()),
+        })?;
+    Ok(vec![zero; len])
 }
 
 /// Keys and values of every layer for up to `capacity` positions.
@@ -110,10 +120,7 @@ impl KvCache {
         groups: usize,
         head_dim: usize,
     ) -> Result<Self, ModelError> {
-        let len = layers
-            .checked_mul(capacity)
-            .and_then(|n| n.checked_mul(groups))
-            .and_then(|n| n.checked_mul(head_dim))
+        let len = Self::elements(layers, capacity, groups, head_dim)
             .ok_or(ModelError::Overflow("kv cache size"))?;
         Ok(Self {
             ty,
@@ -126,6 +133,31 @@ impl KvCache {
             k: Buf::new(ty, len)?,
             v: Buf::new(ty, len)?,
         })
+    }
+
+    /// Elements of each of the two tensors, `layers * capacity * groups * head_dim` (`None`
+    /// on overflow).
+    fn elements(layers: usize, capacity: usize, groups: usize, head_dim: usize) -> Option<usize> {
+        layers
+            .checked_mul(capacity)?
+            .checked_mul(groups)?
+            .checked_mul(head_dim)
+    }
+
+    /// Bytes a cache of these dimensions takes, keys and values together (`None` on
+    /// overflow): what [`KvCache::new`] allocates, without allocating.
+    pub fn bytes_for(
+        ty: KvType,
+        layers: usize,
+        capacity: usize,
+        groups: usize,
+        head_dim: usize,
+    ) -> Option<usize> {
+        let elem = match ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        Self::elements(layers, capacity, groups, head_dim)?.checked_mul(2 * elem)
     }
 
     /// Element type.

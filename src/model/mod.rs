@@ -176,6 +176,18 @@ pub enum ModelError {
         /// Largest accepted value.
         max: usize,
     },
+    /// A run state (KV cache and activations) would not fit in the machine's memory; refused
+    /// before anything is allocated.
+    #[error(
+        "a run state for this context needs {bytes} bytes (KV cache and activations), more \
+         than the machine's {limit} bytes of memory: ask for a smaller context"
+    )]
+    StateTooLarge {
+        /// Bytes the state would take.
+        bytes: usize,
+        /// Physical memory of the machine, in bytes.
+        limit: usize,
+    },
     /// A buffer handed in has the wrong length.
     #[error("{what}: expected {expected} values, got {got}")]
     BufferSize {
