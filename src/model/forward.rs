@@ -659,12 +659,11 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Family, RopeScaling};
+    use crate::model::RopeScaling;
 
     /// A small network (2 layers, 2 groups of 128) that claims a context of 2^32 - 1.
     fn config() -> ModelConfig {
         ModelConfig {
-            family: Family::ChatGlm2,
             vocab_size: 64,
             hidden_size: 64,
             num_layers: 2,
