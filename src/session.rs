@@ -121,21 +121,13 @@ impl Default for SessionOptions {
         Self {
             context: 0,
             kv_type: KvType::F16,
-            batch: 32,
+            batch: crate::model::DEFAULT_BATCH,
             threads: 0,
         }
     }
 }
 
-/// `threads`, or one per CPU (at most the pool's 256) when it is 0.
-pub fn resolve_threads(threads: usize) -> usize {
-    match threads {
-        0 => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(chatglm_kernels::pool::MAX_THREADS),
-        n => n,
-    }
-}
+pub use chatglm_kernels::pool::resolve_threads;
 
 /// How to generate.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -57,6 +57,18 @@ fn wait_briefly(done: impl Fn() -> bool) -> bool {
 /// Most threads a pool may have.
 pub const MAX_THREADS: usize = 256;
 
+/// The thread count to use for `threads`: itself, or one per CPU (at most [`MAX_THREADS`])
+/// when it is 0. The one place a thread count is resolved; values above [`MAX_THREADS`] are
+/// returned as they are, for [`Pool::new`] to refuse by name.
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS),
+        n => n,
+    }
+}
+
 /// Errors creating a pool.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {

@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
     n_gen: usize,
     /// Prompt tokens per pass over the weights.
-    #[arg(short = 'b', long = "batch", default_value_t = 32)]
+    #[arg(short = 'b', long = "batch", default_value_t = chatglm::model::DEFAULT_BATCH)]
     batch: usize,
     /// Runs of each measurement; the median is reported.
     #[arg(short = 'r', long = "repetitions", default_value_t = 1)]

@@ -123,21 +123,21 @@ pub struct SampleArgs {
         short = 'n',
         long = "n-predict",
         value_name = "N",
-        default_value_t = 512,
+        default_value_t = GenerateOptions::default().max_new_tokens,
         value_parser = parse_n_predict
     )]
     pub n_predict: usize,
     /// Temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = SamplerConfig::default().temperature)]
     pub temp: f32,
     /// Keep the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplerConfig::default().top_k)]
     pub top_k: usize,
     /// Keep the most likely tokens whose probabilities add up to P.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = SamplerConfig::default().top_p)]
     pub top_p: f32,
     /// Penalty for repeating a token of the prompt or the reply (1: none).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplerConfig::default().repeat_penalty)]
     pub repeat_penalty: f32,
     /// Random seed [default: from the clock]; the same seed and prompt give the same text.
     #[arg(short = 's', long)]

@@ -23,6 +23,9 @@ pub enum Logits {
     All,
 }
 
+/// Tokens per pass over the weights while reading a prompt, unless asked otherwise.
+pub const DEFAULT_BATCH: usize = 32;
+
 /// How to size a [`RunState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateOptions {
@@ -43,11 +46,9 @@ impl StateOptions {
     pub fn new(context: usize) -> Self {
         Self {
             context,
-            batch: 32.min(context.max(1)),
+            batch: DEFAULT_BATCH.min(context.max(1)),
             kv_type: KvType::F16,
-            threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_THREADS),
+            threads: chatglm_kernels::pool::resolve_threads(0),
         }
     }
 }

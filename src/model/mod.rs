@@ -36,7 +36,7 @@ mod ops;
 mod weights;
 
 pub use config::{ConfigError, Family, ModelConfig, RopeScaling};
-pub use forward::{Logits, RunState, StateOptions};
+pub use forward::{Logits, RunState, StateOptions, DEFAULT_BATCH};
 pub use kv_cache::{KvCache, KvType};
 pub use weights::{ModelWeights, Storage, TensorEntry};
 
