@@ -9,8 +9,8 @@
 //! CPUs first.
 #![allow(missing_docs)]
 
-use chatglm_kernels::arch::Kernels;
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
+use chatglm_kernels::simd::Kernels;
 use chatglm_kernels::{interleave, GgmlType, Isa, Pool};
 use std::time::Instant;
 

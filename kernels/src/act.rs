@@ -5,8 +5,8 @@
 //! (nibbles, or int8 weights shifted by 128) by the signed activations and subtract
 //! `offset * sum`, and they read the f32 scale instead of converting it once per row group.
 
-use crate::arch::Kernels;
 use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
+use crate::simd::Kernels;
 use crate::KernelError;
 
 /// `n` rows of activations quantized to Q8_0, with per-block f32 scales and sums.

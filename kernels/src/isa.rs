@@ -6,7 +6,7 @@
 //! fixed on first use ([`active`]). Tests and benchmarks pick a table directly with
 //! [`Isa::kernels`].
 
-use crate::arch::{scalar, Kernels};
+use crate::simd::{scalar, Kernels};
 use crate::KernelError;
 use std::fmt;
 use std::sync::OnceLock;
@@ -58,13 +58,13 @@ impl Isa {
         match self {
             Isa::Scalar => Some(&scalar::KERNELS),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => crate::arch::x86_64::avx2::kernels(),
+            Isa::Avx2 => crate::simd::x86_64::avx2::kernels(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => crate::arch::x86_64::avx512::kernels(),
+            Isa::Avx512 => crate::simd::x86_64::avx512::kernels(),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => crate::arch::aarch64::neon::kernels(),
+            Isa::Neon => crate::simd::aarch64::neon::kernels(),
             #[cfg(target_arch = "aarch64")]
-            Isa::Dotprod => crate::arch::aarch64::dotprod::kernels(),
+            Isa::Dotprod => crate::simd::aarch64::dotprod::kernels(),
             _ => None,
         }
     }

@@ -11,31 +11,31 @@
 //! - [`matmul`]: the weight-matrix times activations interface the model calls, dispatching
 //!   on the weight type, split over the threads of a [`Pool`].
 //! - [`isa`]: the instruction set, detected once at run time or forced with
-//!   `CHATGLM_KERNELS`; [`arch`]: the kernel table of each instruction set.
+//!   `CHATGLM_KERNELS`; [`simd`]: the kernel table of each instruction set.
 //! - [`interleave()`]: the row-interleaved layout of this project's types
 //!   ([`GgmlType::Q4_0x8`], [`GgmlType::Q8_0x8`]).
 //! - [`pool`]: the persistent worker threads; [`stream`]: a plain streaming read, the
 //!   bandwidth yardstick.
 //!
-//! `unsafe` lives in `arch/x86_64/{avx2,avx512}.rs` and `arch/aarch64/{neon,dotprod}.rs`
+//! `unsafe` lives in `simd/x86_64/{avx2,avx512}.rs` and `simd/aarch64/{neon,dotprod}.rs`
 //! (intrinsics behind run-time feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
 //! it holds.
 #![deny(unsafe_code)]
 
 pub mod act;
-pub mod arch;
 pub mod interleave;
 pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod quant;
+pub mod simd;
 pub mod stream;
 pub mod types;
 
-pub use arch::Kernels;
 pub use interleave::{deinterleave, interleave, interleaved_layout};
 pub use isa::Isa;
 pub use pool::Pool;
+pub use simd::Kernels;
 pub use types::GgmlType;
 
 /// Errors from quantization and kernel entry points.

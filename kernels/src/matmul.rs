@@ -14,11 +14,11 @@
 //! table or thread count (see [`crate::arch`]), so results are bit-identical across both.
 
 use crate::act::{ActQ8_0, ActQ8_1, Q8Row};
-use crate::arch::{GemmQ8, Kernels};
 use crate::pool::{share, ChunksMut, Pool};
 use crate::quant::{
     self, as_blocks, Block, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, QK,
 };
+use crate::simd::{GemmQ8, Kernels};
 use crate::types::GROUP_ROWS;
 use crate::{GgmlType, KernelError};
 use std::cell::RefCell;

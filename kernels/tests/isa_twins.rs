@@ -1,15 +1,15 @@
 //! Every kernel table this machine can run against the scalar reference table: same bytes
 //! from the quantizers, same errors, and the same bits from every product (see
-//! `chatglm_kernels::arch` for why they can be bit-identical), over lengths (0, 1, odd block
+//! `chatglm_kernels::simd` for why they can be bit-identical), over lengths (0, 1, odd block
 //! counts, large), zero blocks, extreme f16 scales (largest normal, smallest subnormal, zero,
 //! negative) and random data. Then the same through `matmul_with`, for every thread count.
 
 use chatglm_kernels::act::{ActQ8_0, ActQ8_1};
-use chatglm_kernels::arch::{scalar, Kernels};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
 use chatglm_kernels::quant::{
     as_blocks, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
 };
+use chatglm_kernels::simd::{scalar, Kernels};
 use chatglm_kernels::{interleave, GgmlType, Isa, KernelError, Pool};
 use proptest::prelude::*;
 use zerocopy::IntoBytes;

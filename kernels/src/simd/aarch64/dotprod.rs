@@ -18,10 +18,10 @@ use super::neon::{
     split_minus_8, store8, u8_halves,
 };
 use crate::act::Q8Row;
-use crate::arch::aarch64::int_rows;
-use crate::arch::Kernels;
 use crate::isa::Isa;
 use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+use crate::simd::aarch64::int_rows;
+use crate::simd::Kernels;
 use core::arch::aarch64::*;
 
 /// The dotprod kernels, if this CPU has NEON and the dot product instructions
@@ -87,12 +87,12 @@ fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 
 /// Prompt products: this table's row kernel once per activation row (no register tile yet).
 fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
-    crate::arch::gemm_by_rows(rows_q4_0x8, w, a, y);
+    crate::simd::gemm_by_rows(rows_q4_0x8, w, a, y);
 }
 
 /// As [`gemm_q4_0x8`], for Q8_0x8.
 fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
-    crate::arch::gemm_by_rows(rows_q8_0x8, w, a, y);
+    crate::simd::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 /// `sdot`: lane `i` of `acc` plus the 4 products of bytes `4i..4i + 4` of `a` and `b`.

@@ -17,12 +17,12 @@
 #![allow(unsafe_code)]
 
 use crate::act::Q8Row;
-use crate::arch::aarch64::int_rows;
-use crate::arch::{scalar, Kernels};
 use crate::isa::Isa;
 use crate::quant::{
     to_f16_le, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
+use crate::simd::aarch64::int_rows;
+use crate::simd::{scalar, Kernels};
 use crate::KernelError;
 use core::arch::aarch64::*;
 
@@ -111,12 +111,12 @@ fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 
 /// Prompt products: this table's row kernel once per activation row (no register tile yet).
 fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
-    crate::arch::gemm_by_rows(rows_q4_0x8, w, a, y);
+    crate::simd::gemm_by_rows(rows_q4_0x8, w, a, y);
 }
 
 /// As [`gemm_q4_0x8`], for Q8_0x8.
 fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
-    crate::arch::gemm_by_rows(rows_q8_0x8, w, a, y);
+    crate::simd::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 pub(super) fn dot_f32(x: &[u8], y: &[f32]) -> f32 {
@@ -609,7 +609,7 @@ fn f16_axpy(a: f32, x: &[u8], y: &mut [f32]) {
 #[target_feature(enable = "neon")]
 fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
     for (t, o) in out.iter_mut().enumerate() {
-        match crate::arch::strided_row(x, t, stride, q.len(), 2) {
+        match crate::simd::strided_row(x, t, stride, q.len(), 2) {
             Some(row) => *o = f16_dot(row, q) * scale,
             None => return,
         }
@@ -620,7 +620,7 @@ fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
 #[target_feature(enable = "neon")]
 fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     for (t, &a) in w.iter().enumerate() {
-        match crate::arch::strided_row(x, t, stride, out.len(), 2) {
+        match crate::simd::strided_row(x, t, stride, out.len(), 2) {
             Some(row) => f16_axpy(a, row, out),
             None => return,
         }

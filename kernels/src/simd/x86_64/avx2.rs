@@ -17,11 +17,11 @@
 #![allow(unsafe_code)]
 
 use crate::act::Q8Row;
-use crate::arch::{scalar, Kernels};
 use crate::isa::Isa;
 use crate::quant::{
     f16_le, to_f16_le, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
+use crate::simd::{scalar, Kernels};
 use crate::KernelError;
 use core::arch::x86_64::*;
 
@@ -112,7 +112,7 @@ fn gemm_q4_0x8(w: &[BlockQ4_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
 
 fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
     // Row by row: a tile of this kind (16 registers of decoded weights) measured no faster.
-    crate::arch::gemm_by_rows(rows_q8_0x8, w, a, y);
+    crate::simd::gemm_by_rows(rows_q8_0x8, w, a, y);
 }
 
 fn rows_q8_0x8(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
@@ -444,7 +444,7 @@ fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 /// Activation rows per tile.
 const GEMM_ROWS: usize = 4;
 
-/// See [`crate::arch::Kernels::gemm_q4_0x8`]: per group, tiles of `GEMM_ROWS` rows through
+/// See [`crate::simd::Kernels::gemm_q4_0x8`]: per group, tiles of `GEMM_ROWS` rows through
 /// `tile` (outputs of one group for those rows), the remaining rows through the row kernel
 /// `rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -459,7 +459,7 @@ fn gemm<W>(
     let (a, y) = (&a[..n], &mut y[..n]);
     let nb = a.first().map_or(0, Q8Row::len);
     if nb == 0 || a.iter().any(|ai| ai.len() != nb) {
-        return crate::arch::gemm_by_rows(rows, w, a, y);
+        return crate::simd::gemm_by_rows(rows, w, a, y);
     }
     let groups = y.iter().map(|yi| yi.len() / 8).min().unwrap_or(0);
     let mut out = [0f32; 8 * GEMM_ROWS];
@@ -776,7 +776,7 @@ pub(super) fn f16_axpy(a: f32, x: &[u8], y: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
     for (t, o) in out.iter_mut().enumerate() {
-        match crate::arch::strided_row(x, t, stride, q.len(), 2) {
+        match crate::simd::strided_row(x, t, stride, q.len(), 2) {
             Some(row) => *o = f16_dot(row, q) * scale,
             None => return,
         }
@@ -793,9 +793,9 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let rows = w
         .iter()
         .enumerate()
-        .take_while(|&(t, _)| crate::arch::strided_row(x, t, stride, d, 2).is_some())
+        .take_while(|&(t, _)| crate::simd::strided_row(x, t, stride, d, 2).is_some())
         .count();
-    let row = |t: usize| crate::arch::strided_row(x, t, stride, d, 2).unwrap_or(&[]);
+    let row = |t: usize| crate::simd::strided_row(x, t, stride, d, 2).unwrap_or(&[]);
     let (blocks, rest) = out.as_chunks_mut::<64>();
     for (b, o) in blocks.iter_mut().enumerate() {
         let mut acc: [__m256; 8] = std::array::from_fn(|k| load_f32x8(&o.as_chunks::<8>().0[k]));

@@ -17,9 +17,9 @@
 
 use super::avx2;
 use crate::act::Q8Row;
-use crate::arch::Kernels;
 use crate::isa::Isa;
 use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK};
+use crate::simd::Kernels;
 use crate::KernelError;
 use core::arch::x86_64::*;
 
@@ -72,7 +72,7 @@ fn quantize_q8_0(
     if unsafe { avx2::q8_0_fast(x, blocks, d, sum) } {
         Ok(())
     } else {
-        crate::arch::scalar::quantize_q8_0(x, blocks, d, sum)
+        crate::simd::scalar::quantize_q8_0(x, blocks, d, sum)
     }
 }
 
@@ -393,7 +393,7 @@ struct Aux {
     dy: f32,
 }
 
-/// See [`crate::arch::Kernels::gemm_q4_0x8`].
+/// See [`crate::simd::Kernels::gemm_q4_0x8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
     let n = a.len().min(y.len());
@@ -402,7 +402,7 @@ fn gemm<W: Tile>(w: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
     let groups = y.iter().map(|yi| yi.len() / 8).min().unwrap_or(0);
     let groups = groups.min(w.len().checked_div(nb).unwrap_or(groups));
     if nb == 0 || a.iter().any(|ai| ai.len() != nb) {
-        return crate::arch::gemm_by_rows(W::rows, w, a, y);
+        return crate::simd::gemm_by_rows(W::rows, w, a, y);
     }
     let aux: Vec<Aux> = a
         .iter()
@@ -551,7 +551,7 @@ fn f16_scores(x: &[u8], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
     let qv: [__m512; 8] = std::array::from_fn(|c| load_f32x16(&q128.as_chunks::<16>().0[c]));
     for (t, o) in out.iter_mut().enumerate() {
         let Some(Ok(row)) =
-            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+            crate::simd::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
         else {
             return;
         };
@@ -577,7 +577,7 @@ fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
     let mut acc: [__m512; 8] = std::array::from_fn(|k| load_f32x16(&o128.as_chunks::<16>().0[k]));
     for (t, &a) in w.iter().enumerate() {
         let Some(Ok(row)) =
-            crate::arch::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
+            crate::simd::strided_row(x, t, stride, 128, 2).map(<&[u8; 256]>::try_from)
         else {
             break;
         };

@@ -11,7 +11,7 @@ pub mod dotprod;
 pub mod neon;
 
 /// Defines the integer row kernels `q4_0_rows`, `q8_0_rows`, `q4_1_rows`, `q4_0x8_rows` and
-/// `q8_0x8_rows` (the signatures of the [`crate::arch::Kernels`] entries) over
+/// `q8_0x8_rows` (the signatures of the [`crate::simd::Kernels`] entries) over
 ///
 /// - `$dot(acc, a, b)`: `acc` plus the 16 signed products of `a` and `b` spread over the 4
 ///   lanes in any way (only the sum of the lanes is used), exact;
