@@ -27,24 +27,26 @@ pub struct Engine {
 impl Engine {
     /// Maps `path` read-only and loads its model and tokenizer. No weight is copied.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = GgufFile::open(&path).map_err(|source| Error::File {
-            path: path.clone(),
-            source,
-        })?;
-        Self::from_file(path, Arc::new(file))
+        Self::load(path.as_ref(), |p| GgufFile::open(p))
     }
 
     /// Reads the whole file at `path` into memory (no map) and loads its model and
     /// tokenizer: for files that may be modified while in use, at the cost of the file's size
     /// in memory.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = GgufFile::read(&path).map_err(|source| Error::File {
-            path: path.clone(),
+        Self::load(path.as_ref(), |p| GgufFile::read(p))
+    }
+
+    /// Opens `path` with `how` (mapped or read) and loads its model and tokenizer.
+    fn load(
+        path: &Path,
+        how: impl FnOnce(&Path) -> std::result::Result<GgufFile, crate::gguf::GgufError>,
+    ) -> Result<Self> {
+        let file = how(path).map_err(|source| Error::File {
+            path: path.to_path_buf(),
             source,
         })?;
-        Self::from_file(path, Arc::new(file))
+        Self::from_file(path.to_path_buf(), Arc::new(file))
     }
 
     /// Fails with [`Error::FileChanged`] if the mapped file was truncated, overwritten or
