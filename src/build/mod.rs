@@ -176,8 +176,9 @@ pub fn write_model(
         .collect();
 
     let temp = TempOutput::new(&opts.output);
+    // Errors name the output the user asked for, not its temporary sibling.
     let io = |source| BuildError::Io {
-        path: temp.tmp.clone(),
+        path: opts.output.clone(),
         source,
     };
     let file = File::create(&temp.tmp).map_err(io)?;

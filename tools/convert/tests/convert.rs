@@ -317,3 +317,21 @@ fn a_layer_count_beyond_the_checkpoint_is_refused() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn an_output_in_a_missing_folder_is_one_line_naming_the_output() {
+    let out = std::env::temp_dir()
+        .join(format!("chatglm-convert-nofolder-{}", std::process::id()))
+        .join("tiny.gguf");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_chatglm-convert"))
+        .args(["--synthetic", "tiny", "-q", "q4_0", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let error: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(error[0].contains(&*out.to_string_lossy()), "{stderr}");
+    assert!(!error[0].contains(".tmp"), "{stderr}");
+}
