@@ -41,6 +41,17 @@ fn chatglm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `chatglm ARGS` started with its standard streams piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -161,13 +172,7 @@ fn tokenize_and_chat_from_a_pipe() {
     );
 
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-        .args(["chat", "-m", m, "-n", "4", "--temp", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["chat", "-m", m, "-n", "4", "--temp", "0"]);
     child
         .stdin
         .take()
@@ -231,21 +236,15 @@ fn no_mmap_gives_the_same_reply() {
 fn chat_reports_a_model_file_truncated_while_in_use() {
     use std::io::{BufRead, Write};
     let path = broken("chat-truncated.gguf", |_| {});
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-        .args([
-            "chat",
-            "-m",
-            path.to_str().unwrap(),
-            "-n",
-            "4",
-            "--temp",
-            "0",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&[
+        "chat",
+        "-m",
+        path.to_str().unwrap(),
+        "-n",
+        "4",
+        "--temp",
+        "0",
+    ]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     stdin.write_all(b"hello\n").unwrap();
@@ -273,13 +272,7 @@ fn chat_reports_a_model_file_truncated_while_in_use() {
 fn chat_skips_a_line_that_is_not_utf8() {
     use std::io::Write;
     let m = model().to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-        .args(["chat", "-m", m, "-n", "3", "--temp", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["chat", "-m", m, "-n", "3", "--temp", "0"]);
     child
         .stdin
         .take()
@@ -313,12 +306,7 @@ fn zero_tokens_to_generate_is_an_error() {
 fn unbounded_inputs_and_non_regular_models_are_refused() {
     let m = model().to_str().unwrap();
     // /dev/zero never ends: refused after 256 MiB, not read until memory runs out.
-    let child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-        .args(["perplexity", "-m", m, "-f", "/dev/zero"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&["perplexity", "-m", m, "-f", "/dev/zero"]);
     let o = wait_bounded(child, "perplexity -f /dev/zero");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("larger than 256 MiB"), "{}", stderr(&o));
@@ -336,12 +324,7 @@ fn unbounded_inputs_and_non_regular_models_are_refused() {
             vec!["run", "-m", p.to_str().unwrap(), "-p", "hi"],
             vec!["perplexity", "-m", p.to_str().unwrap(), "-f", "/dev/null"],
         ] {
-            let child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-                .args(&args)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = spawn(&args);
             let o = wait_bounded(child, &args.join(" "));
             assert_eq!(o.status.code(), Some(1), "{args:?}");
             assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
@@ -394,13 +377,7 @@ fn bad_conversation_files_name_the_problem() {
 fn a_bus_error_is_one_line_and_exit_1() {
     use std::io::{BufRead, Write};
     let m = model().to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatglm"))
-        .args(["chat", "-m", m, "-n", "2", "--temp", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["chat", "-m", m, "-n", "2", "--temp", "0"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     stdin.write_all(b"hello\n").unwrap();
