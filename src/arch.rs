@@ -401,9 +401,18 @@ pub const CHATGLM3_SPECIAL_TOKENS: [&str; 9] = [
     CHATGLM3_ROLE_TOKENS[3],
 ];
 
-/// The prompt format (and special-token set) of a model: the network is the same.
+/// The ChatGLM-6B (v1) special pieces. Unlike the later generations' specials they are
+/// user-defined pieces inside the SentencePiece model itself (`ice_text.model`: `[MASK]` at
+/// 130000, then these in order, with `<unused_0>` between `[sMASK]` and `<sop>`), so nothing is
+/// appended after its pieces (THUDM/chatglm-6b `tokenization_chatglm.py`).
+pub const CHATGLM1_SPECIAL_PIECES: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>"];
+
+/// The prompt format (and special-token set) of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// ChatGLM-6B (v1): `[Round N]\n问：...\n答：` prompts followed by `[gMASK] <sop>`; its
+    /// specials are pieces of the SentencePiece model ([`CHATGLM1_SPECIAL_PIECES`]).
+    ChatGlm1,
     /// ChatGLM2: `[Round N]\n\n问：...\n\n答：` prompts; specials `[MASK] [gMASK] [sMASK] sop eop`.
     ChatGlm2,
     /// ChatGLM3: role tokens `<|system|> <|user|> <|assistant|> <|observation|>` after those.
@@ -414,23 +423,28 @@ impl Family {
     /// The value stored under [`keys::PROMPT_FORMAT`].
     pub fn name(self) -> &'static str {
         match self {
+            Family::ChatGlm1 => "chatglm1",
             Family::ChatGlm2 => "chatglm2",
             Family::ChatGlm3 => "chatglm3",
         }
     }
 
-    /// Parses [`Family::name`]; also accepts `glm2`/`2` and `glm3`/`3`, in any case.
+    /// Parses [`Family::name`]; also accepts `chatglm-6b`/`glm1`/`1`, `glm2`/`2` and
+    /// `glm3`/`3`, in any case.
     pub fn from_name(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
+            "chatglm1" | "chatglm-6b" | "glm1" | "1" => Some(Family::ChatGlm1),
             "chatglm2" | "glm2" | "2" => Some(Family::ChatGlm2),
             "chatglm3" | "glm3" | "3" => Some(Family::ChatGlm3),
             _ => None,
         }
     }
 
-    /// The special tokens appended after the SentencePiece vocabulary, in id order.
+    /// The special tokens appended after the SentencePiece vocabulary, in id order (none for
+    /// ChatGLM-6B, whose specials are SentencePiece pieces).
     pub fn special_tokens(self) -> &'static [&'static str] {
         match self {
+            Family::ChatGlm1 => &[],
             Family::ChatGlm2 => &CHATGLM2_SPECIAL_TOKENS,
             Family::ChatGlm3 => &CHATGLM3_SPECIAL_TOKENS,
         }
@@ -448,6 +462,6 @@ impl std::str::FromStr for Family {
 
     fn from_str(s: &str) -> Result<Family, String> {
         Family::from_name(s)
-            .ok_or_else(|| format!("unknown model family {s:?} (chatglm2 or chatglm3)"))
+            .ok_or_else(|| format!("unknown model family {s:?} (chatglm1, chatglm2 or chatglm3)"))
     }
 }

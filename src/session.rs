@@ -508,12 +508,12 @@ fn reply_content(text: &str) -> String {
 }
 
 /// Drops the oldest round of `history`: ChatGLM3 keeps leading system messages and drops the
-/// first other message with the replies that follow it; ChatGLM2 drops the first user/assistant
-/// pair.
+/// first other message with the replies that follow it; ChatGLM-6B and ChatGLM2 drop the first
+/// user/assistant pair.
 fn drop_oldest_round(history: &mut Vec<ChatMessage>, family: Family) {
     let first = match family {
         Family::ChatGlm3 => history.iter().position(|m| m.role != Role::System),
-        Family::ChatGlm2 => Some(0),
+        Family::ChatGlm1 | Family::ChatGlm2 => Some(0),
     };
     let Some(first) = first else {
         history.clear();

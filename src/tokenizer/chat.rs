@@ -1,5 +1,8 @@
 //! ChatGLM prompt formats.
 //!
+//! - ChatGLM-6B (`modeling_chatglm.py`, `chat`): the query alone, or with history
+//!   `[Round {i}]\n问：{q}\n答：{a}\n` per past round (i from 0) then
+//!   `[Round {n}]\n问：{query}\n答：`, encoded and followed by `[gMASK] <sop>`.
 //! - ChatGLM2 (THUDM `tokenization_chatglm.py`, `build_prompt`): the prompt is a plain string,
 //!   `[Round {i}]\n\n问：{q}\n\n答：{a}\n\n` for every past round (i from 1), then
 //!   `[Round {n}]\n\n问：{query}\n\n答：`, encoded after `[gMASK] sop`.
@@ -10,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::{Family, Tokenizer, TokenizerError};
+use super::{chatglm1_prompt, Family, Tokenizer, TokenizerError};
 
 /// Who speaks in a ChatGLM3 conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,7 +137,7 @@ impl Tokenizer {
 
     /// The prompt ids for a user `query` after `history`, in this tokenizer's family format.
     ///
-    /// ChatGLM2 understands only alternating user/assistant messages (each user message with the
+    /// ChatGLM-6B and ChatGLM2 understand only alternating user/assistant messages (each user message with the
     /// assistant reply that follows it is a round); other roles or orders are an error.
     pub fn encode_chat(
         &self,
@@ -143,23 +146,32 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         match self.family() {
             Family::ChatGlm3 => self.build_chat_input(history, query, Role::User),
-            Family::ChatGlm2 => {
-                let mut rounds = Vec::new();
-                let mut it = history.iter();
-                while let Some(q) = it.next() {
-                    let a = it.next();
-                    match (q.role, a.map(|a| a.role)) {
-                        (Role::User, Some(Role::Assistant)) => rounds.push((
-                            q.content.clone(),
-                            a.map(|a| a.content.clone()).unwrap_or_default(),
-                        )),
-                        _ => return Err(TokenizerError::HistoryNotAlternating),
-                    }
-                }
-                Ok(self.encode_chatglm2_prompt(query, &rounds))
-            }
+            Family::ChatGlm2 => Ok(self.encode_chatglm2_prompt(query, &rounds(history)?)),
+            Family::ChatGlm1 => Ok(self.encode_chatglm1_prompt(query, &rounds(history)?)),
         }
     }
+
+    /// The ids of the ChatGLM-6B prompt for `query` after `history`: the encoded
+    /// [`chatglm1_prompt`] string, then `[gMASK] <sop>`.
+    pub fn encode_chatglm1_prompt(&self, query: &str, history: &[(String, String)]) -> Vec<u32> {
+        self.encode_hf(&chatglm1_prompt(query, history))
+    }
+}
+
+/// The `(question, answer)` rounds of a history of alternating user/assistant messages, the
+/// only history ChatGLM-6B and ChatGLM2 understand; other roles or orders are an error.
+fn rounds(history: &[ChatMessage]) -> Result<Vec<(String, String)>, TokenizerError> {
+    let mut rounds = Vec::new();
+    let mut it = history.iter();
+    while let Some(q) = it.next() {
+        match (q.role, it.next()) {
+            (Role::User, Some(a)) if a.role == Role::Assistant => {
+                rounds.push((q.content.clone(), a.content.clone()))
+            }
+            _ => return Err(TokenizerError::HistoryNotAlternating),
+        }
+    }
+    Ok(rounds)
 }
 
 /// Writes `value` as Python's `json.dumps(value, indent=4, ensure_ascii=False)` would, nested

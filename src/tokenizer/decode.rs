@@ -13,7 +13,7 @@
 //!   on the [`DecodeMode`].
 
 use super::normalizer::SPACE_SYMBOL;
-use super::{PieceType, Tokenizer, TokenizerError};
+use super::{glm1, PieceType, Tokenizer, TokenizerError};
 
 /// How special ids are rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -44,8 +44,18 @@ impl Tokenizer {
     fn classify(&self, id: u32, mode: DecodeMode) -> Result<Token<'_>, TokenizerError> {
         let v = &self.vocab;
         let piece = self.id_to_piece(id)?;
+        if self.glm1_postprocesses(mode) && (id as usize) < v.sp_size {
+            // The v1 Hugging Face decodes: `<unk>` prints as SentencePiece prints it, and
+            // skipping drops its bos, eos, mask, pad and unk ids.
+            if mode == DecodeMode::SkipSpecial && self.glm1_skips(id) {
+                return Ok(Token::Verbatim(""));
+            }
+            if v.kind(id) == PieceType::Unknown {
+                return Ok(Token::Verbatim(&self.unk_surface));
+            }
+        }
         if id as usize >= v.sp_size {
-            let is_special = id < v.specials.mask + v.specials.count();
+            let is_special = id < v.sp_size as u32 + v.appended;
             return match mode {
                 DecodeMode::SentencePiece => Err(TokenizerError::IdOutOfRange {
                     id,
@@ -121,6 +131,9 @@ impl Tokenizer {
             }
         }
         push_bytes_lossy(&bytes, &mut text);
+        if self.glm1_postprocesses(mode) {
+            text = glm1::postprocess(&text);
+        }
         Ok(text)
     }
 
@@ -204,6 +217,12 @@ pub struct StreamDecoder {
     bos_ws_seen: bool,
     /// Whether any text has been produced.
     produced: bool,
+    /// ChatGLM-6B: decoded text that may still be the start of `<n>`, `<|tab|>` or
+    /// `<|blank_N|>`, held back until it is decided.
+    held: String,
+    /// Whether the ids are a ChatGLM-6B tokenizer's in a mode that postprocesses (known from
+    /// the first [`StreamDecoder::push`]).
+    glm1: bool,
 }
 
 impl StreamDecoder {
@@ -215,6 +234,8 @@ impl StreamDecoder {
             is_bos_ws: true,
             bos_ws_seen: false,
             produced: false,
+            held: String::new(),
+            glm1: false,
         }
     }
 
@@ -243,14 +264,24 @@ impl StreamDecoder {
             }
         }
         self.produced |= !out.is_empty();
+        self.glm1 = tokenizer.glm1_postprocesses(self.mode);
+        if self.glm1 {
+            self.held.push_str(&out);
+            let ready = self.held.len() - glm1::undecided_suffix(&self.held);
+            out = glm1::postprocess(&self.held[..ready]);
+            self.held.drain(..ready);
+        }
         Ok(out)
     }
 
     /// Ends the text: returns the characters still held back (incomplete ones as U+FFFD) and
     /// resets the decoder to the start of a new text.
     pub fn finish(&mut self) -> String {
-        let mut out = String::new();
+        let mut out = std::mem::take(&mut self.held);
         self.drain_pending(true, &mut out);
+        if self.glm1 {
+            out = glm1::postprocess(&out);
+        }
         *self = Self::new(self.mode);
         out
     }

@@ -107,6 +107,9 @@ pub enum VocabError {
     /// No `[MASK] [gMASK] [sMASK] sop eop` run was found to place the SentencePiece pieces.
     #[error("the ChatGLM special tokens [MASK] [gMASK] [sMASK] sop eop are missing")]
     SpecialsNotFound,
+    /// A ChatGLM-6B special piece is not a user-defined piece of the SentencePiece model.
+    #[error("the ChatGLM-6B special piece {0:?} is not a user-defined piece of the model")]
+    SpecialPieceMissing(&'static str),
     /// A ChatGLM special token is not where the layout puts it.
     #[error("expected the special token {expected:?} at id {id}, found {found:?}")]
     SpecialTokenMisplaced {

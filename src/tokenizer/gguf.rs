@@ -17,7 +17,7 @@ pub(crate) fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
         return Family::from_name(name).ok_or_else(|| GgufError::OutOfRange {
             key: keys::PROMPT_FORMAT.to_owned(),
             value: format!("{name:?}"),
-            expected: "\"chatglm2\" or \"chatglm3\"",
+            expected: "\"chatglm1\", \"chatglm2\" or \"chatglm3\"",
         });
     }
     Ok(match md.get_str_array(keys::TOKENIZER_TOKENS) {

@@ -20,6 +20,7 @@ mod chat;
 mod decode;
 mod error;
 mod gguf;
+mod glm1;
 mod matcher;
 mod merges;
 mod normalizer;
@@ -31,6 +32,7 @@ use std::path::Path;
 pub use chat::{chatglm2_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
 pub use error::{TokenizerError, VocabError};
+pub use glm1::{chatglm1_process_response, chatglm1_prompt};
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
 pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
@@ -259,8 +261,11 @@ impl Tokenizer {
     }
 
     /// Ids that end a reply: `</s>`, and for ChatGLM3 also `<|user|>` and `<|observation|>`
-    /// (as ChatGLM3's `chat()` does).
+    /// (as ChatGLM3's `chat()` does); for ChatGLM-6B `<eop>` (its config's `eos_token_id`).
     pub fn stop_ids(&self) -> Vec<u32> {
+        if self.family == Family::ChatGlm1 {
+            return vec![self.vocab.specials.eop];
+        }
         let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
         if let Some(r) = self.vocab.specials.roles {
             ids.extend([r.user, r.observation]);
@@ -291,7 +296,7 @@ impl Tokenizer {
     pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
         self.vocab.piece_to_id(piece.as_bytes()).or_else(|| {
             let n = self.vocab.sp_size;
-            self.vocab.pieces[n..n + self.vocab.specials.count() as usize]
+            self.vocab.pieces[n..n + self.vocab.appended as usize]
                 .iter()
                 .position(|p| p == piece)
                 .map(|i| (n + i) as u32)
@@ -307,15 +312,39 @@ impl Tokenizer {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Encodes `text` exactly as SentencePiece's `encode(text)` does (no special tokens).
+    /// Encodes `text` as the family's Hugging Face tokenizer does with no special tokens added:
+    /// SentencePiece's `encode(text)` for ChatGLM2/3; for ChatGLM-6B, its newline, tab and
+    /// blank pieces and its registered specials first (see `glm1.rs`).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
         self.encode_into(text, &mut out);
         out
     }
 
-    /// Appends the SentencePiece ids of `text` to `out`.
+    /// Appends the ids of [`Tokenizer::encode`]`(text)` to `out`.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        match self.family {
+            Family::ChatGlm1 => self.encode_glm1_into(text, out),
+            _ => self.encode_sentencepiece_into(text, out),
+        }
+    }
+
+    /// What the family's Hugging Face tokenizer's `encode(text)` returns: `[gMASK] sop` then
+    /// [`Tokenizer::encode`]`(text)` for ChatGLM2/3; for ChatGLM-6B the text first, then
+    /// `[gMASK] <sop>` (v1 puts the context before the mask).
+    pub fn encode_hf(&self, text: &str) -> Vec<u32> {
+        match self.family {
+            Family::ChatGlm1 => {
+                let mut out = self.encode(text);
+                out.extend(self.prompt_prefix());
+                out
+            }
+            _ => self.encode_with_prefix(text),
+        }
+    }
+
+    /// Appends SentencePiece's ids of `text` (normalization, user-defined pieces, BPE).
+    fn encode_sentencepiece_into(&self, text: &str, out: &mut Vec<u32>) {
         let mut normalized = Vec::new();
         self.normalizer
             .normalize_into(text, &self.user_defined, &mut normalized);
@@ -330,15 +359,16 @@ impl Tokenizer {
             .collect()
     }
 
-    /// `[gMASK] sop` followed by `encode(text)`: what the Hugging Face ChatGLM tokenizers'
-    /// `encode(text)` returns.
+    /// `[gMASK] sop` followed by `encode(text)`: what the Hugging Face ChatGLM2/3 tokenizers'
+    /// `encode(text)` returns, and for ChatGLM-6B a prompt whose text is all reply (no context):
+    /// a continuation of `text`.
     pub fn encode_with_prefix(&self, text: &str) -> Vec<u32> {
         let mut out = self.prompt_prefix().to_vec();
         self.encode_into(text, &mut out);
         out
     }
 
-    /// `[gMASK] sop`, the start of every ChatGLM prompt.
+    /// `[gMASK] sop`: the start of every ChatGLM2/3 prompt, the end of a ChatGLM-6B context.
     pub fn prompt_prefix(&self) -> [u32; 2] {
         [self.vocab.specials.gmask, self.vocab.specials.sop]
     }

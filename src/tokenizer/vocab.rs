@@ -7,9 +7,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::merges::MergeTable;
 use super::{Family, PieceType, TokenizerError, VocabError};
 
-pub use crate::arch::{CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
+pub use crate::arch::{CHATGLM1_SPECIAL_PIECES, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 
-/// Ids of the ChatGLM special tokens (all of them come right after the SentencePiece pieces).
+/// Ids of the ChatGLM special tokens: right after the SentencePiece pieces for ChatGLM2/3,
+/// SentencePiece pieces themselves for ChatGLM-6B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
     /// `[MASK]` (= the SentencePiece vocabulary size).
@@ -49,7 +50,7 @@ impl SpecialIds {
             sop: n + 3,
             eop: n + 4,
             roles: match family {
-                Family::ChatGlm2 => None,
+                Family::ChatGlm1 | Family::ChatGlm2 => None,
                 Family::ChatGlm3 => Some(RoleIds {
                     system: n + 5,
                     user: n + 6,
@@ -60,7 +61,7 @@ impl SpecialIds {
         }
     }
 
-    /// How many special tokens there are (5 or 9).
+    /// How many special tokens there are (5 or 9; ChatGLM-6B has 5, found among its pieces).
     pub fn count(&self) -> u32 {
         if self.roles.is_some() {
             9
@@ -142,6 +143,9 @@ pub(crate) struct Vocab {
     /// For each id, the byte of a byte piece.
     pub(crate) byte_values: Vec<Option<u8>>,
     pub(crate) specials: SpecialIds,
+    /// How many ChatGLM specials follow the SentencePiece pieces (0 for ChatGLM-6B, whose
+    /// specials are SentencePiece pieces).
+    pub(crate) appended: u32,
     /// Whether any SentencePiece piece has the unused type.
     pub(crate) has_unused: bool,
     /// Merge lookups by symbol id.
@@ -196,7 +200,6 @@ impl Vocab {
                 tokens: pieces.len(),
             });
         }
-        let specials = SpecialIds::after(sp_size as u32, family);
         for (i, name) in special_tokens(family).enumerate() {
             let id = sp_size + i;
             if pieces[id] != name {
@@ -255,6 +258,24 @@ impl Vocab {
         let Some(unk_id) = unk_id else {
             return err(VocabError::NoUnknownPiece);
         };
+        let specials = match family {
+            Family::ChatGlm1 => {
+                let find = |name: &'static str| match mergeable.get(name.as_bytes()) {
+                    Some(&id) if kinds[id as usize] == PieceType::UserDefined => Ok(id),
+                    _ => Err(TokenizerError::Vocab(VocabError::SpecialPieceMissing(name))),
+                };
+                let [mask, gmask, smask, sop, eop] = CHATGLM1_SPECIAL_PIECES;
+                SpecialIds {
+                    mask: find(mask)?,
+                    gmask: find(gmask)?,
+                    smask: find(smask)?,
+                    sop: find(sop)?,
+                    eop: find(eop)?,
+                    roles: None,
+                }
+            }
+            _ => SpecialIds::after(sp_size as u32, family),
+        };
         // SentencePiece ties byte pieces to `byte_fallback`: byte pieces exist iff it is on, and
         // then all 256 must be there. So byte fallback is on exactly when byte pieces exist.
         let byte_ids = if any_byte {
@@ -297,6 +318,7 @@ impl Vocab {
             byte_ids,
             byte_values,
             specials,
+            appended: count as u32,
             has_unused,
             merges,
             resolved,
