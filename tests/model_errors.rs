@@ -25,6 +25,7 @@ fn config() -> ModelConfig {
         rms_eps: 1e-5,
         rope_base: 10000.0,
         rope_scaling: RopeScaling::MultiplyBase(2.0),
+        block: chatglm::model::Block::Glm2,
     }
 }
 

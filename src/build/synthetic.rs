@@ -80,6 +80,7 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+                block: crate::model::Block::Glm2,
             },
             Preset::Tiny => ModelConfig {
                 vocab_size: 1024,
@@ -93,6 +94,7 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+                block: crate::model::Block::Glm2,
             },
         }
     }

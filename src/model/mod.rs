@@ -35,8 +35,8 @@ mod kv_cache;
 mod ops;
 mod weights;
 
-pub use config::{ConfigError, Family, ModelConfig, RopeScaling};
-pub use forward::{Logits, RunState, StateOptions, DEFAULT_BATCH};
+pub use config::{Block, ConfigError, Family, Glm1Params, ModelConfig, RopeScaling};
+pub use forward::{Glm1Layout, Logits, RunState, StateOptions, DEFAULT_BATCH};
 pub use kv_cache::{KvCache, KvType};
 pub use weights::{ModelWeights, Storage, TensorEntry};
 
@@ -205,6 +205,29 @@ pub enum ModelError {
         threads: usize,
         /// What the pool said.
         source: chatglm_kernels::pool::PoolError,
+    },
+    /// A ChatGLM-6B (v1) prompt lacks a token its layout needs (the first `<sop>` ends the
+    /// bidirectional context, the first `[gMASK]` or `[MASK]` gives the mask position).
+    #[error(
+        "a ChatGLM-6B prompt needs a {what} token (id {id}); the tokenizer appends `[gMASK] <sop>`"
+    )]
+    Glm1NoToken {
+        /// The token(s) missing.
+        what: &'static str,
+        /// The id looked for.
+        id: u32,
+    },
+    /// A ChatGLM-6B (v1) call would start inside (or before knowing) the bidirectional
+    /// context: it attends to all of itself, so a changed context is run again from 0.
+    #[error(
+        "start position {start_pos} is inside the bidirectional context (length {context_length:?}): \
+         a ChatGLM-6B prompt runs from position 0 in one call"
+    )]
+    Glm1Context {
+        /// The position asked for.
+        start_pos: usize,
+        /// The context length of the cached sequence, if one was run.
+        context_length: Option<usize>,
     },
     /// A size computation overflows.
     #[error("size overflow: {0}")]
