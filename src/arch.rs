@@ -676,6 +676,9 @@ pub enum Family {
     ChatGlm2,
     /// ChatGLM3: role tokens `<|system|> <|user|> <|assistant|> <|observation|>` after those.
     ChatGlm3,
+    /// ChatGLM-6B (v1): `[Round N]\n问：...\n答：` prompts ending in `[gMASK] <sop>`; its
+    /// special tokens are pieces of `ice_text.model` itself, none is appended.
+    ChatGlm1,
 }
 
 impl Family {
@@ -684,6 +687,7 @@ impl Family {
         match self {
             Family::ChatGlm2 => "chatglm2",
             Family::ChatGlm3 => "chatglm3",
+            Family::ChatGlm1 => "chatglm1",
         }
     }
 
@@ -692,6 +696,7 @@ impl Family {
         match s.to_ascii_lowercase().as_str() {
             "chatglm2" | "glm2" | "2" => Some(Family::ChatGlm2),
             "chatglm3" | "glm3" | "3" => Some(Family::ChatGlm3),
+            "chatglm1" | "glm1" | "1" | "chatglm-6b" => Some(Family::ChatGlm1),
             _ => None,
         }
     }
@@ -701,6 +706,7 @@ impl Family {
         match self {
             Family::ChatGlm2 => &CHATGLM2_SPECIAL_TOKENS,
             Family::ChatGlm3 => &CHATGLM3_SPECIAL_TOKENS,
+            Family::ChatGlm1 => &[],
         }
     }
 }

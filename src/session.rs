@@ -513,7 +513,7 @@ fn reply_content(text: &str) -> String {
 fn drop_oldest_round(history: &mut Vec<ChatMessage>, family: Family) {
     let first = match family {
         Family::ChatGlm3 => history.iter().position(|m| m.role != Role::System),
-        Family::ChatGlm2 => Some(0),
+        Family::ChatGlm2 | Family::ChatGlm1 => Some(0),
     };
     let Some(first) = first else {
         history.clear();

@@ -1,7 +1,7 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
-use crate::arch::tensors;
+use crate::arch::tensors::{self, Table};
 use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
 
@@ -46,7 +46,8 @@ impl TensorPlan {
     }
 }
 
-/// Every tensor of the output file in file order ([`tensors::in_file_order`]), with
+/// Every tensor of the output file in file order (the [`Table::of`] the configuration's block,
+/// [`Table::in_file_order`]), with
 /// `matrix_type` for 2-D weights. Errors if `shape` is not a valid configuration
 /// ([`ModelConfig::validate`]).
 ///
@@ -69,7 +70,8 @@ pub fn build_plan(
     portable: bool,
 ) -> Result<Vec<TensorPlan>, ConfigError> {
     shape.validate()?;
-    tensors::in_file_order(shape.num_layers)
+    Table::of(shape)
+        .in_file_order(shape.num_layers)
         .map(|(spec, layer)| {
             let dims = spec
                 .shape(shape)
@@ -115,9 +117,10 @@ pub fn build_plan(
 pub use chatglm_kernels::interleaved_layout;
 
 /// Checkpoint tensors the converter reads but does not write: the RoPE inverse frequencies are
-/// recomputed by the runtime from the base.
+/// recomputed by the runtime from the base (ChatGLM2/3 `rotary_pos_emb.inv_freq`, v1's
+/// per-layer `attention.rotary_emb.inv_freq`).
 pub fn is_ignored_hf_tensor(name: &str) -> bool {
-    name.ends_with("rotary_pos_emb.inv_freq")
+    name.ends_with("rotary_pos_emb.inv_freq") || name.ends_with("rotary_emb.inv_freq")
 }
 
 #[cfg(test)]

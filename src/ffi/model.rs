@@ -243,6 +243,7 @@ pub unsafe extern "C" fn chatglm_model_get_info(
             family: match model.engine.tokenizer().family() {
                 crate::arch::Family::ChatGlm2 => 2,
                 crate::arch::Family::ChatGlm3 => 3,
+                crate::arch::Family::ChatGlm1 => 1,
             },
             context_length: config.context_length,
             n_ctx: model.session.context,

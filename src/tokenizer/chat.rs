@@ -143,6 +143,7 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         match self.family() {
             Family::ChatGlm3 => self.build_chat_input(history, query, Role::User),
+            Family::ChatGlm1 => Err(TokenizerError::FamilyNotImplemented(Family::ChatGlm1)),
             Family::ChatGlm2 => {
                 let mut rounds = Vec::new();
                 let mut it = history.iter();

@@ -54,6 +54,9 @@ pub enum TokenizerError {
     /// A ChatGLM3 message was given to a ChatGLM2 tokenizer, which has no role tokens.
     #[error("a ChatGLM2 tokenizer has no role tokens")]
     NoRoleTokens,
+    /// The tokenizer does not build this family's prompts yet.
+    #[error("the {0} prompt format is not implemented by this tokenizer")]
+    FamilyNotImplemented(crate::arch::Family),
     /// A ChatGLM2 history is not a sequence of (user, assistant) rounds.
     #[error("ChatGLM2 history must alternate user and assistant messages")]
     HistoryNotAlternating,

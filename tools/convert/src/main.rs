@@ -1,4 +1,4 @@
-//! `chatglm-convert`: Hugging Face ChatGLM2/3 checkpoint -> GGUF.
+//! `chatglm-convert`: Hugging Face ChatGLM-6B/ChatGLM2/ChatGLM3 checkpoint -> GGUF.
 //!
 //! ```text
 //! chatglm-convert HF_DIR -o OUT.gguf -q q4_0
@@ -8,10 +8,8 @@
 use chatglm::arch::Family;
 use chatglm::build::synthetic::{write_synthetic, Preset};
 use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
-use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
-use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, describe};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -155,15 +153,12 @@ fn run(args: Args) -> Result<(), ConvertError> {
         if !dir.is_dir() {
             return Err(ConvertError::NotADirectory(dir));
         }
-        let config = HfConfig::from_file(&dir.join("config.json"))?;
-        config.validate()?;
         let forced = match args.family {
             FamilyArg::Chatglm2 => Some(Family::ChatGlm2),
             FamilyArg::Chatglm3 => Some(Family::ChatGlm3),
             FamilyArg::Auto => None,
         };
-        let decision = chatglm_convert::config::family(&dir, &config, forced)?;
-        let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+        let decision = describe(&dir, forced)?;
         let ckpt = Checkpoint::open(&dir)?;
         let name = dir
             .canonicalize()
@@ -180,12 +175,11 @@ fn run(args: Args) -> Result<(), ConvertError> {
             ),
             &opts,
         );
-        let model = config.to_model_config(decision.family);
         let result = convert(
             &ckpt,
-            &model,
+            &decision.config,
             decision.family,
-            &spm,
+            &decision.spm,
             &opts,
             &mut bar,
             &cancel,
