@@ -320,3 +320,56 @@ fn golden_glm1_context_rules() {
     assert!(max_abs_diff(again, &want) < 1e-6);
     assert_eq!(st.glm1_layout().unwrap().context_length, ctx);
 }
+
+/// `rms(a - b) / rms(b)`.
+fn relative_rms_error(a: &[f32], b: &[f32]) -> f64 {
+    let err: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (err / norm).sqrt()
+}
+
+/// Quantized files (portable and row-interleaved) against the f32 file over the long
+/// prompt: relative RMS error of every position's logits and argmax agreement, bounded as
+/// for ChatGLM2/3 (`quant_quality.rs`) above what was measured (noted beside each bound).
+#[test]
+fn golden_glm1_quantized_files_stay_close_to_f32() {
+    let name = "glm1-small";
+    let g = golden(name);
+    let ids = u32s(&g["positions"]["input_ids"]);
+    let all = |m: &Model| {
+        let mut st = m.new_state(opts(m, ids.len(), KvType::F32)).unwrap();
+        m.forward(&mut st, &ids, 0, Logits::All).unwrap().to_vec()
+    };
+    let base = all(&load(name, GgmlType::F32));
+    let vocab = 2048;
+    let greedy_f32: Vec<u32> = base.chunks(vocab).map(argmax).collect();
+    // (type, smallest argmax agreement, largest relative RMS error of the logits)
+    for (ty, min_agreement, max_rms) in [
+        // Measured (both layouts): agreement 93.5%, rms 0.0108.
+        (GgmlType::Q8_0, 0.88, 0.02),
+        // Measured: agreement 70.1%, rms 0.110.
+        (GgmlType::Q4_1, 0.60, 0.17),
+        // Measured: agreement 76.8%, rms 0.121.
+        (GgmlType::Q4_0, 0.65, 0.18),
+    ] {
+        for portable in [true, false] {
+            let logits = all(&load_as(name, ty, portable));
+            let rms = relative_rms_error(&logits, &base);
+            let agree = logits
+                .chunks(vocab)
+                .map(argmax)
+                .zip(&greedy_f32)
+                .filter(|(a, b)| a == *b)
+                .count() as f64
+                / ids.len() as f64;
+            eprintln!(
+                "{name} {ty} (portable {portable}): argmax agrees at {:.1}% of {} positions, \
+                 logits rms error {rms:.4}",
+                100.0 * agree,
+                ids.len()
+            );
+            assert!(rms <= max_rms, "{ty}: logits moved by {rms:.4}");
+            assert!(agree >= min_agreement, "{ty}: agreement {agree:.3}");
+        }
+    }
+}
