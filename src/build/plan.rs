@@ -152,6 +152,38 @@ mod tests {
     }
 
     #[test]
+    fn chatglm_6b_has_339_tensors_of_6_2b_parameters_and_no_output_layer() {
+        let c = crate::build::synthetic::Preset::ChatGlm6b.config();
+        let plan = build_plan(&c, GgmlType::Q4_0, true).unwrap();
+        assert_eq!(plan.len(), 1 + 28 * 12 + 2);
+        let params: usize = plan.iter().map(TensorPlan::numel).sum();
+        assert_eq!(params, 6_173_286_400);
+        let names: Vec<&str> = plan.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "token_embd.weight",
+                "blk.0.attn_norm.weight",
+                "blk.0.attn_norm.bias"
+            ]
+        );
+        assert_eq!(
+            names[names.len() - 2..],
+            ["output_norm.weight", "output_norm.bias"]
+        );
+        assert!(!names.contains(&"output.weight"));
+        let find = |n: &str| plan.iter().find(|t| t.name == n).unwrap();
+        assert_eq!(find("blk.0.attn_qkv.weight").shape, vec![3 * 4096, 4096]);
+        assert_eq!(find("blk.0.ffn_up.weight").shape, vec![16384, 4096]);
+        assert_eq!(find("blk.27.ffn_up.bias").shape, vec![16384]);
+        assert_eq!(find("blk.27.ffn_down.bias").ty, GgmlType::F32);
+        assert_eq!(
+            find("blk.3.attn_output.bias").hf_name,
+            "transformer.layers.3.attention.dense.bias"
+        );
+    }
+
+    #[test]
     fn non_portable_plans_interleave_every_matrix_but_the_embedding() {
         let plan = build_plan(&glm2_6b(), GgmlType::Q4_0, false).unwrap();
         for t in &plan {

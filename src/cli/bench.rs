@@ -5,7 +5,7 @@
 use super::common::ModelArgs;
 use super::CliError;
 use chatglm::arch::tensors;
-use chatglm::model::{Logits, StateOptions};
+use chatglm::model::{Block, Logits, StateOptions};
 use chatglm::sampler::argmax;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     // A fixed pseudo-random prompt of ordinary pieces.
     let sp = engine.tokenizer().sp_vocab_size() as u64;
     let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let prompt: Vec<u32> = (0..args.n_prompt.max(1))
+    let mut prompt: Vec<u32> = (0..args.n_prompt.max(1))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -85,6 +85,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             (259 + x % (sp - 259).max(1)) as u32
         })
         .collect();
+    // A ChatGLM-6B prompt ends its bidirectional context with `[gMASK] <sop>`.
+    if let Block::Glm1(p) = cfg.block {
+        prompt.truncate(prompt.len().saturating_sub(2));
+        prompt.extend([p.gmask_token_id, p.sop_token_id]);
+    }
 
     // The yardstick: a plain streaming read of the file's bytes (the weights, from the page
     // cache) on as many threads, measured between decode runs since bandwidth drifts.

@@ -51,6 +51,19 @@ pub struct Glm1Params {
     pub sop_token_id: u32,
 }
 
+impl Glm1Params {
+    /// The depth `GLMBlock` assumes for its residual scale: `ChatGLMModel` builds every
+    /// `GLMBlock` without passing `num_layers`, so its default, 28 (the real model's depth),
+    /// sets `alpha = (2 * num_layers) ** 0.5` whatever `config.num_layers` says
+    /// (`modeling_chatglm.py`, blob 4bef958fb3, `GLMBlock.__init__`).
+    pub const GLMBLOCK_DEFAULT_NUM_LAYERS: u32 = 28;
+
+    /// The residual scale the reference computes, `sqrt(2 * 28)`.
+    pub fn reference_alpha() -> f32 {
+        (2.0 * f64::from(Self::GLMBLOCK_DEFAULT_NUM_LAYERS)).sqrt() as f32
+    }
+}
+
 /// Sizes and constants of a ChatGLM model. Names follow the Hugging Face `config.json`
 /// where they differ from llama.cpp's (`kv_channels` is [`ModelConfig::head_dim`]).
 #[derive(Debug, Clone, PartialEq)]

@@ -14,17 +14,6 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-/// The depth `GLMBlock` assumes for its residual scale: `ChatGLMModel` builds every
-/// `GLMBlock` without passing `num_layers`, so its default, 28 (the real model's depth), sets
-/// `alpha = (2 * num_layers) ** 0.5` whatever `config.num_layers` says (`modeling_chatglm.py`,
-/// blob 4bef958fb3, `GLMBlock.__init__`).
-pub const GLMBLOCK_DEFAULT_NUM_LAYERS: u32 = 28;
-
-/// The residual scale the reference computes, `sqrt(2 * 28)`.
-pub fn residual_alpha() -> f32 {
-    (2.0 * f64::from(GLMBLOCK_DEFAULT_NUM_LAYERS)).sqrt() as f32
-}
-
 fn yes() -> bool {
     true
 }
@@ -199,7 +188,8 @@ impl Glm1Config {
     }
 
     /// The runtime's configuration: full multi-head attention (a kv head per query head),
-    /// RoPE base 10000, the residual scale of [`residual_alpha`].
+    /// RoPE base 10000, the residual scale of [`Glm1Params::reference_alpha`] (the
+    /// reference's, whatever `num_layers` is).
     pub fn to_model_config(&self) -> ModelConfig {
         ModelConfig {
             vocab_size: self.vocab_size,
@@ -214,7 +204,7 @@ impl Glm1Config {
             rope_base: 10000.0,
             rope_scaling: RopeScaling::None,
             block: Block::Glm1(Glm1Params {
-                residual_alpha: residual_alpha(),
+                residual_alpha: Glm1Params::reference_alpha(),
                 mask_token_id: self.mask_token_id,
                 gmask_token_id: self.gmask_token_id,
                 sop_token_id: self.bos_token_id,
@@ -273,8 +263,21 @@ mod tests {
     }
 
     #[test]
-    fn residual_alpha_is_sqrt_56() {
-        assert_eq!(residual_alpha(), 56f64.sqrt() as f32);
-        assert!((residual_alpha() - 7.483_315).abs() < 1e-6);
+    fn residual_alpha_is_sqrt_56_whatever_the_depth() {
+        let alpha = Glm1Params::reference_alpha();
+        assert_eq!(alpha, 56f64.sqrt() as f32);
+        assert!((alpha - 7.483_315).abs() < 1e-6);
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/golden-glm1/glm1-tiny/config.json"
+        ))
+        .unwrap();
+        let c = Glm1Config::parse(&text, Path::new("config.json")).unwrap();
+        assert_eq!(c.num_layers, 2);
+        c.validate().unwrap();
+        match c.to_model_config().block {
+            Block::Glm1(p) => assert_eq!(p.residual_alpha, alpha),
+            other => panic!("{other:?}"),
+        }
     }
 }
