@@ -626,6 +626,53 @@ pub mod tensors {
         }
 
         #[test]
+        fn glm1_names_and_order() {
+            let names: Vec<String> = GLM1
+                .in_file_order(2)
+                .map(|(t, l)| t.gguf_name(l))
+                .collect();
+            assert_eq!(GLM1.per_layer(), 12);
+            assert_eq!(names.len(), 1 + 2 * 12 + 2);
+            assert_eq!(names[1], "blk.0.attn_norm.weight");
+            assert_eq!(names[2], "blk.0.attn_norm.bias");
+            assert_eq!(names[13], "blk.1.attn_norm.weight");
+            assert_eq!(names[25], "output_norm.weight");
+            assert_eq!(names[26], "output_norm.bias");
+            assert_eq!(GLM1.max_layers(27), 2);
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.layers.5.mlp.dense_h_to_4h.bias"),
+                Some("blk.5.ffn_up.bias".into())
+            );
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.word_embeddings.weight"),
+                Some("token_embd.weight".into())
+            );
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.final_layernorm.bias"),
+                Some("output_norm.bias".into())
+            );
+            // The tied output layer and the recomputed frequencies are not in the table.
+            assert_eq!(GLM1.gguf_name_of_hf("lm_head.weight"), None);
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.layers.0.attention.rotary_emb.inv_freq"),
+                None
+            );
+            // Each table knows only its own Hugging Face names.
+            assert_eq!(
+                GLM2.gguf_name_of_hf("transformer.layers.5.mlp.dense_h_to_4h.bias"),
+                None
+            );
+            let c = crate::build::synthetic::Preset::ChatGlm6b.config();
+            assert_eq!(Table::of(&c).0.len(), TABLE_GLM1.len());
+            for t in &TABLE_GLM1 {
+                let dims = t.shape(&c).unwrap().len();
+                assert_eq!(dims, if t.role == Role::Matrix { 2 } else { 1 }, "{}", t.gguf);
+                let same = TABLE_GLM1.iter().filter(|u| u.place == t.place);
+                assert_eq!(same.filter(|u| u.gguf == t.gguf || u.hf == t.hf).count(), 1);
+            }
+        }
+
+        #[test]
         fn matrices_are_2d_and_norms_and_biases_1d() {
             let c = crate::build::synthetic::Preset::ChatGlm2_6b.config();
             for t in &TABLE {

@@ -129,6 +129,14 @@ pub enum ConfigError {
         /// `num_kv_groups`.
         groups: usize,
     },
+    /// A v1 special id (`[MASK]`, `[gMASK]`, `<sop>`) is outside the vocabulary.
+    #[error("ChatGLM-6B special token id {id} is outside the vocabulary of {vocab}")]
+    Glm1TokenId {
+        /// The id.
+        id: u32,
+        /// `vocab_size`.
+        vocab: usize,
+    },
     /// A product of sizes overflows `usize`.
     #[error("config sizes overflow: {0}")]
     Overflow(&'static str),
@@ -166,6 +174,13 @@ impl ModelConfig {
                 return Err(ConfigError::Glm1Groups {
                     heads: self.num_heads,
                     groups: self.num_kv_groups,
+                });
+            }
+            let ids = [p.mask_token_id, p.gmask_token_id, p.sop_token_id];
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(ConfigError::Glm1TokenId {
+                    id,
+                    vocab: self.vocab_size,
                 });
             }
             if !(p.residual_alpha.is_finite() && p.residual_alpha > 0.0) {
@@ -356,6 +371,53 @@ mod tests {
             c.validate(),
             Err(ConfigError::Overflow("vocab_size * hidden_size"))
         );
+    }
+
+    #[test]
+    fn model_config_glm1() {
+        let mut c = small();
+        c.num_kv_groups = c.num_heads;
+        c.block = Block::Glm1(Glm1Params {
+            residual_alpha: Glm1Params::reference_alpha(),
+            mask_token_id: 2000,
+            gmask_token_id: 2001,
+            sop_token_id: 2004,
+        });
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.architecture(), "chatglm1");
+        assert_eq!(c.ffn_up_rows(), 688);
+        assert_eq!(c.qkv_dim(), Some(3 * 256));
+        let mut g = c.clone();
+        g.num_kv_groups = 2;
+        assert_eq!(
+            g.validate(),
+            Err(ConfigError::Glm1Groups {
+                heads: 8,
+                groups: 2
+            })
+        );
+        let mut g = c.clone();
+        g.vocab_size = 2004;
+        assert_eq!(
+            g.validate(),
+            Err(ConfigError::Glm1TokenId {
+                id: 2004,
+                vocab: 2004
+            })
+        );
+        let mut g = c;
+        if let Block::Glm1(p) = &mut g.block {
+            p.residual_alpha = f32::INFINITY;
+        }
+        assert!(matches!(
+            g.validate(),
+            Err(ConfigError::NotPositive {
+                field: "residual_alpha",
+                ..
+            })
+        ));
+        assert_eq!(small().architecture(), "chatglm");
+        assert_eq!(small().ffn_up_rows(), 2 * 688);
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! The ChatGLM2/3 model: configuration, weights viewed in place, KV cache and forward pass.
+//! The ChatGLM models: configuration, weights viewed in place, KV cache and forward pass.
 //!
 //! The structure follows llama2.c's `run.c`: a [`ModelConfig`] (the blueprint), the
 //! [`ModelWeights`] (views into one byte buffer), a [`RunState`] (every activation buffer and
 //! the [`KvCache`], allocated once per session) and [`Model::forward`], one straight loop over
-//! the layers. The reference is the Hugging Face code (THUDM `modeling_chatglm.py`).
+//! the layers per [`Block`]: the ChatGLM2/3 block and the ChatGLM-6B (v1) block each have
+//! their own pass (`forward/glm2.rs`, `forward/glm1.rs`). The references are the Hugging
+//! Face codes (THUDM `modeling_chatglm.py` of each generation).
 //!
-//! Tensor names are llama.cpp's GGUF names for `chatglm`; the list, with Hugging Face names,
-//! roles and shapes, is [`crate::arch::tensors::TABLE`], which the loader iterates. Shapes are
-//! given as `[rows, cols]` (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden,
-//! `V` vocab, `a` heads, `g` kv groups, `d` head_dim, `F` ffn. Norms and biases are f32, the
-//! matrices any matrix type. In short (a test keeps this summary equal to the table):
+//! Tensor names are llama.cpp's GGUF names for `chatglm`; the lists, with Hugging Face names,
+//! roles and shapes, are [`crate::arch::tensors::TABLE`] and
+//! [`crate::arch::tensors::TABLE_GLM1`], which the loader iterates. Shapes are given as
+//! `[rows, cols]` (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden, `V` vocab,
+//! `a` heads, `g` kv groups, `d` head_dim, `F` ffn. Norms and biases are f32, the matrices
+//! any matrix type. In short (a test keeps these summaries equal to the tables), ChatGLM2/3:
 //!
 //! | name | shape |
 //! |---|---|
@@ -23,6 +26,26 @@
 //! | `blk.N.ffn_down.weight` | `[H, F]` |
 //! | `output_norm.weight` | `[H]` |
 //! | `output.weight` | `[V, H]` |
+//!
+//! ChatGLM-6B (v1; no `output.weight`: the output layer is the embedding):
+//!
+//! | name | shape |
+//! |---|---|
+//! | `token_embd.weight` | `[V, H]` |
+//! | `blk.N.attn_norm.weight` | `[H]` |
+//! | `blk.N.attn_norm.bias` | `[H]` |
+//! | `blk.N.attn_qkv.weight` | `[3 a d, H], rows Q \| K \| V (permuted from the checkpoint's per-head q k v)` |
+//! | `blk.N.attn_qkv.bias` | `[3 a d], Q \| K \| V` |
+//! | `blk.N.attn_output.weight` | `[H, a d]` |
+//! | `blk.N.attn_output.bias` | `[H]` |
+//! | `blk.N.ffn_norm.weight` | `[H]` |
+//! | `blk.N.ffn_norm.bias` | `[H]` |
+//! | `blk.N.ffn_up.weight` | `[F, H]` |
+//! | `blk.N.ffn_up.bias` | `[F]` |
+//! | `blk.N.ffn_down.weight` | `[H, F]` |
+//! | `blk.N.ffn_down.bias` | `[H]` |
+//! | `output_norm.weight` | `[H]` |
+//! | `output_norm.bias` | `[H]` |
 //!
 //! "Any" is f32, f16, q4_0, q4_1, q8_0 or the row-interleaved q4_0x8 and q8_0x8 (whose row
 //! count is a multiple of 8); every product goes through
@@ -285,27 +308,37 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use crate::arch::tensors::{Place, TABLE};
+    use crate::arch::tensors::{Place, TABLE, TABLE_GLM1};
 
-    /// The module docs' summary lists exactly the tensor table, in its order.
+    /// The module docs' summaries list exactly the tensor tables, in their order.
     #[test]
     fn doc_table_matches_the_tensor_table() {
-        let doc: Vec<String> = include_str!("mod.rs")
-            .lines()
-            .filter_map(|l| l.strip_prefix("//! | `"))
-            .filter(|l| !l.starts_with("name"))
-            .map(str::to_owned)
-            .collect();
-        let want: Vec<String> = TABLE
-            .iter()
-            .map(|t| {
-                let name = match t.place {
-                    Place::Layer => format!("blk.N.{}", t.gguf),
-                    _ => t.gguf.to_owned(),
-                };
-                format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+        let src = include_str!("mod.rs");
+        let tables: Vec<Vec<String>> = src
+            .split("//! | name | shape |")
+            .skip(1)
+            .map(|part| {
+                part.lines()
+                    .skip(2)
+                    .map_while(|l| l.strip_prefix("//! | `"))
+                    .map(str::to_owned)
+                    .collect()
             })
             .collect();
-        assert_eq!(doc, want);
+        let want = |table: &[crate::arch::tensors::TensorSpec]| -> Vec<String> {
+            table
+                .iter()
+                .map(|t| {
+                    let name = match t.place {
+                        Place::Layer => format!("blk.N.{}", t.gguf),
+                        _ => t.gguf.to_owned(),
+                    };
+                    format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+                })
+                .collect()
+        };
+        assert_eq!(tables.len(), 2 + 1, "two doc tables (and this test's own marker)");
+        assert_eq!(tables[0], want(&TABLE));
+        assert_eq!(tables[1], want(&TABLE_GLM1));
     }
 }
