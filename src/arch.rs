@@ -627,10 +627,7 @@ pub mod tensors {
 
         #[test]
         fn glm1_names_and_order() {
-            let names: Vec<String> = GLM1
-                .in_file_order(2)
-                .map(|(t, l)| t.gguf_name(l))
-                .collect();
+            let names: Vec<String> = GLM1.in_file_order(2).map(|(t, l)| t.gguf_name(l)).collect();
             assert_eq!(GLM1.per_layer(), 12);
             assert_eq!(names.len(), 1 + 2 * 12 + 2);
             assert_eq!(names[1], "blk.0.attn_norm.weight");
@@ -666,7 +663,12 @@ pub mod tensors {
             assert_eq!(Table::of(&c).0.len(), TABLE_GLM1.len());
             for t in &TABLE_GLM1 {
                 let dims = t.shape(&c).unwrap().len();
-                assert_eq!(dims, if t.role == Role::Matrix { 2 } else { 1 }, "{}", t.gguf);
+                assert_eq!(
+                    dims,
+                    if t.role == Role::Matrix { 2 } else { 1 },
+                    "{}",
+                    t.gguf
+                );
                 let same = TABLE_GLM1.iter().filter(|u| u.place == t.place);
                 assert_eq!(same.filter(|u| u.gguf == t.gguf || u.hf == t.hf).count(), 1);
             }

@@ -337,7 +337,11 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(tables.len(), 2 + 1, "two doc tables (and this test's own marker)");
+        assert_eq!(
+            tables.len(),
+            2 + 1,
+            "two doc tables (and this test's own marker)"
+        );
         assert_eq!(tables[0], want(&TABLE));
         assert_eq!(tables[1], want(&TABLE_GLM1));
     }

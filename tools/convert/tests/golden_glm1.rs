@@ -373,3 +373,59 @@ fn golden_glm1_quantized_files_stay_close_to_f32() {
         }
     }
 }
+
+/// A session generates the reference ids from golden's prompt ids, and reuses the cache only
+/// while the bidirectional context is unchanged: a prompt with another context (a new chat
+/// round) prefills from 0, the same prompt again reuses everything before its last token.
+#[test]
+fn golden_glm1_session_generate() {
+    use chatglm::sampler::SamplerConfig;
+    use chatglm::{Engine, GenerateOptions, Session, SessionOptions};
+    let name = "glm1-tiny";
+    let out = temp_dir(name).join("session-f32.gguf");
+    convert_checkpoint(&dir(name), GgmlType::F32, &out).unwrap();
+    let engine =
+        Arc::new(Engine::from_file(out.clone(), Arc::new(GgufFile::open(&out).unwrap())).unwrap());
+    let opts = SessionOptions {
+        context: 512,
+        kv_type: KvType::F32,
+        batch: 8,
+        threads: 2,
+    };
+    let mut s = Session::new(Arc::clone(&engine), opts).unwrap();
+    let gen = GenerateOptions {
+        max_new_tokens: 32,
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..SamplerConfig::default()
+        },
+    };
+    let g = golden(name);
+    let cases = g["greedy"]["cases"].as_array().unwrap();
+    for case in cases {
+        let prompt = u32s(&case["input_ids"]);
+        let r = s.generate(&prompt, &gen, &mut |_| true).unwrap();
+        assert_eq!(r.ids, u32s(&case["new_ids"]), "{}", case["query"]);
+        // The same prompt again: everything before its last token (the `<sop>`) is reused.
+        let again = s.generate(&prompt, &gen, &mut |_| true).unwrap();
+        assert_eq!(again.timings.reused_tokens, prompt.len() - 1);
+        assert_eq!(again.ids, r.ids);
+    }
+    // A prompt that starts with the cached context but puts more text before the mask (as a
+    // new chat round does): it shares those cached positions, yet prefills from 0, and
+    // generates what a fresh session does.
+    let first = u32s(&cases[0]["input_ids"]);
+    let (gmask, sop) = (first[first.len() - 2], first[first.len() - 1]);
+    let mut longer = first[..first.len() - 2].to_vec();
+    longer.extend_from_slice(&first[..4]);
+    longer.extend([gmask, sop]);
+    s.generate(&first, &gen, &mut |_| true).unwrap();
+    let r = s.generate(&longer, &gen, &mut |_| true).unwrap();
+    assert_eq!(r.timings.reused_tokens, 0);
+    let fresh = Session::new(engine, opts)
+        .unwrap()
+        .generate(&longer, &gen, &mut |_| true)
+        .unwrap();
+    assert_eq!(r.ids, fresh.ids);
+}
