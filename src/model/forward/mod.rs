@@ -34,7 +34,8 @@ pub struct StateOptions {
     /// Positions the KV cache holds (at most the model's `context_length`).
     pub context: usize,
     /// Tokens processed together in one pass over the weights (prefill). Longer inputs are
-    /// split into batches of this size. 1..=context.
+    /// split into batches of this size (ChatGLM-6B: inside each layer, so that the whole
+    /// prompt's keys are cached before it attends). 1..=context.
     pub batch: usize,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -289,6 +290,11 @@ impl Model {
     /// index in the cache minus the length of a P-Tuning prefix, if one is loaded
     /// ([`KvCache::load_prefix`]): the Hugging Face code numbers the real tokens from 0 and
     /// does not rotate the virtual ones.
+    ///
+    /// A ChatGLM-6B (v1) model takes its 2-D positions and its bidirectional context from
+    /// the tokens ([`Glm1Layout`]): a prompt runs from position 0 in one call and holds
+    /// `[gMASK] <sop>` ([`ModelError::Glm1NoToken`] otherwise); later calls continue (or
+    /// rewind) at or after its `<sop>` ([`ModelError::Glm1Context`] before it).
     pub fn forward<'s>(
         &self,
         st: &'s mut RunState,
