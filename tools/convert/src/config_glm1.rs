@@ -262,6 +262,69 @@ mod tests {
         );
     }
 
+    fn real_6b() -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "chatglm", "hidden_size": 4096, "num_layers": 28,
+            "num_attention_heads": 32, "inner_hidden_size": 16384,
+            "max_sequence_length": 2048, "layernorm_epsilon": 1e-5,
+            "position_encoding_2d": true, "vocab_size": 130528,
+            "bos_token_id": 130004, "eos_token_id": 130005, "mask_token_id": 130000,
+            "gmask_token_id": 130001, "pad_token_id": 3
+        })
+    }
+
+    fn check(v: &serde_json::Value) -> Result<Glm1Config, ConfigError> {
+        let c = Glm1Config::parse(&v.to_string(), Path::new("config.json"))?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn the_real_config_gives_the_6b_shape() {
+        let c = check(&real_6b()).unwrap();
+        assert!(Glm1Config::is_v1(&real_6b()));
+        let m = c.to_model_config();
+        assert_eq!(
+            (m.head_dim, m.num_kv_groups, m.ffn_hidden_size),
+            (128, 32, 16384)
+        );
+        assert_eq!(m, chatglm::build::synthetic::Preset::ChatGlm6b.config());
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let field_of = |key: &str, value: serde_json::Value| {
+            let mut v = real_6b();
+            v[key] = value;
+            match check(&v) {
+                Err(ConfigError::Unsupported { field, .. }) => field,
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            field_of("position_encoding_2d", false.into()),
+            "position_encoding_2d"
+        );
+        assert_eq!(
+            field_of("tie_word_embeddings", false.into()),
+            "tie_word_embeddings"
+        );
+        assert_eq!(field_of("quantization_bit", 4.into()), "quantization_bit");
+        assert_eq!(field_of("pre_seq_len", 128.into()), "pre_seq_len");
+        assert_eq!(
+            field_of("num_attention_heads", 48.into()),
+            "num_attention_heads"
+        );
+        assert_eq!(field_of("gmask_token_id", 130528.into()), "gmask_token_id");
+        assert_eq!(
+            field_of("layernorm_epsilon", 0.0.into()),
+            "layernorm_epsilon"
+        );
+        assert_eq!(field_of("model_type", "llama".into()), "model_type");
+        let mut v = real_6b();
+        v.as_object_mut().unwrap().remove("bos_token_id");
+        assert!(matches!(check(&v), Err(ConfigError::Parse { .. })));
+    }
+
     #[test]
     fn residual_alpha_is_sqrt_56_whatever_the_depth() {
         let alpha = Glm1Params::reference_alpha();

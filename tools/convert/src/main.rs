@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Convert a Hugging Face ChatGLM2/ChatGLM3 checkpoint into one GGUF file.
+/// Convert a Hugging Face ChatGLM-6B/ChatGLM2/ChatGLM3 checkpoint into one GGUF file.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Checkpoint directory: config.json, tokenizer.model, and *.safetensors or
-    /// pytorch_model*.bin (sharded or not).
+    /// Checkpoint directory: config.json, tokenizer.model (ChatGLM-6B: ice_text.model), and
+    /// *.safetensors or pytorch_model*.bin (sharded or not).
     #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
     model_dir: Option<PathBuf>,
 
@@ -41,7 +41,8 @@ struct Args {
     #[arg(long)]
     portable: bool,
 
-    /// Prompt format of the checkpoint; `auto` reads it from the directory.
+    /// Prompt format of a ChatGLM2/3 checkpoint; `auto` reads it from the directory (a
+    /// ChatGLM-6B checkpoint is told by its config.json).
     #[arg(long, value_enum, default_value_t = FamilyArg::Auto)]
     family: FamilyArg,
 
