@@ -203,7 +203,8 @@ pub unsafe extern "C" fn chatglm_model_free(model: *mut chatglm_model) {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct chatglm_model_info {
-    /// The model family: 2 (ChatGLM2 prompt format) or 3 (ChatGLM3, role tokens).
+    /// The model family: 1 (ChatGLM-6B), 2 (ChatGLM2 prompt format) or 3 (ChatGLM3, role
+    /// tokens).
     pub family: i32,
     /// Longest context the model was configured for.
     pub context_length: usize,
