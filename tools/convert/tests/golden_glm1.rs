@@ -429,3 +429,31 @@ fn golden_glm1_session_generate() {
         .unwrap();
     assert_eq!(r.ids, fresh.ids);
 }
+
+/// The layout rules on every chat prompt of `tokenizer_cases.json` (both toy tokenizers),
+/// including a query that types `[gMASK]` and `<sop>` itself: the first of each decides, and
+/// the positions and mask are the ones the reference model builds.
+#[test]
+fn golden_glm1_layout_of_every_chat_prompt() {
+    let path = dir("glm1-tiny").join("../tokenizer_cases.json");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for (name, tok) in cases["tokenizers"].as_object().unwrap() {
+        let ids = &tok["layout_ids"];
+        let id = |piece: &str| ids[piece].as_u64().unwrap() as u32;
+        let params = Glm1Params {
+            residual_alpha: Glm1Params::reference_alpha(),
+            mask_token_id: id("[MASK]"),
+            gmask_token_id: id("[gMASK]"),
+            sop_token_id: id("<sop>"),
+        };
+        for prompt in cases["chat_prompts"].as_array().unwrap() {
+            let case = &prompt[name.as_str()];
+            let generation_inputs =
+                serde_json::json!({ "generation_inputs": case, "input_ids": case["input_ids"] });
+            check_layout(&params, &generation_inputs);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8);
+}
