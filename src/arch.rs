@@ -367,7 +367,8 @@ pub mod tensors {
             shape: hidden,
             shape_doc: "[H]",
         };
-        /// Fused Q|K|V projection of a layer, `[3 a d, H]`: the converter permutes the checkpoint's per-head rows `[q_0 k_0 v_0] [q_1 k_1 v_1] ...` into Q | K | V.
+        /// Fused Q|K|V projection of a layer, `[3 a d, H]`: the converter permutes the
+        /// checkpoint's per-head rows `[q_0 k_0 v_0] [q_1 k_1 v_1] ...` into Q | K | V.
         pub const ATTN_QKV: TensorSpec = TensorSpec {
             gguf: "attn_qkv.weight",
             hf: "attention.query_key_value.weight",

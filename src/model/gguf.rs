@@ -114,11 +114,13 @@ impl ModelConfig {
     }
 
     /// Reads the configuration of a `chatglm` (ChatGLM2/3) or `chatglm1` (ChatGLM-6B) GGUF
-    /// file: the block from the architecture, the hyper-parameters from the metadata, the vocabulary size from the embedding's row count. Checks the architecture,
-    /// that RoPE rotates half of each head, as ChatGLM does, that the block count is no more
-    /// than the file's tensors can hold ([`tensors::max_layers`]) and that the RoPE base,
-    /// ratio, scaling factor and RMSNorm epsilon are finite and in range (an error names the
-    /// key), then validates the result ([`ModelConfig::validate`]).
+    /// file: the block from the architecture, the hyper-parameters from the metadata (v1: also
+    /// the residual scale and the `[MASK]`, `[gMASK]`, `<sop>` ids), the vocabulary size from
+    /// the embedding's row count. Checks the architecture, that RoPE rotates half of each
+    /// head, as ChatGLM does, that the block count is no more than the file's tensors can hold
+    /// ([`Table::max_layers`]) and that the RoPE base, ratio, scaling factor, norm epsilon and
+    /// residual scale are finite and in range (an error names the key), then validates the
+    /// result ([`ModelConfig::validate`]).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let md = file.metadata();
         let arch = md.get_str(keys::GENERAL_ARCHITECTURE)?;

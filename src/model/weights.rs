@@ -135,9 +135,10 @@ impl std::fmt::Debug for ModelWeights {
 }
 
 impl ModelWeights {
-    /// Resolves every tensor of `config` through `lookup` (the names and shapes of
-    /// the table of `config`'s block, [`Table::of`]) and checks that each one exists, has exactly the expected shape and
-    /// a supported type, and lies inside `storage`. Errors name the tensor.
+    /// Resolves every tensor of `config` through `lookup` (the names and shapes of the table
+    /// of `config`'s block, [`Table::of`]) and checks that each one exists, has exactly the
+    /// expected shape and a supported type, and lies inside `storage`. Errors name the
+    /// tensor.
     ///
     /// Nothing is sized from `config.num_layers` before its tensors are found: a file that
     /// claims more layers than it holds fails on the first missing tensor.
