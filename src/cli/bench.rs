@@ -65,12 +65,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         kv_type: opts.kv_type,
         threads: chatglm::resolve_threads(opts.threads),
     })?;
-    // Decode reads every matrix once per token, but only one row of the embedding.
+    // Decode reads every matrix once per token, but only one row of the embedding (unless
+    // the embedding is also the output layer, as in ChatGLM-6B).
     let file = engine.file();
+    let tied = matches!(cfg.block, Block::Glm1(_));
     let weight_bytes: u64 = file
         .tensors()
         .iter()
-        .filter(|t| t.name != tensors::TOKEN_EMBD.gguf)
+        .filter(|t| tied || t.name != tensors::TOKEN_EMBD.gguf)
         .map(|t| t.size_bytes)
         .sum();
 
