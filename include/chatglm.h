@@ -208,7 +208,8 @@ typedef struct chatglm_model_options {
  */
 typedef struct chatglm_model_info {
     /**
-     * The model family: 2 (ChatGLM2 prompt format) or 3 (ChatGLM3, role tokens).
+     * The model family: 1 (ChatGLM-6B prompt format), 2 (ChatGLM2) or 3 (ChatGLM3, role
+     * tokens).
      */
     int32_t family;
     /**

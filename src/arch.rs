@@ -5,8 +5,14 @@
 //! file written with `--portable` loads there; keys llama.cpp has no name for live under
 //! `chatglm.` with names of our own.
 
-/// The value of `general.architecture`.
+/// The value of `general.architecture` (ChatGLM2/3: llama.cpp's name).
 pub const ARCHITECTURE: &str = "chatglm";
+
+/// The value of `general.architecture` of a ChatGLM-6B (v1) file: a name of our own, so that
+/// a program that knows only `chatglm` (llama.cpp, which runs ChatGLM2 and later) refuses the
+/// file instead of running the v1 block as ChatGLM2. Its metadata keys keep the `chatglm.`
+/// prefix (one key vocabulary for both generations, see docs/FORMAT.md).
+pub const ARCHITECTURE_GLM1: &str = "chatglm1";
 
 /// Metadata keys.
 pub mod keys {
@@ -93,24 +99,44 @@ pub mod keys {
     /// Our own: size of the SentencePiece vocabulary; ids from here on are the appended
     /// ChatGLM special tokens and padding (u32).
     pub const TOKENIZER_SP_VOCAB_SIZE: &str = "chatglm.tokenizer.sp_vocab_size";
+
+    // ChatGLM-6B (v1) keys (`general.architecture = "chatglm1"`).
+
+    /// LayerNorm epsilon of a v1 model (f32; llama.cpp's name for LayerNorm models), in
+    /// place of [`RMS_EPS`].
+    pub const LAYER_NORM_EPS: &str = "chatglm.attention.layer_norm_epsilon";
+    /// Our own: the v1 residual scale `alpha` (f32, `sqrt(2 * 28)`), see
+    /// `crate::model::Glm1Params`.
+    pub const RESIDUAL_ALPHA: &str = "chatglm.residual_alpha";
+    /// Our own: the v1 model's `[MASK]` id (u32, config `mask_token_id`).
+    pub const MASK_TOKEN_ID: &str = "chatglm.mask_token_id";
+    /// Our own: the v1 model's `[gMASK]` id (u32, config `gmask_token_id`).
+    pub const GMASK_TOKEN_ID: &str = "chatglm.gmask_token_id";
+    /// Our own: the v1 model's `<sop>` id (u32, config `bos_token_id`), which ends the
+    /// bidirectional context.
+    pub const SOP_TOKEN_ID: &str = "chatglm.sop_token_id";
 }
 
-/// The tensor table: every tensor of the ChatGLM2/3 network, once, with its GGUF name, its
-/// Hugging Face name, its [`Role`] and its shape as a function of the [`ModelConfig`] (as
-/// llama.cpp's `LLM_TENSOR_NAMES` and gguf-py's `TensorNameMap`). The converter's plan
+/// The tensor tables: every tensor of each network, once, with its GGUF name, its Hugging
+/// Face name, its [`Role`] and its shape as a function of the [`ModelConfig`] (as llama.cpp's
+/// `LLM_TENSOR_NAMES` and gguf-py's `TensorNameMap`). [`tensors::TABLE`] is the ChatGLM2/3
+/// block's, [`tensors::TABLE_GLM1`] the ChatGLM-6B (v1) block's; [`tensors::Table::of`]
+/// picks the one of a configuration's [`Block`]. The converter's plan
 /// (`crate::build::build_plan`), the loader (`ModelWeights::load`) and the tests iterate
-/// [`tensors::TABLE`]; adding a tensor means adding it there.
+/// them; adding a tensor means adding it there.
+///
+/// [`Block`]: crate::model::Block
 ///
 /// [`ModelConfig`]: crate::model::ModelConfig
 /// [`Role`]: tensors::Role
 pub mod tensors {
-    use crate::model::ModelConfig;
+    use crate::model::{Block, ModelConfig};
 
     /// The role a tensor plays, which decides its stored type (and, for synthetic models, its
     /// values).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Role {
-        /// An RMSNorm weight: kept in f32.
+        /// A norm weight (RMSNorm or LayerNorm): kept in f32.
         Norm,
         /// A bias: kept in f32.
         Bias,
@@ -124,7 +150,8 @@ pub mod tensors {
         /// Once, before the layers.
         Head,
         /// Once per transformer layer `N`: GGUF `blk.N.<name>`, Hugging Face
-        /// `transformer.encoder.layers.N.<name>`.
+        /// `<hf_layer>N.<name>` (`transformer.encoder.layers.N.` for ChatGLM2/3,
+        /// `transformer.layers.N.` for v1).
         Layer,
         /// Once, after the layers.
         Tail,
@@ -136,8 +163,11 @@ pub mod tensors {
         /// GGUF name; for a [`Place::Layer`] tensor the part after `blk.N.`.
         pub gguf: &'static str,
         /// Hugging Face name; for a [`Place::Layer`] tensor the part after
-        /// `transformer.encoder.layers.N.`.
+        /// [`TensorSpec::hf_layer`] and the layer number.
         pub hf: &'static str,
+        /// Hugging Face prefix of the layers (before `N.`): `transformer.encoder.layers.`
+        /// for ChatGLM2/3, `transformer.layers.` for v1. Unused for other places.
+        pub hf_layer: &'static str,
         /// Where it sits.
         pub place: Place,
         /// What it is.
@@ -154,6 +184,8 @@ pub mod tensors {
     const GGUF_LAYER: &str = "blk.";
     /// Hugging Face prefix of layer `N`'s tensors is `transformer.encoder.layers.N.`.
     const HF_LAYER: &str = "transformer.encoder.layers.";
+    /// Hugging Face prefix of a v1 layer `N`'s tensors is `transformer.layers.N.`.
+    const HF_LAYER_GLM1: &str = "transformer.layers.";
 
     impl TensorSpec {
         /// The GGUF name, of layer `layer` for a [`Place::Layer`] tensor (ignored otherwise).
@@ -167,7 +199,7 @@ pub mod tensors {
         /// The Hugging Face name, of layer `layer` for a [`Place::Layer`] tensor.
         pub fn hf_name(&self, layer: usize) -> String {
             match self.place {
-                Place::Layer => format!("{HF_LAYER}{layer}.{}", self.hf),
+                Place::Layer => format!("{}{layer}.{}", self.hf_layer, self.hf),
                 _ => self.hf.to_owned(),
             }
         }
@@ -189,6 +221,7 @@ pub mod tensors {
     pub const TOKEN_EMBD: TensorSpec = TensorSpec {
         gguf: "token_embd.weight",
         hf: "transformer.embedding.word_embeddings.weight",
+        hf_layer: HF_LAYER,
         place: Place::Head,
         role: Role::Matrix,
         shape: vocab_by_hidden,
@@ -198,6 +231,7 @@ pub mod tensors {
     pub const ATTN_NORM: TensorSpec = TensorSpec {
         gguf: "attn_norm.weight",
         hf: "input_layernorm.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Norm,
         shape: hidden,
@@ -207,6 +241,7 @@ pub mod tensors {
     pub const ATTN_QKV: TensorSpec = TensorSpec {
         gguf: "attn_qkv.weight",
         hf: "self_attention.query_key_value.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Matrix,
         shape: |c| Some(vec![c.qkv_dim()?, c.hidden_size]),
@@ -216,6 +251,7 @@ pub mod tensors {
     pub const ATTN_QKV_BIAS: TensorSpec = TensorSpec {
         gguf: "attn_qkv.bias",
         hf: "self_attention.query_key_value.bias",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Bias,
         shape: |c| Some(vec![c.qkv_dim()?]),
@@ -225,6 +261,7 @@ pub mod tensors {
     pub const ATTN_OUTPUT: TensorSpec = TensorSpec {
         gguf: "attn_output.weight",
         hf: "self_attention.dense.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Matrix,
         shape: |c| Some(vec![c.hidden_size, c.num_heads.checked_mul(c.head_dim)?]),
@@ -234,6 +271,7 @@ pub mod tensors {
     pub const FFN_NORM: TensorSpec = TensorSpec {
         gguf: "ffn_norm.weight",
         hf: "post_attention_layernorm.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Norm,
         shape: hidden,
@@ -243,15 +281,17 @@ pub mod tensors {
     pub const FFN_UP: TensorSpec = TensorSpec {
         gguf: "ffn_up.weight",
         hf: "mlp.dense_h_to_4h.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Matrix,
-        shape: |c| Some(vec![c.ffn_hidden_size.checked_mul(2)?, c.hidden_size]),
+        shape: |c| Some(vec![c.ffn_up_rows_checked()?, c.hidden_size]),
         shape_doc: "[2F, H], gate rows first, then up",
     };
     /// MLP down projection of a layer, `[H, F]`.
     pub const FFN_DOWN: TensorSpec = TensorSpec {
         gguf: "ffn_down.weight",
         hf: "mlp.dense_4h_to_h.weight",
+        hf_layer: HF_LAYER,
         place: Place::Layer,
         role: Role::Matrix,
         shape: |c| Some(vec![c.hidden_size, c.ffn_hidden_size]),
@@ -261,6 +301,7 @@ pub mod tensors {
     pub const OUTPUT_NORM: TensorSpec = TensorSpec {
         gguf: "output_norm.weight",
         hf: "transformer.encoder.final_layernorm.weight",
+        hf_layer: HF_LAYER,
         place: Place::Tail,
         role: Role::Norm,
         shape: hidden,
@@ -270,6 +311,7 @@ pub mod tensors {
     pub const OUTPUT: TensorSpec = TensorSpec {
         gguf: "output.weight",
         hf: "transformer.output_layer.weight",
+        hf_layer: HF_LAYER,
         place: Place::Tail,
         role: Role::Matrix,
         shape: vocab_by_hidden,
@@ -290,43 +332,270 @@ pub mod tensors {
         OUTPUT,
     ];
 
-    /// Number of tensors each transformer layer has.
-    pub fn per_layer() -> usize {
-        TABLE.iter().filter(|t| t.place == Place::Layer).count()
+    /// The ChatGLM-6B (v1) tensors (THUDM `chatglm-6b` `modeling_chatglm.py`): the GGUF
+    /// names of ChatGLM2/3 where the tensor is the same, llama.cpp's `.bias` names for the
+    /// biases it adds; no `output.weight` (the output layer is the embedding).
+    pub mod glm1 {
+        use super::{hidden, vocab_by_hidden, Place, Role, TensorSpec, HF_LAYER_GLM1};
+        /// Token embedding, `[V, H]`; also the output layer (tied).
+        pub const TOKEN_EMBD: TensorSpec = TensorSpec {
+            gguf: "token_embd.weight",
+            hf: "transformer.word_embeddings.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Head,
+            role: Role::Matrix,
+            shape: vocab_by_hidden,
+            shape_doc: "[V, H]",
+        };
+        /// Input LayerNorm weight of a layer, `[H]`.
+        pub const ATTN_NORM: TensorSpec = TensorSpec {
+            gguf: "attn_norm.weight",
+            hf: "input_layernorm.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Norm,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Input LayerNorm bias of a layer, `[H]`.
+        pub const ATTN_NORM_BIAS: TensorSpec = TensorSpec {
+            gguf: "attn_norm.bias",
+            hf: "input_layernorm.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Fused Q|K|V projection of a layer, `[3 a d, H]`: the converter permutes the
+        /// checkpoint's per-head rows `[q_0 k_0 v_0] [q_1 k_1 v_1] ...` into Q | K | V.
+        pub const ATTN_QKV: TensorSpec = TensorSpec {
+            gguf: "attn_qkv.weight",
+            hf: "attention.query_key_value.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Matrix,
+            shape: |c| Some(vec![c.qkv_dim()?, c.hidden_size]),
+            shape_doc: "[3 a d, H], rows Q | K | V (permuted from the checkpoint's per-head q k v)",
+        };
+        /// Fused Q|K|V bias of a layer, `[3 a d]`, permuted as the weight.
+        pub const ATTN_QKV_BIAS: TensorSpec = TensorSpec {
+            gguf: "attn_qkv.bias",
+            hf: "attention.query_key_value.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: |c| Some(vec![c.qkv_dim()?]),
+            shape_doc: "[3 a d], Q | K | V",
+        };
+        /// Attention output projection of a layer, `[H, a d]`.
+        pub const ATTN_OUTPUT: TensorSpec = TensorSpec {
+            gguf: "attn_output.weight",
+            hf: "attention.dense.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Matrix,
+            shape: |c| Some(vec![c.hidden_size, c.num_heads.checked_mul(c.head_dim)?]),
+            shape_doc: "[H, a d]",
+        };
+        /// Attention output bias of a layer, `[H]`.
+        pub const ATTN_OUTPUT_BIAS: TensorSpec = TensorSpec {
+            gguf: "attn_output.bias",
+            hf: "attention.dense.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Post-attention LayerNorm weight of a layer, `[H]`.
+        pub const FFN_NORM: TensorSpec = TensorSpec {
+            gguf: "ffn_norm.weight",
+            hf: "post_attention_layernorm.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Norm,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Post-attention LayerNorm bias of a layer, `[H]`.
+        pub const FFN_NORM_BIAS: TensorSpec = TensorSpec {
+            gguf: "ffn_norm.bias",
+            hf: "post_attention_layernorm.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// MLP up projection of a layer, `[F, H]` (GELU, no gate).
+        pub const FFN_UP: TensorSpec = TensorSpec {
+            gguf: "ffn_up.weight",
+            hf: "mlp.dense_h_to_4h.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Matrix,
+            shape: |c| Some(vec![c.ffn_hidden_size, c.hidden_size]),
+            shape_doc: "[F, H]",
+        };
+        /// MLP up bias of a layer, `[F]`.
+        pub const FFN_UP_BIAS: TensorSpec = TensorSpec {
+            gguf: "ffn_up.bias",
+            hf: "mlp.dense_h_to_4h.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: |c| Some(vec![c.ffn_hidden_size]),
+            shape_doc: "[F]",
+        };
+        /// MLP down projection of a layer, `[H, F]`.
+        pub const FFN_DOWN: TensorSpec = TensorSpec {
+            gguf: "ffn_down.weight",
+            hf: "mlp.dense_4h_to_h.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Matrix,
+            shape: |c| Some(vec![c.hidden_size, c.ffn_hidden_size]),
+            shape_doc: "[H, F]",
+        };
+        /// MLP down bias of a layer, `[H]`.
+        pub const FFN_DOWN_BIAS: TensorSpec = TensorSpec {
+            gguf: "ffn_down.bias",
+            hf: "mlp.dense_4h_to_h.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Layer,
+            role: Role::Bias,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Final LayerNorm weight, `[H]`.
+        pub const OUTPUT_NORM: TensorSpec = TensorSpec {
+            gguf: "output_norm.weight",
+            hf: "transformer.final_layernorm.weight",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Tail,
+            role: Role::Norm,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
+        /// Final LayerNorm bias, `[H]`.
+        pub const OUTPUT_NORM_BIAS: TensorSpec = TensorSpec {
+            gguf: "output_norm.bias",
+            hf: "transformer.final_layernorm.bias",
+            hf_layer: HF_LAYER_GLM1,
+            place: Place::Tail,
+            role: Role::Bias,
+            shape: hidden,
+            shape_doc: "[H]",
+        };
     }
 
-    /// The most layers a file (or checkpoint) holding `tensors` tensors can describe: a count
-    /// read from a file is bounded by this before anything is sized from it.
-    pub fn max_layers(tensors: usize) -> usize {
-        let fixed = TABLE.len() - per_layer();
-        tensors.saturating_sub(fixed) / per_layer()
-    }
+    /// Every tensor of the ChatGLM-6B (v1) network, in file order within each [`Place`].
+    pub const TABLE_GLM1: [TensorSpec; 15] = [
+        glm1::TOKEN_EMBD,
+        glm1::ATTN_NORM,
+        glm1::ATTN_NORM_BIAS,
+        glm1::ATTN_QKV,
+        glm1::ATTN_QKV_BIAS,
+        glm1::ATTN_OUTPUT,
+        glm1::ATTN_OUTPUT_BIAS,
+        glm1::FFN_NORM,
+        glm1::FFN_NORM_BIAS,
+        glm1::FFN_UP,
+        glm1::FFN_UP_BIAS,
+        glm1::FFN_DOWN,
+        glm1::FFN_DOWN_BIAS,
+        glm1::OUTPUT_NORM,
+        glm1::OUTPUT_NORM_BIAS,
+    ];
 
-    /// Every tensor of a `num_layers`-layer model in file order: the [`Place::Head`] ones, the
-    /// [`Place::Layer`] ones of layer 0, 1, ..., then the [`Place::Tail`] ones; each with its
-    /// layer (0 for the others).
-    pub fn in_file_order(num_layers: usize) -> impl Iterator<Item = (&'static TensorSpec, usize)> {
-        let at = |place: Place| TABLE.iter().filter(move |t| t.place == place);
-        at(Place::Head)
-            .map(|t| (t, 0))
-            .chain((0..num_layers).flat_map(move |l| at(Place::Layer).map(move |t| (t, l))))
-            .chain(at(Place::Tail).map(|t| (t, 0)))
-    }
+    /// One block's tensor table.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Table(pub &'static [TensorSpec]);
 
-    /// The GGUF name of the tensor a checkpoint calls `hf`, if it is one of the table's.
-    pub fn gguf_name_of_hf(hf: &str) -> Option<String> {
-        if let Some(rest) = hf.strip_prefix(HF_LAYER) {
-            let (layer, name) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
-            let t = TABLE
-                .iter()
-                .find(|t| t.place == Place::Layer && t.hf == name)?;
-            return Some(t.gguf_name(layer));
+    /// The ChatGLM2/3 table, [`TABLE`].
+    pub const GLM2: Table = Table(&TABLE);
+    /// The ChatGLM-6B (v1) table, [`TABLE_GLM1`].
+    pub const GLM1: Table = Table(&TABLE_GLM1);
+
+    impl Table {
+        /// The table of `config`'s block.
+        pub fn of(config: &ModelConfig) -> Table {
+            Table::of_block(config.block)
         }
-        TABLE
-            .iter()
-            .find(|t| t.place != Place::Layer && t.hf == hf)
-            .map(|t| t.gguf_name(0))
+
+        /// The table of `block`.
+        pub fn of_block(block: Block) -> Table {
+            match block {
+                Block::Glm2 => GLM2,
+                Block::Glm1(_) => GLM1,
+            }
+        }
+
+        /// Number of tensors each transformer layer has.
+        pub fn per_layer(self) -> usize {
+            self.0.iter().filter(|t| t.place == Place::Layer).count()
+        }
+
+        /// The most layers a file (or checkpoint) holding `tensors` tensors can describe: a
+        /// count read from a file is bounded by this before anything is sized from it.
+        pub fn max_layers(self, tensors: usize) -> usize {
+            let fixed = self.0.len() - self.per_layer();
+            tensors.saturating_sub(fixed) / self.per_layer()
+        }
+
+        /// Every tensor of a `num_layers`-layer model in file order: the [`Place::Head`]
+        /// ones, the [`Place::Layer`] ones of layer 0, 1, ..., then the [`Place::Tail`] ones;
+        /// each with its layer (0 for the others).
+        pub fn in_file_order(
+            self,
+            num_layers: usize,
+        ) -> impl Iterator<Item = (&'static TensorSpec, usize)> {
+            let specs = self.0;
+            let at = move |place: Place| specs.iter().filter(move |t| t.place == place);
+            at(Place::Head)
+                .map(|t| (t, 0))
+                .chain((0..num_layers).flat_map(move |l| at(Place::Layer).map(move |t| (t, l))))
+                .chain(at(Place::Tail).map(|t| (t, 0)))
+        }
+
+        /// The GGUF name of the tensor a checkpoint calls `hf`, if it is one of the table's.
+        pub fn gguf_name_of_hf(self, hf: &str) -> Option<String> {
+            let layer_spec = self.0.iter().find(|t| t.place == Place::Layer)?;
+            if let Some(rest) = hf.strip_prefix(layer_spec.hf_layer) {
+                let (layer, name) = rest.split_once('.')?;
+                let layer: usize = layer.parse().ok()?;
+                let t = self
+                    .0
+                    .iter()
+                    .find(|t| t.place == Place::Layer && t.hf == name)?;
+                return Some(t.gguf_name(layer));
+            }
+            self.0
+                .iter()
+                .find(|t| t.place != Place::Layer && t.hf == hf)
+                .map(|t| t.gguf_name(0))
+        }
+    }
+
+    /// [`Table::per_layer`] of the ChatGLM2/3 table.
+    pub fn per_layer() -> usize {
+        GLM2.per_layer()
+    }
+
+    /// [`Table::max_layers`] of the ChatGLM2/3 table.
+    pub fn max_layers(tensors: usize) -> usize {
+        GLM2.max_layers(tensors)
+    }
+
+    /// [`Table::in_file_order`] of the ChatGLM2/3 table.
+    pub fn in_file_order(num_layers: usize) -> impl Iterator<Item = (&'static TensorSpec, usize)> {
+        GLM2.in_file_order(num_layers)
+    }
+
+    /// [`Table::gguf_name_of_hf`] of the ChatGLM2/3 table.
+    pub fn gguf_name_of_hf(hf: &str) -> Option<String> {
+        GLM2.gguf_name_of_hf(hf)
     }
 
     #[cfg(test)]
@@ -355,6 +624,55 @@ pub mod tensors {
             );
             assert_eq!(gguf_name_of_hf("transformer.rotary_pos_emb.inv_freq"), None);
             assert_eq!(gguf_name_of_hf("transformer.encoder.layers.x.mlp"), None);
+        }
+
+        #[test]
+        fn glm1_names_and_order() {
+            let names: Vec<String> = GLM1.in_file_order(2).map(|(t, l)| t.gguf_name(l)).collect();
+            assert_eq!(GLM1.per_layer(), 12);
+            assert_eq!(names.len(), 1 + 2 * 12 + 2);
+            assert_eq!(names[1], "blk.0.attn_norm.weight");
+            assert_eq!(names[2], "blk.0.attn_norm.bias");
+            assert_eq!(names[13], "blk.1.attn_norm.weight");
+            assert_eq!(names[25], "output_norm.weight");
+            assert_eq!(names[26], "output_norm.bias");
+            assert_eq!(GLM1.max_layers(27), 2);
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.layers.5.mlp.dense_h_to_4h.bias"),
+                Some("blk.5.ffn_up.bias".into())
+            );
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.word_embeddings.weight"),
+                Some("token_embd.weight".into())
+            );
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.final_layernorm.bias"),
+                Some("output_norm.bias".into())
+            );
+            // The tied output layer and the recomputed frequencies are not in the table.
+            assert_eq!(GLM1.gguf_name_of_hf("lm_head.weight"), None);
+            assert_eq!(
+                GLM1.gguf_name_of_hf("transformer.layers.0.attention.rotary_emb.inv_freq"),
+                None
+            );
+            // Each table knows only its own Hugging Face names.
+            assert_eq!(
+                GLM2.gguf_name_of_hf("transformer.layers.5.mlp.dense_h_to_4h.bias"),
+                None
+            );
+            let c = crate::build::synthetic::Preset::ChatGlm6b.config();
+            assert_eq!(Table::of(&c).0.len(), TABLE_GLM1.len());
+            for t in &TABLE_GLM1 {
+                let dims = t.shape(&c).unwrap().len();
+                assert_eq!(
+                    dims,
+                    if t.role == Role::Matrix { 2 } else { 1 },
+                    "{}",
+                    t.gguf
+                );
+                let same = TABLE_GLM1.iter().filter(|u| u.place == t.place);
+                assert_eq!(same.filter(|u| u.gguf == t.gguf || u.hf == t.hf).count(), 1);
+            }
         }
 
         #[test]

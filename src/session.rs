@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::{KvType, Logits, Model, ModelConfig, RunState, StateOptions};
+use crate::model::{Block, Glm1Layout, KvType, Logits, Model, ModelConfig, RunState, StateOptions};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{ChatMessage, DecodeMode, Family, Role, StreamDecoder, Tokenizer};
 use std::path::{Path, PathBuf};
@@ -426,6 +426,7 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
+        let reused = reusable_prefix(model, &self.state, prompt, reused);
         let mut timings = Timings {
             prompt_tokens: prompt.len() - reused,
             reused_tokens: reused,
@@ -498,6 +499,22 @@ impl Session {
             stop,
             timings,
         })
+    }
+}
+
+/// How many of the `shared` cached positions the prompt starts with stay valid. For ChatGLM2/3
+/// all of them. A ChatGLM-6B (v1) context attends to all of itself, and each prompt ends its
+/// context with `[gMASK] <sop>`, so a prompt that changes the context (a new chat round puts
+/// the old reply and the new question before the mask) runs again from position 0; only a
+/// prompt with the cached context and layout (the same prompt again, or one that continues
+/// after its `<sop>`) reuses the cache.
+fn reusable_prefix(model: &Model, state: &RunState, prompt: &[u32], shared: usize) -> usize {
+    match model.config().block {
+        Block::Glm2 => shared,
+        Block::Glm1(params) => match (state.glm1_layout(), Glm1Layout::of(&params, prompt)) {
+            (Some(cached), Ok(new)) if cached == new && shared >= new.context_length => shared,
+            _ => 0,
+        },
     }
 }
 

@@ -619,6 +619,7 @@ fn golden_model() -> &'static Path {
             rms_eps: c["layernorm_epsilon"].as_f64().unwrap() as f32,
             rope_base: 10000.0,
             rope_scaling: RopeScaling::None,
+            block: chatglm::model::Block::Glm2,
         };
         let spm = SpmModel::from_file(golden_dir().join("tokenizer.model")).unwrap();
         let tokenizer =

@@ -36,6 +36,7 @@ fn config() -> ModelConfig {
         rms_eps: 1e-5,
         rope_base: 10000.0,
         rope_scaling: RopeScaling::None,
+        block: chatglm::model::Block::Glm2,
     }
 }
 

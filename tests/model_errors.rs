@@ -25,6 +25,7 @@ fn config() -> ModelConfig {
         rms_eps: 1e-5,
         rope_base: 10000.0,
         rope_scaling: RopeScaling::MultiplyBase(2.0),
+        block: chatglm::model::Block::Glm2,
     }
 }
 
@@ -218,4 +219,87 @@ fn model_forward_errors() {
             "{context} {batch}"
         );
     }
+}
+
+/// A tiny ChatGLM-6B (v1) model: every tensor of the v1 table; loading names a missing bias,
+/// and a prompt without `<sop>` or a call inside the context is a typed error.
+#[test]
+fn model_glm1_errors_name_the_problem() {
+    use chatglm::arch::tensors::GLM1;
+    use chatglm::model::{Block, Glm1Params};
+    let c = ModelConfig {
+        num_kv_groups: 4,
+        block: Block::Glm1(Glm1Params {
+            residual_alpha: Glm1Params::reference_alpha(),
+            mask_token_id: 3,
+            gmask_token_id: 4,
+            sop_token_id: 5,
+        }),
+        rope_scaling: RopeScaling::None,
+        ..config()
+    };
+    let mut b = Builder::default();
+    for (seed, (t, layer)) in GLM1.in_file_order(c.num_layers).enumerate() {
+        let shape = t.shape(&c).unwrap();
+        let ty = if t.role == Role::Matrix {
+            GgmlType::F16
+        } else {
+            GgmlType::F32
+        };
+        let n = shape.iter().product();
+        b.add(&t.gguf_name(layer), &shape, &values(n, seed as u64 + 1), ty);
+    }
+    let (bytes, entries) = (Arc::new(b.bytes), b.entries);
+    let e = Model::load(&c, bytes.clone(), |n| {
+        (n != "blk.1.ffn_up.bias").then(|| entries.get(n).cloned())?
+    });
+    assert!(matches!(e, Err(ModelError::MissingTensor(ref n)) if n == "blk.1.ffn_up.bias"));
+    let m = Model::load(&c, bytes, |n| entries.get(n).cloned()).unwrap();
+    // Tied: no output.weight, and the matrices listed are the table's.
+    assert_eq!(m.weights().matrix_types().len(), 1 + 4 * 2);
+    let mut st = m
+        .new_state(StateOptions {
+            context: 16,
+            batch: 2,
+            kv_type: KvType::F32,
+            threads: 1,
+        })
+        .unwrap();
+    let e = m.forward(&mut st, &[0, 1, 4], 0, Logits::Last).unwrap_err();
+    assert!(matches!(e, ModelError::Glm1NoToken { id: 5, .. }), "{e}");
+    assert!(e.to_string().contains("<sop>"), "{e}");
+    let logits = m
+        .forward(&mut st, &[0, 1, 2, 4, 5], 0, Logits::Last)
+        .unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+    let e = m.forward(&mut st, &[1], 2, Logits::Last).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::Glm1Context {
+                start_pos: 2,
+                context_length: Some(4)
+            }
+        ),
+        "{e}"
+    );
+    // Logits of every row need the batch to hold them, as for ChatGLM2/3.
+    let e = m
+        .forward(&mut st, &[0, 1, 2, 4, 5], 0, Logits::All)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::BatchTooSmall {
+                tokens: 5,
+                batch: 2
+            }
+        ),
+        "{e}"
+    );
+    // A decode step after the context.
+    let pos = st.kv_cache().len();
+    assert_eq!(pos, 5);
+    m.forward(&mut st, &[1], pos, Logits::Last).unwrap();
+    assert_eq!(st.glm1_layout().unwrap().position(pos), (3, 2));
 }

@@ -58,6 +58,7 @@ fn config() -> ModelConfig {
         rms_eps: c["layernorm_epsilon"].as_f64().unwrap() as f32,
         rope_base: 10000.0,
         rope_scaling: RopeScaling::None,
+        block: chatglm::model::Block::Glm2,
     }
 }
 

@@ -2,7 +2,7 @@
 //! tokenizer's by `TokenizerParts::to_gguf`, the twins of what the runtime reads (see
 //! `crate::arch` and docs/FORMAT.md).
 
-use crate::arch::{keys, ARCHITECTURE};
+use crate::arch::keys;
 use crate::gguf::{GgufError, Metadata};
 use chatglm_kernels::GgmlType;
 
@@ -21,9 +21,15 @@ pub fn file_type(ty: GgmlType) -> Option<u32> {
     }
 }
 
-/// The `general.*` keys of a file whose matrices are `ty`.
-pub fn general_metadata(md: &mut Metadata, ty: GgmlType, name: &str) -> Result<(), GgufError> {
-    md.push_str(keys::GENERAL_ARCHITECTURE, ARCHITECTURE)?;
+/// The `general.*` keys of a file of architecture `architecture`
+/// (`ModelConfig::architecture`) whose matrices are `ty`.
+pub fn general_metadata(
+    md: &mut Metadata,
+    architecture: &str,
+    ty: GgmlType,
+    name: &str,
+) -> Result<(), GgufError> {
+    md.push_str(keys::GENERAL_ARCHITECTURE, architecture)?;
     md.push_str(keys::GENERAL_NAME, name)?;
     if let Some(ft) = file_type(ty) {
         md.push_u32(keys::GENERAL_FILE_TYPE, ft)?;

@@ -166,7 +166,12 @@ pub fn write_model(
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
     let mut metadata = Metadata::new();
-    general_metadata(&mut metadata, opts.matrix_type, &opts.name)?;
+    general_metadata(
+        &mut metadata,
+        config.architecture(),
+        opts.matrix_type,
+        &opts.name,
+    )?;
     config.to_gguf(&mut metadata)?;
     metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family.name())?;
     tokenizer.to_gguf(&mut metadata)?;

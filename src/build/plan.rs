@@ -1,7 +1,7 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
-use crate::arch::tensors;
+use crate::arch::tensors::{self, Table};
 use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
 
@@ -46,7 +46,8 @@ impl TensorPlan {
     }
 }
 
-/// Every tensor of the output file in file order ([`tensors::in_file_order`]), with
+/// Every tensor of the output file in file order (the [`Table::of`] the configuration's block,
+/// [`Table::in_file_order`]), with
 /// `matrix_type` for 2-D weights. Errors if `shape` is not a valid configuration
 /// ([`ModelConfig::validate`]).
 ///
@@ -69,7 +70,8 @@ pub fn build_plan(
     portable: bool,
 ) -> Result<Vec<TensorPlan>, ConfigError> {
     shape.validate()?;
-    tensors::in_file_order(shape.num_layers)
+    Table::of(shape)
+        .in_file_order(shape.num_layers)
         .map(|(spec, layer)| {
             let dims = spec
                 .shape(shape)
@@ -115,9 +117,10 @@ pub fn build_plan(
 pub use chatglm_kernels::interleaved_layout;
 
 /// Checkpoint tensors the converter reads but does not write: the RoPE inverse frequencies are
-/// recomputed by the runtime from the base.
+/// recomputed by the runtime from the base (ChatGLM2/3 `rotary_pos_emb.inv_freq`, v1's
+/// per-layer `attention.rotary_emb.inv_freq`).
 pub fn is_ignored_hf_tensor(name: &str) -> bool {
-    name.ends_with("rotary_pos_emb.inv_freq")
+    name.ends_with("rotary_pos_emb.inv_freq") || name.ends_with("rotary_emb.inv_freq")
 }
 
 #[cfg(test)]
@@ -146,6 +149,38 @@ mod tests {
             .find(|t| t.name == "output_norm.weight")
             .unwrap();
         assert_eq!(norm.ty, GgmlType::F32);
+    }
+
+    #[test]
+    fn chatglm_6b_has_339_tensors_of_6_2b_parameters_and_no_output_layer() {
+        let c = crate::build::synthetic::Preset::ChatGlm6b.config();
+        let plan = build_plan(&c, GgmlType::Q4_0, true).unwrap();
+        assert_eq!(plan.len(), 1 + 28 * 12 + 2);
+        let params: usize = plan.iter().map(TensorPlan::numel).sum();
+        assert_eq!(params, 6_173_286_400);
+        let names: Vec<&str> = plan.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "token_embd.weight",
+                "blk.0.attn_norm.weight",
+                "blk.0.attn_norm.bias"
+            ]
+        );
+        assert_eq!(
+            names[names.len() - 2..],
+            ["output_norm.weight", "output_norm.bias"]
+        );
+        assert!(!names.contains(&"output.weight"));
+        let find = |n: &str| plan.iter().find(|t| t.name == n).unwrap();
+        assert_eq!(find("blk.0.attn_qkv.weight").shape, vec![3 * 4096, 4096]);
+        assert_eq!(find("blk.0.ffn_up.weight").shape, vec![16384, 4096]);
+        assert_eq!(find("blk.27.ffn_up.bias").shape, vec![16384]);
+        assert_eq!(find("blk.27.ffn_down.bias").ty, GgmlType::F32);
+        assert_eq!(
+            find("blk.3.attn_output.bias").hf_name,
+            "transformer.layers.3.attention.dense.bias"
+        );
     }
 
     #[test]

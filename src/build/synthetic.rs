@@ -4,7 +4,7 @@
 use super::plan::{build_plan, Role, TensorPlan};
 use super::{write_model, BuildError, Progress, Summary, TensorSource, WriteOptions};
 use crate::arch::Family;
-use crate::model::{ModelConfig, RopeScaling};
+use crate::model::{Block, Glm1Params, ModelConfig, RopeScaling};
 use crate::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
 };
@@ -20,11 +20,22 @@ pub enum Preset {
     ChatGlm3_6b,
     /// A tiny ChatGLM2-shaped model (hidden 128, 2 layers) for demos and tests.
     Tiny,
+    /// The ChatGLM-6B (v1) shape: 28 layers, hidden 4096, 32 heads (a kv head each), inner
+    /// 16384, vocabulary 130528, context 2048.
+    ChatGlm6b,
+    /// A tiny ChatGLM-6B-shaped model (hidden 128, 2 layers) for tests.
+    TinyChatGlm1,
 }
 
 impl Preset {
     /// Every preset name accepted by `--synthetic`.
-    pub const NAMES: [&'static str; 3] = ["chatglm2-6b", "chatglm3-6b", "tiny"];
+    pub const NAMES: [&'static str; 5] = [
+        "chatglm2-6b",
+        "chatglm3-6b",
+        "tiny",
+        "chatglm-6b",
+        "tiny-chatglm1",
+    ];
 
     /// Parses a preset name.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -32,6 +43,8 @@ impl Preset {
             "chatglm2-6b" => Some(Preset::ChatGlm2_6b),
             "chatglm3-6b" => Some(Preset::ChatGlm3_6b),
             "tiny" => Some(Preset::Tiny),
+            "chatglm-6b" => Some(Preset::ChatGlm6b),
+            "tiny-chatglm1" => Some(Preset::TinyChatGlm1),
             _ => None,
         }
     }
@@ -42,14 +55,18 @@ impl Preset {
             Preset::ChatGlm2_6b => "chatglm2-6b",
             Preset::ChatGlm3_6b => "chatglm3-6b",
             Preset::Tiny => "tiny",
+            Preset::ChatGlm6b => "chatglm-6b",
+            Preset::TinyChatGlm1 => "tiny-chatglm1",
         }
     }
 
-    /// Size of the placeholder SentencePiece vocabulary (the real models have 64789 pieces).
+    /// Size of the placeholder SentencePiece vocabulary (the real ChatGLM2/3 have 64789
+    /// pieces, ChatGLM-6B's `ice_text.model` 130344).
     pub fn sp_vocab_size(self) -> usize {
         match self {
             Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => 64789,
-            Preset::Tiny => 1000,
+            Preset::ChatGlm6b => 130344,
+            Preset::Tiny | Preset::TinyChatGlm1 => 1000,
         }
     }
 
@@ -58,6 +75,7 @@ impl Preset {
         match self {
             Preset::ChatGlm3_6b => Family::ChatGlm3,
             Preset::ChatGlm2_6b | Preset::Tiny => Family::ChatGlm2,
+            Preset::ChatGlm6b | Preset::TinyChatGlm1 => Family::ChatGlm1,
         }
     }
 
@@ -80,6 +98,7 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+                block: crate::model::Block::Glm2,
             },
             Preset::Tiny => ModelConfig {
                 vocab_size: 1024,
@@ -93,9 +112,50 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+                block: crate::model::Block::Glm2,
+            },
+            // The real config.json's sizes and ids (`[MASK]` 130000, `[gMASK]` 130001,
+            // `<sop>` 130004); the placeholder vocabulary holds filler pieces there.
+            Preset::ChatGlm6b => ModelConfig {
+                vocab_size: 130528,
+                hidden_size: 4096,
+                num_layers: 28,
+                num_heads: 32,
+                num_kv_groups: 32,
+                head_dim: 128,
+                ffn_hidden_size: 16384,
+                context_length: 2048,
+                rms_eps: 1e-5,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::None,
+                block: glm1_block(130000, 130001, 130004),
+            },
+            Preset::TinyChatGlm1 => ModelConfig {
+                vocab_size: 1024,
+                hidden_size: 128,
+                num_layers: 2,
+                num_heads: 4,
+                num_kv_groups: 4,
+                head_dim: 32,
+                ffn_hidden_size: 512,
+                context_length: 2048,
+                rms_eps: 1e-5,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::None,
+                block: glm1_block(990, 991, 994),
             },
         }
     }
+}
+
+/// The v1 block with the reference's residual scale `sqrt(2 * 28)` and these ids.
+fn glm1_block(mask_token_id: u32, gmask_token_id: u32, sop_token_id: u32) -> Block {
+    Block::Glm1(Glm1Params {
+        residual_alpha: Glm1Params::reference_alpha(),
+        mask_token_id,
+        gmask_token_id,
+        sop_token_id,
+    })
 }
 
 /// A placeholder SentencePiece BPE model of `size` pieces: `<unk> <s> </s>`, the 256 byte

@@ -5,7 +5,7 @@
 use super::common::ModelArgs;
 use super::CliError;
 use chatglm::arch::tensors;
-use chatglm::model::{Logits, StateOptions};
+use chatglm::model::{Block, Logits, StateOptions};
 use chatglm::sampler::argmax;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -65,19 +65,21 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         kv_type: opts.kv_type,
         threads: chatglm::resolve_threads(opts.threads),
     })?;
-    // Decode reads every matrix once per token, but only one row of the embedding.
+    // Decode reads every matrix once per token, but only one row of the embedding (unless
+    // the embedding is also the output layer, as in ChatGLM-6B).
     let file = engine.file();
+    let tied = matches!(cfg.block, Block::Glm1(_));
     let weight_bytes: u64 = file
         .tensors()
         .iter()
-        .filter(|t| t.name != tensors::TOKEN_EMBD.gguf)
+        .filter(|t| tied || t.name != tensors::TOKEN_EMBD.gguf)
         .map(|t| t.size_bytes)
         .sum();
 
     // A fixed pseudo-random prompt of ordinary pieces.
     let sp = engine.tokenizer().sp_vocab_size() as u64;
     let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let prompt: Vec<u32> = (0..args.n_prompt.max(1))
+    let mut prompt: Vec<u32> = (0..args.n_prompt.max(1))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -85,6 +87,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             (259 + x % (sp - 259).max(1)) as u32
         })
         .collect();
+    // A ChatGLM-6B prompt ends its bidirectional context with `[gMASK] <sop>`.
+    if let Block::Glm1(p) = cfg.block {
+        prompt.truncate(prompt.len().saturating_sub(2));
+        prompt.extend([p.gmask_token_id, p.sop_token_id]);
+    }
 
     // The yardstick: a plain streaming read of the file's bytes (the weights, from the page
     // cache) on as many threads, measured between decode runs since bandwidth drifts.

@@ -20,7 +20,51 @@ pub enum RopeScaling {
     MultiplyBase(f32),
 }
 
-/// Sizes and constants of a ChatGLM2/3 model. Names follow the Hugging Face `config.json`
+/// The transformer block a model is made of: the network itself, as opposed to the prompt
+/// format ([`Family`]). Read from `general.architecture` (`crate::arch`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Block {
+    /// The ChatGLM2/3 (and GLM-4) block: RMSNorm, multi-query attention in groups, RoPE on
+    /// the first half of each head in adjacent pairs, SwiGLU, no biases but the QKV one, an
+    /// output layer of its own (`forward/glm2.rs`).
+    Glm2,
+    /// The ChatGLM-6B (v1) block: LayerNorm with bias, full multi-head attention, 2-D RoPE,
+    /// GELU, biases on every linear, scaled residuals, bidirectional attention over the
+    /// context, output tied to the embedding (`forward/glm1.rs`).
+    Glm1(Glm1Params),
+}
+
+/// The constants of the ChatGLM-6B (v1) block that its sizes do not give (THUDM
+/// `chatglm-6b` `modeling_chatglm.py`, blob 4bef958fb3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Glm1Params {
+    /// The residual scale `alpha`: `h = LN(x) * alpha + attention(...)`. `GLMBlock` computes
+    /// `(2 * num_layers) ** 0.5` from its own `num_layers` argument, which
+    /// `ChatGLMModel` never passes, so it is `sqrt(2 * 28)` for every checkpoint (the
+    /// converter writes it).
+    pub residual_alpha: f32,
+    /// `[MASK]` (config `mask_token_id`): the mask position when there is no `[gMASK]`.
+    pub mask_token_id: u32,
+    /// `[gMASK]` (config `gmask_token_id`): its first occurrence is the mask position.
+    pub gmask_token_id: u32,
+    /// `<sop>` (config `bos_token_id`): its first occurrence ends the bidirectional context.
+    pub sop_token_id: u32,
+}
+
+impl Glm1Params {
+    /// The depth `GLMBlock` assumes for its residual scale: `ChatGLMModel` builds every
+    /// `GLMBlock` without passing `num_layers`, so its default, 28 (the real model's depth),
+    /// sets `alpha = (2 * num_layers) ** 0.5` whatever `config.num_layers` says
+    /// (`modeling_chatglm.py`, blob 4bef958fb3, `GLMBlock.__init__`).
+    pub const GLMBLOCK_DEFAULT_NUM_LAYERS: u32 = 28;
+
+    /// The residual scale the reference computes, `sqrt(2 * 28)`.
+    pub fn reference_alpha() -> f32 {
+        (2.0 * f64::from(Self::GLMBLOCK_DEFAULT_NUM_LAYERS)).sqrt() as f32
+    }
+}
+
+/// Sizes and constants of a ChatGLM model. Names follow the Hugging Face `config.json`
 /// where they differ from llama.cpp's (`kv_channels` is [`ModelConfig::head_dim`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -36,16 +80,20 @@ pub struct ModelConfig {
     pub num_kv_groups: usize,
     /// Width of one head (`kv_channels`, 128). RoPE rotates the first half of it.
     pub head_dim: usize,
-    /// Width of the MLP (13696); the fused up projection has twice as many rows.
+    /// Width of the MLP (13696; v1 `inner_hidden_size`, 16384); the fused up projection of
+    /// [`Block::Glm2`] has twice as many rows ([`ModelConfig::ffn_up_rows`]).
     pub ffn_hidden_size: usize,
     /// Longest sequence the model was configured for (`seq_length`).
     pub context_length: usize,
-    /// RMSNorm epsilon (`layernorm_epsilon`, 1e-5).
+    /// Epsilon of the norms (`layernorm_epsilon`, 1e-5): RMSNorm's for [`Block::Glm2`],
+    /// LayerNorm's for [`Block::Glm1`].
     pub rms_eps: f32,
     /// RoPE base before scaling (10000).
     pub rope_base: f32,
     /// How positions or base are stretched for the long-context variants.
     pub rope_scaling: RopeScaling,
+    /// The block the layers are made of.
+    pub block: Block,
 }
 
 /// Why a [`ModelConfig`] cannot describe a runnable model.
@@ -72,6 +120,22 @@ pub enum ConfigError {
         field: &'static str,
         /// Offending value.
         value: f32,
+    },
+    /// The v1 block has full multi-head attention: as many kv heads as query heads.
+    #[error("a ChatGLM-6B (v1) model has one kv head per query head, not {groups} for {heads}")]
+    Glm1Groups {
+        /// `num_heads`.
+        heads: usize,
+        /// `num_kv_groups`.
+        groups: usize,
+    },
+    /// A v1 special id (`[MASK]`, `[gMASK]`, `<sop>`) is outside the vocabulary.
+    #[error("ChatGLM-6B special token id {id} is outside the vocabulary of {vocab}")]
+    Glm1TokenId {
+        /// The id.
+        id: u32,
+        /// `vocab_size`.
+        vocab: usize,
     },
     /// A product of sizes overflows `usize`.
     #[error("config sizes overflow: {0}")]
@@ -105,6 +169,27 @@ impl ModelConfig {
         if !self.head_dim.is_multiple_of(4) {
             return Err(ConfigError::HeadDimNotMultipleOf4(self.head_dim));
         }
+        if let Block::Glm1(p) = self.block {
+            if self.num_kv_groups != self.num_heads {
+                return Err(ConfigError::Glm1Groups {
+                    heads: self.num_heads,
+                    groups: self.num_kv_groups,
+                });
+            }
+            let ids = [p.mask_token_id, p.gmask_token_id, p.sop_token_id];
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(ConfigError::Glm1TokenId {
+                    id,
+                    vocab: self.vocab_size,
+                });
+            }
+            if !(p.residual_alpha.is_finite() && p.residual_alpha > 0.0) {
+                return Err(ConfigError::NotPositive {
+                    field: "residual_alpha",
+                    value: p.residual_alpha,
+                });
+            }
+        }
         let ratio = match self.rope_scaling {
             RopeScaling::None => 1.0,
             RopeScaling::DividePositions(r) | RopeScaling::MultiplyBase(r) => r,
@@ -126,10 +211,9 @@ impl ModelConfig {
                 "vocab_size * hidden_size",
             ),
             (
-                self.ffn_hidden_size
-                    .checked_mul(2)
+                self.ffn_up_rows_checked()
                     .and_then(|f| f.checked_mul(self.hidden_size)),
-                "2 * ffn_hidden_size * hidden_size",
+                "ffn_up rows * hidden_size",
             ),
             (
                 self.q_dim().checked_mul(self.hidden_size),
@@ -162,6 +246,29 @@ impl ModelConfig {
             .checked_mul(2)?
             .checked_add(self.num_heads)?
             .checked_mul(self.head_dim)
+    }
+
+    /// The `general.architecture` of a file of this model: [`crate::arch::ARCHITECTURE`] for
+    /// [`Block::Glm2`], [`crate::arch::ARCHITECTURE_GLM1`] for [`Block::Glm1`].
+    pub fn architecture(&self) -> &'static str {
+        match self.block {
+            Block::Glm2 => crate::arch::ARCHITECTURE,
+            Block::Glm1(_) => crate::arch::ARCHITECTURE_GLM1,
+        }
+    }
+
+    /// Rows of the up projection: `2F` (gate | up) for [`Block::Glm2`], `F` for
+    /// [`Block::Glm1`]; `None` on overflow.
+    pub fn ffn_up_rows_checked(&self) -> Option<usize> {
+        match self.block {
+            Block::Glm2 => self.ffn_hidden_size.checked_mul(2),
+            Block::Glm1(_) => Some(self.ffn_hidden_size),
+        }
+    }
+
+    /// [`ModelConfig::ffn_up_rows_checked`] for a validated configuration.
+    pub fn ffn_up_rows(&self) -> usize {
+        self.ffn_up_rows_checked().unwrap_or(usize::MAX)
     }
 
     /// Number of dims of each head that RoPE rotates (`head_dim / 2`, llama.cpp's
@@ -209,6 +316,7 @@ mod tests {
             rms_eps: 1e-5,
             rope_base: 10000.0,
             rope_scaling: RopeScaling::None,
+            block: Block::Glm2,
         }
     }
 
@@ -263,6 +371,53 @@ mod tests {
             c.validate(),
             Err(ConfigError::Overflow("vocab_size * hidden_size"))
         );
+    }
+
+    #[test]
+    fn model_config_glm1() {
+        let mut c = small();
+        c.num_kv_groups = c.num_heads;
+        c.block = Block::Glm1(Glm1Params {
+            residual_alpha: Glm1Params::reference_alpha(),
+            mask_token_id: 2000,
+            gmask_token_id: 2001,
+            sop_token_id: 2004,
+        });
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.architecture(), "chatglm1");
+        assert_eq!(c.ffn_up_rows(), 688);
+        assert_eq!(c.qkv_dim(), Some(3 * 256));
+        let mut g = c.clone();
+        g.num_kv_groups = 2;
+        assert_eq!(
+            g.validate(),
+            Err(ConfigError::Glm1Groups {
+                heads: 8,
+                groups: 2
+            })
+        );
+        let mut g = c.clone();
+        g.vocab_size = 2004;
+        assert_eq!(
+            g.validate(),
+            Err(ConfigError::Glm1TokenId {
+                id: 2004,
+                vocab: 2004
+            })
+        );
+        let mut g = c;
+        if let Block::Glm1(p) = &mut g.block {
+            p.residual_alpha = f32::INFINITY;
+        }
+        assert!(matches!(
+            g.validate(),
+            Err(ConfigError::NotPositive {
+                field: "residual_alpha",
+                ..
+            })
+        ));
+        assert_eq!(small().architecture(), "chatglm");
+        assert_eq!(small().ffn_up_rows(), 2 * 688);
     }
 
     #[test]

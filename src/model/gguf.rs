@@ -2,8 +2,9 @@
 //! (`crate::arch::keys`, docs/FORMAT.md), and [`Model::from_gguf`], which views every weight
 //! in place in the mapped file.
 
-use super::{Model, ModelConfig, ModelError, RopeScaling, TensorEntry};
-use crate::arch::{keys, tensors, ARCHITECTURE};
+use super::{Block, Glm1Params, Model, ModelConfig, ModelError, RopeScaling, TensorEntry};
+use crate::arch::tensors::{self, Table};
+use crate::arch::{keys, ARCHITECTURE, ARCHITECTURE_GLM1};
 use crate::gguf::{GgufError, GgufFile, Metadata, Value};
 use std::sync::Arc;
 
@@ -84,7 +85,16 @@ impl ModelConfig {
             to_u32(self.num_kv_groups, keys::HEAD_COUNT_KV)?,
         )?;
         md.push_u32(keys::HEAD_DIM, to_u32(self.head_dim, keys::HEAD_DIM)?)?;
-        md.push_f32(keys::RMS_EPS, self.rms_eps)?;
+        match self.block {
+            Block::Glm2 => md.push_f32(keys::RMS_EPS, self.rms_eps)?,
+            Block::Glm1(p) => {
+                md.push_f32(keys::LAYER_NORM_EPS, self.rms_eps)?;
+                md.push_f32(keys::RESIDUAL_ALPHA, p.residual_alpha)?;
+                md.push_u32(keys::MASK_TOKEN_ID, p.mask_token_id)?;
+                md.push_u32(keys::GMASK_TOKEN_ID, p.gmask_token_id)?;
+                md.push_u32(keys::SOP_TOKEN_ID, p.sop_token_id)?;
+            }
+        }
         md.push_u32(
             keys::ROPE_DIMENSION_COUNT,
             to_u32(self.head_dim / 2, keys::ROPE_DIMENSION_COUNT)?,
@@ -103,22 +113,52 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Reads the configuration of a `chatglm` GGUF file: the hyper-parameters from the
-    /// metadata, the vocabulary size from the embedding's row count. Checks the architecture,
-    /// that RoPE rotates half of each head, as ChatGLM does, that the block count is no more
-    /// than the file's tensors can hold ([`tensors::max_layers`]) and that the RoPE base,
-    /// ratio, scaling factor and RMSNorm epsilon are finite and in range (an error names the
-    /// key), then validates the result ([`ModelConfig::validate`]).
+    /// Reads the configuration of a `chatglm` (ChatGLM2/3) or `chatglm1` (ChatGLM-6B) GGUF
+    /// file: the block from the architecture, the hyper-parameters from the metadata (v1: also
+    /// the residual scale and the `[MASK]`, `[gMASK]`, `<sop>` ids), the vocabulary size from
+    /// the embedding's row count. Checks the architecture, that RoPE rotates half of each
+    /// head, as ChatGLM does, that the block count is no more than the file's tensors can hold
+    /// ([`Table::max_layers`]) and that the RoPE base, ratio, scaling factor, norm epsilon and
+    /// residual scale are finite and in range (an error names the key), then validates the
+    /// result ([`ModelConfig::validate`]).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let md = file.metadata();
         let arch = md.get_str(keys::GENERAL_ARCHITECTURE)?;
-        if arch != ARCHITECTURE {
-            return Err(ModelError::Metadata {
-                key: keys::GENERAL_ARCHITECTURE.to_owned(),
-                reason: format!("architecture {arch:?} is not {ARCHITECTURE:?}"),
-            });
-        }
         let get = |key: &str| -> Result<usize, ModelError> { to_usize(md.get_u64(key)?, key) };
+        let id = |key: &str| -> Result<u32, ModelError> {
+            u32::try_from(md.get_u64(key)?).map_err(|_| ModelError::Metadata {
+                key: key.to_owned(),
+                reason: "not a token id (u32)".to_owned(),
+            })
+        };
+        let (block, eps_key, eps_what) = match arch {
+            ARCHITECTURE => (Block::Glm2, keys::RMS_EPS, "RMSNorm epsilon"),
+            ARCHITECTURE_GLM1 => (
+                Block::Glm1(Glm1Params {
+                    residual_alpha: checked_f32(
+                        md,
+                        keys::RESIDUAL_ALPHA,
+                        0.0..=1.0e6,
+                        "residual scale",
+                    )?,
+                    mask_token_id: id(keys::MASK_TOKEN_ID)?,
+                    gmask_token_id: id(keys::GMASK_TOKEN_ID)?,
+                    sop_token_id: id(keys::SOP_TOKEN_ID)?,
+                }),
+                keys::LAYER_NORM_EPS,
+                "LayerNorm epsilon",
+            ),
+            _ => {
+                return Err(ModelError::Metadata {
+                    key: keys::GENERAL_ARCHITECTURE.to_owned(),
+                    reason: format!(
+                        "architecture {arch:?} is neither {ARCHITECTURE:?} nor \
+                         {ARCHITECTURE_GLM1:?}"
+                    ),
+                })
+            }
+        };
+        let table = Table::of_block(block);
         let hidden_size = get(keys::EMBEDDING_LENGTH)?;
         let num_heads = get(keys::HEAD_COUNT)?;
         let head_dim = match md.get(keys::HEAD_DIM) {
@@ -157,7 +197,7 @@ impl ModelConfig {
         }
         // A count bounds itself by what the file holds before anything is sized from it.
         let num_layers = get(keys::BLOCK_COUNT)?;
-        let max_layers = tensors::max_layers(file.tensors().len());
+        let max_layers = table.max_layers(file.tensors().len());
         if num_layers > max_layers {
             return Err(ModelError::Metadata {
                 key: keys::BLOCK_COUNT.to_owned(),
@@ -165,7 +205,7 @@ impl ModelConfig {
                     "{num_layers} layers, but the file's {} tensors hold at most {max_layers} \
                      ({} per layer)",
                     file.tensors().len(),
-                    tensors::per_layer()
+                    table.per_layer()
                 ),
             });
         }
@@ -192,9 +232,10 @@ impl ModelConfig {
             head_dim,
             ffn_hidden_size: get(keys::FEED_FORWARD_LENGTH)?,
             context_length: get(keys::CONTEXT_LENGTH)?,
-            rms_eps: checked_f32(md, keys::RMS_EPS, 0.0..=0.1, "RMSNorm epsilon")?,
+            rms_eps: checked_f32(md, eps_key, 0.0..=0.1, eps_what)?,
             rope_base: checked_f32(md, keys::ROPE_FREQ_BASE, 1.0..=f32::MAX, "RoPE base")?,
             rope_scaling,
+            block,
         };
         config.validate()?;
         Ok(config)

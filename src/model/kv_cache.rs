@@ -1,6 +1,8 @@
 //! The key/value cache: for every layer and position, the keys (after RoPE) and values of the
-//! kv groups only (multi-query attention: 2 groups x 128 for the 6B model, 28 KiB per position
-//! in f16). Allocated once for the context asked for; never grows.
+//! model's kv heads: the kv groups only for multi-query attention (ChatGLM2/3: 2 groups x 128,
+//! 28 KiB per position in f16), every head for ChatGLM-6B's full multi-head attention (32 x
+//! 128, 448 KiB per position in f16). The model decides (`num_kv_groups`). Allocated once for
+//! the context asked for; never grows.
 
 use super::ModelError;
 use chatglm_kernels::isa::kernels;

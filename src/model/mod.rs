@@ -1,15 +1,18 @@
-//! The ChatGLM2/3 model: configuration, weights viewed in place, KV cache and forward pass.
+//! The ChatGLM models: configuration, weights viewed in place, KV cache and forward pass.
 //!
 //! The structure follows llama2.c's `run.c`: a [`ModelConfig`] (the blueprint), the
 //! [`ModelWeights`] (views into one byte buffer), a [`RunState`] (every activation buffer and
 //! the [`KvCache`], allocated once per session) and [`Model::forward`], one straight loop over
-//! the layers. The reference is the Hugging Face code (THUDM `modeling_chatglm.py`).
+//! the layers per [`Block`]: the ChatGLM2/3 block and the ChatGLM-6B (v1) block each have
+//! their own pass (`forward/glm2.rs`, `forward/glm1.rs`). The references are the Hugging
+//! Face codes (THUDM `modeling_chatglm.py` of each generation).
 //!
-//! Tensor names are llama.cpp's GGUF names for `chatglm`; the list, with Hugging Face names,
-//! roles and shapes, is [`crate::arch::tensors::TABLE`], which the loader iterates. Shapes are
-//! given as `[rows, cols]` (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden,
-//! `V` vocab, `a` heads, `g` kv groups, `d` head_dim, `F` ffn. Norms and biases are f32, the
-//! matrices any matrix type. In short (a test keeps this summary equal to the table):
+//! Tensor names are llama.cpp's GGUF names for `chatglm`; the lists, with Hugging Face names,
+//! roles and shapes, are [`crate::arch::tensors::TABLE`] and
+//! [`crate::arch::tensors::TABLE_GLM1`], which the loader iterates. Shapes are given as
+//! `[rows, cols]` (a GGUF file stores them reversed, `dims[0] = cols`); `H` hidden, `V` vocab,
+//! `a` heads, `g` kv groups, `d` head_dim, `F` ffn. Norms and biases are f32, the matrices
+//! any matrix type. In short (a test keeps these summaries equal to the tables), ChatGLM2/3:
 //!
 //! | name | shape |
 //! |---|---|
@@ -24,6 +27,26 @@
 //! | `output_norm.weight` | `[H]` |
 //! | `output.weight` | `[V, H]` |
 //!
+//! ChatGLM-6B (v1; no `output.weight`: the output layer is the embedding):
+//!
+//! | name | shape |
+//! |---|---|
+//! | `token_embd.weight` | `[V, H]` |
+//! | `blk.N.attn_norm.weight` | `[H]` |
+//! | `blk.N.attn_norm.bias` | `[H]` |
+//! | `blk.N.attn_qkv.weight` | `[3 a d, H], rows Q \| K \| V (permuted from the checkpoint's per-head q k v)` |
+//! | `blk.N.attn_qkv.bias` | `[3 a d], Q \| K \| V` |
+//! | `blk.N.attn_output.weight` | `[H, a d]` |
+//! | `blk.N.attn_output.bias` | `[H]` |
+//! | `blk.N.ffn_norm.weight` | `[H]` |
+//! | `blk.N.ffn_norm.bias` | `[H]` |
+//! | `blk.N.ffn_up.weight` | `[F, H]` |
+//! | `blk.N.ffn_up.bias` | `[F]` |
+//! | `blk.N.ffn_down.weight` | `[H, F]` |
+//! | `blk.N.ffn_down.bias` | `[H]` |
+//! | `output_norm.weight` | `[H]` |
+//! | `output_norm.bias` | `[H]` |
+//!
 //! "Any" is f32, f16, q4_0, q4_1, q8_0 or the row-interleaved q4_0x8 and q8_0x8 (whose row
 //! count is a multiple of 8); every product goes through
 //! [`chatglm_kernels::matmul`], so this module does not care which.
@@ -35,8 +58,8 @@ mod kv_cache;
 mod ops;
 mod weights;
 
-pub use config::{ConfigError, Family, ModelConfig, RopeScaling};
-pub use forward::{Logits, RunState, StateOptions, DEFAULT_BATCH};
+pub use config::{Block, ConfigError, Family, Glm1Params, ModelConfig, RopeScaling};
+pub use forward::{Glm1Layout, Logits, RunState, StateOptions, DEFAULT_BATCH};
 pub use kv_cache::{KvCache, KvType};
 pub use weights::{ModelWeights, Storage, TensorEntry};
 
@@ -206,6 +229,29 @@ pub enum ModelError {
         /// What the pool said.
         source: chatglm_kernels::pool::PoolError,
     },
+    /// A ChatGLM-6B (v1) prompt lacks a token its layout needs (the first `<sop>` ends the
+    /// bidirectional context, the first `[gMASK]` or `[MASK]` gives the mask position).
+    #[error(
+        "a ChatGLM-6B prompt needs a {what} token (id {id}); the tokenizer appends `[gMASK] <sop>`"
+    )]
+    Glm1NoToken {
+        /// The token(s) missing.
+        what: &'static str,
+        /// The id looked for.
+        id: u32,
+    },
+    /// A ChatGLM-6B (v1) call would start inside (or before knowing) the bidirectional
+    /// context: it attends to all of itself, so a changed context is run again from 0.
+    #[error(
+        "start position {start_pos} is inside the bidirectional context (length {context_length:?}): \
+         a ChatGLM-6B prompt runs from position 0 in one call"
+    )]
+    Glm1Context {
+        /// The position asked for.
+        start_pos: usize,
+        /// The context length of the cached sequence, if one was run.
+        context_length: Option<usize>,
+    },
     /// A size computation overflows.
     #[error("size overflow: {0}")]
     Overflow(&'static str),
@@ -262,27 +308,41 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use crate::arch::tensors::{Place, TABLE};
+    use crate::arch::tensors::{Place, TABLE, TABLE_GLM1};
 
-    /// The module docs' summary lists exactly the tensor table, in its order.
+    /// The module docs' summaries list exactly the tensor tables, in their order.
     #[test]
     fn doc_table_matches_the_tensor_table() {
-        let doc: Vec<String> = include_str!("mod.rs")
-            .lines()
-            .filter_map(|l| l.strip_prefix("//! | `"))
-            .filter(|l| !l.starts_with("name"))
-            .map(str::to_owned)
-            .collect();
-        let want: Vec<String> = TABLE
-            .iter()
-            .map(|t| {
-                let name = match t.place {
-                    Place::Layer => format!("blk.N.{}", t.gguf),
-                    _ => t.gguf.to_owned(),
-                };
-                format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+        let src = include_str!("mod.rs");
+        let tables: Vec<Vec<String>> = src
+            .split("//! | name | shape |")
+            .skip(1)
+            .map(|part| {
+                part.lines()
+                    .skip(2)
+                    .map_while(|l| l.strip_prefix("//! | `"))
+                    .map(str::to_owned)
+                    .collect()
             })
             .collect();
-        assert_eq!(doc, want);
+        let want = |table: &[crate::arch::tensors::TensorSpec]| -> Vec<String> {
+            table
+                .iter()
+                .map(|t| {
+                    let name = match t.place {
+                        Place::Layer => format!("blk.N.{}", t.gguf),
+                        _ => t.gguf.to_owned(),
+                    };
+                    format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+                })
+                .collect()
+        };
+        assert_eq!(
+            tables.len(),
+            2 + 1,
+            "two doc tables (and this test's own marker)"
+        );
+        assert_eq!(tables[0], want(&TABLE));
+        assert_eq!(tables[1], want(&TABLE_GLM1));
     }
 }

@@ -7,8 +7,8 @@
 //! the 6B model) are decoded once into `Vec<f32>` at load, so nothing assumes the file is
 //! aligned.
 
-use super::{ModelConfig, ModelError};
-use crate::arch::tensors::{self, Role, TensorSpec};
+use super::{Block, ModelConfig, ModelError};
+use crate::arch::tensors::{self, glm1, Role, Table, TensorSpec};
 use chatglm_kernels::matmul::WeightMatrix;
 use chatglm_kernels::GgmlType;
 use std::ops::Range;
@@ -88,6 +88,24 @@ pub(crate) struct LayerWeights {
     pub(crate) ffn_up: Matrix,
     /// Down projection. (hidden, ffn)
     pub(crate) ffn_down: Matrix,
+    /// The biases only the v1 block has (empty for ChatGLM2/3).
+    pub(crate) v1: Glm1Biases,
+}
+
+/// The LayerNorm biases and linear biases of a ChatGLM-6B (v1) layer; every vector is empty
+/// for the ChatGLM2/3 block.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Glm1Biases {
+    /// Input LayerNorm bias. (hidden)
+    pub(crate) attn_norm: Vec<f32>,
+    /// Attention output bias. (hidden)
+    pub(crate) attn_output: Vec<f32>,
+    /// Post-attention LayerNorm bias. (hidden)
+    pub(crate) ffn_norm: Vec<f32>,
+    /// MLP up bias. (ffn)
+    pub(crate) ffn_up: Vec<f32>,
+    /// MLP down bias. (hidden)
+    pub(crate) ffn_down: Vec<f32>,
 }
 
 /// All weights of a model, viewing one shared [`Storage`].
@@ -97,9 +115,12 @@ pub struct ModelWeights {
     /// Token embedding. (vocab, hidden)
     pub(crate) token_embd: Matrix,
     pub(crate) layers: Vec<LayerWeights>,
-    /// Final RMSNorm. (hidden)
+    /// Final norm weight. (hidden)
     pub(crate) output_norm: Vec<f32>,
-    /// Output layer (not tied to the embedding). (vocab, hidden)
+    /// Final LayerNorm bias (v1; empty for ChatGLM2/3). (hidden)
+    pub(crate) output_norm_bias: Vec<f32>,
+    /// Output layer: its own matrix for ChatGLM2/3, the embedding for v1 (tied). (vocab,
+    /// hidden)
     pub(crate) output: Matrix,
 }
 
@@ -114,9 +135,10 @@ impl std::fmt::Debug for ModelWeights {
 }
 
 impl ModelWeights {
-    /// Resolves every tensor of `config` through `lookup` (the names and shapes of
-    /// [`tensors::TABLE`]) and checks that each one exists, has exactly the expected shape and
-    /// a supported type, and lies inside `storage`. Errors name the tensor.
+    /// Resolves every tensor of `config` through `lookup` (the names and shapes of the table
+    /// of `config`'s block, [`Table::of`]) and checks that each one exists, has exactly the
+    /// expected shape and a supported type, and lies inside `storage`. Errors name the
+    /// tensor.
     ///
     /// Nothing is sized from `config.num_layers` before its tensors are found: a file that
     /// claims more layers than it holds fails on the first missing tensor.
@@ -142,6 +164,18 @@ impl ModelWeights {
             lookup: &lookup,
             config,
         };
+        match config.block {
+            Block::Glm2 => Self::load_glm2(&loader, storage.clone()),
+            Block::Glm1(_) => Self::load_glm1(&loader, storage.clone()),
+        }
+    }
+
+    /// The tensors of [`tensors::TABLE`].
+    fn load_glm2<F: Fn(&str) -> Option<TensorEntry>>(
+        loader: &Loader<'_, F>,
+        storage: Storage,
+    ) -> Result<Self, ModelError> {
+        let config = loader.config;
         let token_embd = loader.matrix(&tensors::TOKEN_EMBD, 0)?;
         let mut layers = Vec::new();
         for l in 0..config.num_layers {
@@ -153,6 +187,7 @@ impl ModelWeights {
                 ffn_norm: loader.vector(&tensors::FFN_NORM, l)?,
                 ffn_up: loader.matrix(&tensors::FFN_UP, l)?,
                 ffn_down: loader.matrix(&tensors::FFN_DOWN, l)?,
+                v1: Glm1Biases::default(),
             });
         }
         let output_norm = loader.vector(&tensors::OUTPUT_NORM, 0)?;
@@ -163,7 +198,47 @@ impl ModelWeights {
             token_embd,
             layers,
             output_norm,
+            output_norm_bias: Vec::new(),
             output,
+        })
+    }
+
+    /// The tensors of [`tensors::TABLE_GLM1`]; the output layer is the embedding.
+    fn load_glm1<F: Fn(&str) -> Option<TensorEntry>>(
+        loader: &Loader<'_, F>,
+        storage: Storage,
+    ) -> Result<Self, ModelError> {
+        let config = loader.config;
+        let token_embd = loader.matrix(&glm1::TOKEN_EMBD, 0)?;
+        let mut layers = Vec::new();
+        for l in 0..config.num_layers {
+            layers.push(LayerWeights {
+                attn_norm: loader.vector(&glm1::ATTN_NORM, l)?,
+                attn_qkv: loader.matrix(&glm1::ATTN_QKV, l)?,
+                attn_qkv_bias: loader.vector(&glm1::ATTN_QKV_BIAS, l)?,
+                attn_output: loader.matrix(&glm1::ATTN_OUTPUT, l)?,
+                ffn_norm: loader.vector(&glm1::FFN_NORM, l)?,
+                ffn_up: loader.matrix(&glm1::FFN_UP, l)?,
+                ffn_down: loader.matrix(&glm1::FFN_DOWN, l)?,
+                v1: Glm1Biases {
+                    attn_norm: loader.vector(&glm1::ATTN_NORM_BIAS, l)?,
+                    attn_output: loader.vector(&glm1::ATTN_OUTPUT_BIAS, l)?,
+                    ffn_norm: loader.vector(&glm1::FFN_NORM_BIAS, l)?,
+                    ffn_up: loader.vector(&glm1::FFN_UP_BIAS, l)?,
+                    ffn_down: loader.vector(&glm1::FFN_DOWN_BIAS, l)?,
+                },
+            });
+        }
+        let output_norm = loader.vector(&glm1::OUTPUT_NORM, 0)?;
+        let output_norm_bias = loader.vector(&glm1::OUTPUT_NORM_BIAS, 0)?;
+        Ok(Self {
+            config: config.clone(),
+            storage,
+            output: token_embd.clone(),
+            token_embd,
+            layers,
+            output_norm,
+            output_norm_bias,
         })
     }
 
@@ -179,7 +254,8 @@ impl ModelWeights {
 
     /// Name and type of every 2-D weight, in file order, for display (`chatglm info`).
     pub fn matrix_types(&self) -> Vec<(String, GgmlType)> {
-        tensors::in_file_order(self.layers.len())
+        Table::of(&self.config)
+            .in_file_order(self.layers.len())
             .filter(|(spec, _)| spec.role == Role::Matrix)
             .filter_map(|(spec, layer)| {
                 let m = self.matrix(spec, layer)?;

@@ -194,7 +194,7 @@ pub struct HfConfig {
 }
 
 /// Fields of the first-generation ChatGLM-6B config that ChatGLM2/3 do not have.
-const V1_FIELDS: [&str; 3] = [
+pub(crate) const V1_FIELDS: [&str; 3] = [
     "position_encoding_2d",
     "inner_hidden_size",
     "max_sequence_length",
@@ -203,25 +203,58 @@ const V1_FIELDS: [&str; 3] = [
 impl HfConfig {
     /// Reads and parses `config.json` (does not [`validate`](Self::validate) it).
     pub fn from_file(path: &Path) -> Result<HfConfig, ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut text = String::new();
-        fs::File::open(path)
-            .map_err(io)?
-            .take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io)?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("larger than {MAX_CONFIG_BYTES} bytes: not a config.json"),
-            )));
-        }
-        Self::parse(&text, path)
+        Self::parse(&read_config_text(path)?, path)
     }
+}
 
+/// The text of the `config.json` at `path`, refused if larger than [`MAX_CONFIG_BYTES`].
+fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_CONFIG_BYTES} bytes: not a config.json"),
+        )));
+    }
+    Ok(text)
+}
+
+/// A `config.json` of either generation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyConfig {
+    /// ChatGLM2 or ChatGLM3 (the prompt format is decided by [`family`]).
+    ChatGlm(HfConfig),
+    /// ChatGLM-6B (v1), [`crate::config_glm1`].
+    ChatGlm1(crate::config_glm1::Glm1Config),
+}
+
+impl AnyConfig {
+    /// Reads the `config.json` at `path`, of whichever generation it is.
+    pub fn from_file(path: &Path) -> Result<AnyConfig, ConfigError> {
+        let text = read_config_text(path)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if crate::config_glm1::Glm1Config::is_v1(&value) {
+            crate::config_glm1::Glm1Config::parse(&text, path).map(AnyConfig::ChatGlm1)
+        } else {
+            HfConfig::parse(&text, path).map(AnyConfig::ChatGlm)
+        }
+    }
+}
+
+impl HfConfig {
     /// Parses the text of a `config.json` (does not [`validate`](Self::validate) it).
     pub fn from_json(text: &str) -> Result<HfConfig, ConfigError> {
         Self::parse(text, Path::new("config.json"))
@@ -450,7 +483,7 @@ impl HfConfig {
             (None, _) => RopeScaling::None,
             (Some(1.0), _) => RopeScaling::None,
             (Some(r), Family::ChatGlm2) => RopeScaling::DividePositions(r),
-            (Some(r), Family::ChatGlm3) => RopeScaling::MultiplyBase(r),
+            (Some(r), Family::ChatGlm3 | Family::ChatGlm1) => RopeScaling::MultiplyBase(r),
         };
         ModelConfig {
             vocab_size: self.padded_vocab_size,
@@ -464,6 +497,7 @@ impl HfConfig {
             rms_eps: self.layernorm_epsilon as f32,
             rope_base: 10000.0,
             rope_scaling,
+            block: chatglm::model::Block::Glm2,
         }
     }
 }
@@ -522,7 +556,7 @@ pub fn family(
         };
         let how = match family {
             Family::ChatGlm3 => "defines",
-            Family::ChatGlm2 => "does not define",
+            Family::ChatGlm2 | Family::ChatGlm1 => "does not define",
         };
         return decided(
             family,

@@ -10,5 +10,6 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod config_glm1;
 pub mod convert;
 pub mod error;

@@ -1,4 +1,4 @@
-//! `chatglm-convert`: Hugging Face ChatGLM2/3 checkpoint -> GGUF.
+//! `chatglm-convert`: Hugging Face ChatGLM-6B/ChatGLM2/ChatGLM3 checkpoint -> GGUF.
 //!
 //! ```text
 //! chatglm-convert HF_DIR -o OUT.gguf -q q4_0
@@ -8,10 +8,8 @@
 use chatglm::arch::Family;
 use chatglm::build::synthetic::{write_synthetic, Preset};
 use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
-use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
-use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, describe};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -22,12 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Convert a Hugging Face ChatGLM2/ChatGLM3 checkpoint into one GGUF file.
+/// Convert a Hugging Face ChatGLM-6B/ChatGLM2/ChatGLM3 checkpoint into one GGUF file.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Checkpoint directory: config.json, tokenizer.model, and *.safetensors or
-    /// pytorch_model*.bin (sharded or not).
+    /// Checkpoint directory: config.json, tokenizer.model (ChatGLM-6B: ice_text.model), and
+    /// *.safetensors or pytorch_model*.bin (sharded or not).
     #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
     model_dir: Option<PathBuf>,
 
@@ -43,7 +41,8 @@ struct Args {
     #[arg(long)]
     portable: bool,
 
-    /// Prompt format of the checkpoint; `auto` reads it from the directory.
+    /// Prompt format of a ChatGLM2/3 checkpoint; `auto` reads it from the directory (a
+    /// ChatGLM-6B checkpoint is told by its config.json).
     #[arg(long, value_enum, default_value_t = FamilyArg::Auto)]
     family: FamilyArg,
 
@@ -155,15 +154,12 @@ fn run(args: Args) -> Result<(), ConvertError> {
         if !dir.is_dir() {
             return Err(ConvertError::NotADirectory(dir));
         }
-        let config = HfConfig::from_file(&dir.join("config.json"))?;
-        config.validate()?;
         let forced = match args.family {
             FamilyArg::Chatglm2 => Some(Family::ChatGlm2),
             FamilyArg::Chatglm3 => Some(Family::ChatGlm3),
             FamilyArg::Auto => None,
         };
-        let decision = chatglm_convert::config::family(&dir, &config, forced)?;
-        let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+        let decision = describe(&dir, forced)?;
         let ckpt = Checkpoint::open(&dir)?;
         let name = dir
             .canonicalize()
@@ -180,12 +176,11 @@ fn run(args: Args) -> Result<(), ConvertError> {
             ),
             &opts,
         );
-        let model = config.to_model_config(decision.family);
         let result = convert(
             &ckpt,
-            &model,
+            &decision.config,
             decision.family,
-            &spm,
+            &decision.spm,
             &opts,
             &mut bar,
             &cancel,

@@ -287,7 +287,7 @@ fn family_of_the_golden_checkpoints() {
         // The caller can override.
         let other = match expected {
             Family::ChatGlm2 => Family::ChatGlm3,
-            Family::ChatGlm3 => Family::ChatGlm2,
+            Family::ChatGlm3 | Family::ChatGlm1 => Family::ChatGlm2,
         };
         assert_eq!(family(&dir, &c, Some(other)).unwrap().family, other);
     }

@@ -2,10 +2,8 @@
 #![allow(dead_code)]
 
 use chatglm::build::{NoProgress, Summary, WriteOptions};
-use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
-use chatglm_convert::config::{family, HfConfig};
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, describe};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use std::path::{Path, PathBuf};
@@ -45,10 +43,7 @@ pub fn convert_checkpoint_as(
     out: &Path,
     portable: bool,
 ) -> Result<Summary, ConvertError> {
-    let config = HfConfig::from_file(&dir.join("config.json"))?;
-    config.validate()?;
-    let fam = family(dir, &config, None)?.family;
-    let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+    let described = describe(dir, None)?;
     let ckpt = Checkpoint::open(dir)?;
     let opts = WriteOptions {
         output: out.to_path_buf(),
@@ -59,9 +54,9 @@ pub fn convert_checkpoint_as(
     };
     convert(
         &ckpt,
-        &config.to_model_config(fam),
-        fam,
-        &spm,
+        &described.config,
+        described.family,
+        &described.spm,
         &opts,
         &mut NoProgress,
         &AtomicBool::new(false),

@@ -1,16 +1,18 @@
-//! The forward pass: [`RunState`] (every buffer, allocated once) and [`Model::forward`].
-//!
-//! Per layer, pre-norm (THUDM `modeling_chatglm.py`, `GLMBlock.forward`):
-//! `x += attn_output(attention(rope(qkv(rmsnorm(x)))))`, then
-//! `x += ffn_down(silu(gate) * up)` with `[gate | up] = ffn_up(rmsnorm(x))`; finally
-//! `logits = output(rmsnorm(x))`.
+//! The forward pass: [`RunState`] (every buffer, allocated once) and [`Model::forward`],
+//! which checks the call and hands it to the pass of the model's [`Block`]: `glm2.rs`
+//! (ChatGLM2/3) or `glm1.rs` (ChatGLM-6B), each written to be read next to its reference.
+//! The output layer is shared.
+
+mod glm1;
+mod glm2;
+
+pub use glm1::Glm1Layout;
 
 use super::kv_cache::{zeroed, KvCache, KvType};
-use super::ops::{rmsnorm, rope, rope_table, silu, softmax};
-use super::weights::{LayerWeights, Matrix};
-use super::{Model, ModelConfig, ModelError};
+use super::weights::Matrix;
+use super::{Block, Model, ModelConfig, ModelError};
 use chatglm_kernels::matmul::{dequantize_row, matmul_par};
-use chatglm_kernels::pool::{ChunksMut, Pool, MAX_THREADS};
+use chatglm_kernels::pool::{Pool, MAX_THREADS};
 use std::sync::Arc;
 
 /// Which positions of a [`Model::forward`] call need logits.
@@ -32,7 +34,8 @@ pub struct StateOptions {
     /// Positions the KV cache holds (at most the model's `context_length`).
     pub context: usize,
     /// Tokens processed together in one pass over the weights (prefill). Longer inputs are
-    /// split into batches of this size. 1..=context.
+    /// split into batches of this size (ChatGLM-6B: inside each layer, so that the whole
+    /// prompt's keys are cached before it attends). 1..=context.
     pub batch: usize,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -71,10 +74,12 @@ pub struct RunState {
     att_out: Vec<f32>,
     /// Attention scores of one query row. (heads, ctx)
     att: Vec<f32>,
-    /// RoPE rotation of each position of the batch. (B, head_dim / 4) each
+    /// RoPE rotation of each position of the batch. (B, head_dim / 4) each; v1: of each
+    /// position of the call, the `position` then the `block_position` rotation. (ctx,
+    /// head_dim / 2) each
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
-    /// Fused gate | up projection output. (B, 2 * ffn)
+    /// Fused gate | up projection output. (B, 2 * ffn); v1 the up projection. (B, ffn)
     ffn: Vec<f32>,
     /// `silu(gate) * up`. (B, ffn)
     ffn_act: Vec<f32>,
@@ -82,6 +87,13 @@ pub struct RunState {
     hidden: Vec<f32>,
     /// Logits. (B, vocab)
     logits: Vec<f32>,
+    /// v1 only (empty otherwise): the residual stream of every token of the call, which the
+    /// pass runs layer by layer so that the context attends to all of itself. (ctx, hidden)
+    all_x: Vec<f32>,
+    /// v1 only: the rotated queries of every token of the call. (ctx, heads * head_dim)
+    all_q: Vec<f32>,
+    /// v1 only: the context and mask position of the cached sequence, once known.
+    layout: Option<Glm1Layout>,
     /// Rows of `hidden` filled by the last call.
     out_rows: usize,
     /// Rows of `logits` filled by the last call ([`Model::forward_into`] fills none).
@@ -123,7 +135,7 @@ impl RunState {
                 return Err(ModelError::StateTooLarge { bytes, limit });
             }
         }
-        let [x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits] =
+        let [x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits, all_x, all_q] =
             lens.map(|len| zeroed(len, 0.0f32));
         Ok(Self {
             config: config.clone(),
@@ -140,6 +152,9 @@ impl RunState {
             ffn_act: ffn_act?,
             hidden: hidden?,
             logits: logits?,
+            all_x: all_x?,
+            all_q: all_q?,
+            layout: None,
             out_rows: 0,
             logit_rows: 0,
             cache: KvCache::new(
@@ -206,20 +221,28 @@ fn check_options(config: &ModelConfig, options: &StateOptions) -> Result<(), Mod
 }
 
 /// Lengths (f32 elements) of a state's activation buffers, in the order of [`RunState`]'s
-/// fields: x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits.
+/// fields: x, xb, xb2, qkv, att_out, att, rope_cos, rope_sin, ffn, ffn_act, hidden, logits,
+/// all_x, all_q.
 fn activation_lens(
     config: &ModelConfig,
     batch: usize,
     context: usize,
-) -> Result<[usize; 12], ModelError> {
+) -> Result<[usize; 14], ModelError> {
     let qkv = config.qkv_dim().ok_or(ModelError::Overflow("qkv rows"))?;
-    let rows = |width: Option<usize>| {
+    let of = |count: usize, width: Option<usize>| {
         width
-            .and_then(|w| batch.checked_mul(w))
+            .and_then(|w| count.checked_mul(w))
             .ok_or(ModelError::Overflow("batch buffer"))
     };
+    let rows = |width: Option<usize>| of(batch, width);
     let (h, ffn) = (Some(config.hidden_size), config.ffn_hidden_size);
-    let rope = Some(config.rope_dims() / 2);
+    let v1 = matches!(config.block, Block::Glm1(_));
+    // v1 rotates both halves of each head (two tables per position) for the whole call.
+    let (rope_rows, rope) = match v1 {
+        false => (batch, Some(config.rope_dims() / 2)),
+        true => (context, Some(config.rope_dims())),
+    };
+    let whole = |width: Option<usize>| of(if v1 { context } else { 0 }, width);
     Ok([
         rows(h)?,
         rows(h)?,
@@ -230,12 +253,14 @@ fn activation_lens(
             .num_heads
             .checked_mul(context)
             .ok_or(ModelError::Overflow("attention scores"))?,
-        rows(rope)?,
-        rows(rope)?,
-        rows(ffn.checked_mul(2))?,
+        of(rope_rows, rope)?,
+        of(rope_rows, rope)?,
+        rows(config.ffn_up_rows_checked())?,
         rows(Some(ffn))?,
         rows(h)?,
         rows(Some(config.vocab_size))?,
+        whole(h)?,
+        whole(Some(config.q_dim()))?,
     ])
 }
 
@@ -265,6 +290,11 @@ impl Model {
     /// index in the cache minus the length of a P-Tuning prefix, if one is loaded
     /// ([`KvCache::load_prefix`]): the Hugging Face code numbers the real tokens from 0 and
     /// does not rotate the virtual ones.
+    ///
+    /// A ChatGLM-6B (v1) model takes its 2-D positions and its bidirectional context from
+    /// the tokens ([`Glm1Layout`]): a prompt runs from position 0 in one call and holds
+    /// `[gMASK] <sop>` ([`ModelError::Glm1NoToken`] otherwise); later calls continue (or
+    /// rewind) at or after its `<sop>` ([`ModelError::Glm1Context`] before it).
     pub fn forward<'s>(
         &self,
         st: &'s mut RunState,
@@ -354,35 +384,21 @@ impl Model {
         start_pos: usize,
         want: Logits,
         logits: &mut [f32],
-        mut trace: Option<&mut [f32]>,
+        trace: Option<&mut [f32]>,
     ) -> Result<usize, ModelError> {
         self.check_call(st, tokens, start_pos, want)?;
         st.out_rows = 0;
         st.logit_rows = 0;
-        st.cache.truncate(start_pos);
-        let mut pos = start_pos;
-        let mut n = 0;
-        for chunk in tokens.chunks(st.batch) {
-            self.forward_layers(st, chunk, pos, trace.as_deref_mut())?;
-            n = chunk.len();
-            pos += n;
-            st.cache.set_len(pos);
-        }
-
-        // Final RMSNorm and output layer, only on the rows that need logits.
-        let cfg = self.config();
-        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let first = match want {
-            Logits::Last => n - 1,
-            Logits::All => 0,
+        let rows = match self.config().block {
+            Block::Glm2 => {
+                st.cache.truncate(start_pos);
+                self.run_glm2(st, tokens, start_pos, want, trace)?
+            }
+            Block::Glm1(p) => self.run_glm1(st, &p, tokens, start_pos, want, trace)?,
         };
-        let rows = n - first;
-        for (x, out) in st.x[first * h..n * h]
-            .chunks_exact(h)
-            .zip(st.hidden.chunks_exact_mut(h))
-        {
-            rmsnorm(out, x, &self.weights.output_norm, cfg.rms_eps);
-        }
+        // The output layer, only on the rows that need logits (their final-norm hidden states
+        // are in `st.hidden`).
+        let (h, v) = (self.config().hidden_size, self.config().vocab_size);
         self.product(
             &st.pool,
             &self.weights.output,
@@ -445,196 +461,16 @@ impl Model {
         Ok(())
     }
 
-    /// Embeds `tokens` (at most one batch) into `st.x` and runs every layer, writing the keys
-    /// and values of positions `pos0..` into the cache. With `trace`, row 0 gets the last
-    /// token's embedding and row `l + 1` its residual stream after layer `l`.
-    fn forward_layers(
-        &self,
-        st: &mut RunState,
-        tokens: &[u32],
-        pos0: usize,
-        mut trace: Option<&mut [f32]>,
-    ) -> Result<(), ModelError> {
-        let h = self.config().hidden_size;
-        let n = tokens.len();
-        self.embed(st, tokens)?;
-        let mut record = |l: usize, x: &[f32]| {
-            if let Some(row) = trace
-                .as_deref_mut()
-                .and_then(|t| t.get_mut(l * h..(l + 1) * h))
-            {
-                row.copy_from_slice(&x[(n - 1) * h..n * h]);
-            }
-        };
-        record(0, &st.x);
-        self.rope_tables(st, pos0, n);
-        for (l, lw) in self.weights.layers.iter().enumerate() {
-            self.attention_block(st, l, lw, n, pos0)?;
-            self.mlp_block(st, lw, n)?;
-            record(l + 1, &st.x);
-        }
-        Ok(())
-    }
-
-    /// `st.x[i] = token_embd[tokens[i]]`.
-    fn embed(&self, st: &mut RunState, tokens: &[u32]) -> Result<(), ModelError> {
+    /// `x[i] = token_embd[tokens[i]]` (`x` has room for the tokens).
+    fn embed(&self, tokens: &[u32], x: &mut [f32]) -> Result<(), ModelError> {
         let w = &self.weights;
         let embd = w.token_embd.view(w.bytes())?;
         let h = self.config().hidden_size;
-        for (&t, row) in tokens.iter().zip(st.x.chunks_exact_mut(h)) {
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
             dequantize_row(&embd, t as usize, row).map_err(|source| ModelError::Kernel {
                 tensor: w.token_embd.name.clone(),
                 source,
             })?;
-        }
-        Ok(())
-    }
-
-    /// The RoPE rotation of positions `pos0..pos0 + n` into `st.rope_cos` / `st.rope_sin`
-    /// (row `i` for position `pos0 + i`), once for every layer.
-    fn rope_tables(&self, st: &mut RunState, pos0: usize, n: usize) {
-        let half = self.config().rope_dims() / 2;
-        let prefix = st.cache.prefix_len();
-        for (i, (cos, sin)) in st
-            .rope_cos
-            .chunks_exact_mut(half)
-            .zip(st.rope_sin.chunks_exact_mut(half))
-            .take(n)
-            .enumerate()
-        {
-            rope_table(self.config(), (pos0 + i).saturating_sub(prefix), cos, sin);
-        }
-    }
-
-    /// `x += attn_output(attention(rope(qkv(rmsnorm(x)))))` for the `n` rows of layer `l`.
-    fn attention_block(
-        &self,
-        st: &mut RunState,
-        l: usize,
-        lw: &LayerWeights,
-        n: usize,
-        pos0: usize,
-    ) -> Result<(), ModelError> {
-        let cfg = self.config();
-        let (h, q_dim) = (cfg.hidden_size, cfg.q_dim());
-        let qkv_dim = q_dim + 2 * cfg.kv_dim();
-        for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
-            rmsnorm(xb, x, &lw.attn_norm, cfg.rms_eps);
-        }
-        self.product(
-            &st.pool,
-            &lw.attn_qkv,
-            &st.xb[..n * h],
-            n,
-            &mut st.qkv[..n * qkv_dim],
-        )?;
-        self.qkv_to_cache(st, l, lw, n, pos0);
-        for i in 0..n {
-            self.attention(st, l, i, pos0 + i);
-        }
-        self.product(
-            &st.pool,
-            &lw.attn_output,
-            &st.att_out[..n * q_dim],
-            n,
-            &mut st.xb2[..n * h],
-        )?;
-        for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
-            *x += y;
-        }
-        Ok(())
-    }
-
-    /// Adds the QKV bias, rotates the first half of every q and k head (RoPE), and stores
-    /// the keys and values of the `n` rows at positions `pos0..` of layer `l`.
-    fn qkv_to_cache(&self, st: &mut RunState, l: usize, lw: &LayerWeights, n: usize, pos0: usize) {
-        let cfg = self.config();
-        let (d, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
-        let (rot, half) = (cfg.rope_dims(), cfg.rope_dims() / 2);
-        let rows = st.qkv[..n * (q_dim + 2 * kv_dim)].chunks_exact_mut(q_dim + 2 * kv_dim);
-        let tables = st
-            .rope_cos
-            .chunks_exact(half)
-            .zip(st.rope_sin.chunks_exact(half));
-        for (i, (row, (cos, sin))) in rows.zip(tables).enumerate() {
-            for (y, b) in row.iter_mut().zip(&lw.attn_qkv_bias) {
-                *y += b;
-            }
-            let (q, kv) = row.split_at_mut(q_dim);
-            let (k, v) = kv.split_at_mut(kv_dim);
-            for head in q.chunks_exact_mut(d).chain(k.chunks_exact_mut(d)) {
-                rope(&mut head[..rot], cos, sin);
-            }
-            st.cache.store(l, pos0 + i, k, v);
-        }
-    }
-
-    /// Multi-query attention of query row `i` (at position `pos`) of layer `l`, into row `i`
-    /// of `st.att_out`: query head `hd` reads kv group `hd / heads_per_group`, causal over
-    /// cache positions `0..=pos`, scale `1/sqrt(head_dim)`. The heads are shared among the
-    /// threads, each with its own outputs and scores.
-    fn attention(&self, st: &mut RunState, l: usize, i: usize, pos: usize) {
-        let cfg = self.config();
-        let (d, q_dim) = (cfg.head_dim, cfg.q_dim());
-        let qkv_dim = q_dim + 2 * cfg.kv_dim();
-        let ctx = st.cache.capacity();
-        let scale = 1.0 / (d as f32).sqrt();
-        let hpg = cfg.heads_per_group();
-        let row = &st.qkv[i * qkv_dim..i * qkv_dim + q_dim];
-        let out = &mut st.att_out[i * q_dim..(i + 1) * q_dim];
-        let scores = &mut st.att[..cfg.num_heads * ctx];
-        let cache = &st.cache;
-        let parts = (ChunksMut::new(out, d), ChunksMut::new(scores, ctx));
-        st.pool.run_split(parts, |_, heads, (o, a)| {
-            // The thread's heads, one kv group at a time.
-            let mut hd = heads.start;
-            while hd < heads.end {
-                let g = hd / hpg;
-                let end = ((g + 1) * hpg).min(heads.end);
-                let (j0, j1) = (hd - heads.start, end - heads.start);
-                let att = &mut a[j0 * ctx..j1 * ctx];
-                cache.key_scores(l, g, &row[hd * d..end * d], scale, att, ctx, pos + 1);
-                for scores in att.chunks_exact_mut(ctx) {
-                    softmax(&mut scores[..=pos]);
-                }
-                cache.value_mix(l, g, att, ctx, pos + 1, &mut o[j0 * d..j1 * d]);
-                hd = end;
-            }
-        });
-    }
-
-    /// `x += ffn_down(silu(gate) * up)` with `[gate | up] = ffn_up(rmsnorm(x))`.
-    fn mlp_block(&self, st: &mut RunState, lw: &LayerWeights, n: usize) -> Result<(), ModelError> {
-        let cfg = self.config();
-        let (h, ffn) = (cfg.hidden_size, cfg.ffn_hidden_size);
-        for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
-            rmsnorm(xb, x, &lw.ffn_norm, cfg.rms_eps);
-        }
-        self.product(
-            &st.pool,
-            &lw.ffn_up,
-            &st.xb[..n * h],
-            n,
-            &mut st.ffn[..n * 2 * ffn],
-        )?;
-        for (gate_up, act) in st.ffn[..n * 2 * ffn]
-            .chunks_exact(2 * ffn)
-            .zip(st.ffn_act.chunks_exact_mut(ffn))
-        {
-            let (gate, up) = gate_up.split_at(ffn);
-            for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-                *a = silu(g) * u;
-            }
-        }
-        self.product(
-            &st.pool,
-            &lw.ffn_down,
-            &st.ffn_act[..n * ffn],
-            n,
-            &mut st.xb2[..n * h],
-        )?;
-        for (x, y) in st.x[..n * h].iter_mut().zip(&st.xb2) {
-            *x += y;
         }
         Ok(())
     }
@@ -676,6 +512,7 @@ mod tests {
             rms_eps: 1e-5,
             rope_base: 10000.0,
             rope_scaling: RopeScaling::None,
+            block: crate::model::Block::Glm2,
         }
     }
 
