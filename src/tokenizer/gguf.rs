@@ -66,7 +66,6 @@ pub(crate) fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
                 Family::ChatGlm3
             }
         }
-        _ if byte_level => Family::Glm4,
         _ => Family::ChatGlm2,
     })
 }
@@ -352,15 +351,18 @@ impl Tokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
         let md = file.metadata();
         if md.get_str(keys::TOKENIZER_MODEL)? == BYTE_LEVEL_MODEL {
-            let parts = ByteLevelParts::from_gguf(md)?;
-            if !parts.family.is_byte_level() {
+            let family = family_from_gguf(md)?;
+            if !family.is_byte_level() {
                 return Err(TokenizerError::KeyOutOfRange {
-                    key: keys::PROMPT_FORMAT,
-                    value: format!("{:?}", parts.family.name()),
-                    expected: "\"glm4\" for a byte-level (gpt2) vocabulary".to_owned(),
+                    key: keys::TOKENIZER_MODEL,
+                    value: format!("{BYTE_LEVEL_MODEL:?}"),
+                    expected: format!(
+                        "{SPM_MODEL:?} for a {} model (only GLM-4 has a byte-level vocabulary)",
+                        family
+                    ),
                 });
             }
-            return Tokenizer::from_byte_level_parts(parts);
+            return Tokenizer::from_byte_level_parts(ByteLevelParts::from_gguf(md)?);
         }
         Tokenizer::from_parts(TokenizerParts::from_gguf(md)?)
     }
