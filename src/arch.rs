@@ -506,9 +506,8 @@ impl std::str::FromStr for Family {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Family, String> {
-        Family::from_name(s)
-            .ok_or_else(|| {
-                format!("unknown model family {s:?} (chatglm2, chatglm3, codegeex2 or glm4)")
-            })
+        Family::from_name(s).ok_or_else(|| {
+            format!("unknown model family {s:?} (chatglm2, chatglm3, codegeex2 or glm4)")
+        })
     }
 }

@@ -42,7 +42,10 @@ fn from_gguf() -> Tokenizer {
     md.push_str(chatglm::arch::keys::GENERAL_ARCHITECTURE, "chatglm")
         .unwrap();
     parts.to_gguf(&mut md).unwrap();
-    let bytes = chatglm::gguf::GgufWriter::new(Vec::new(), &md, &[]).unwrap().finish().unwrap();
+    let bytes = chatglm::gguf::GgufWriter::new(Vec::new(), &md, &[])
+        .unwrap()
+        .finish()
+        .unwrap();
     let file = GgufFile::from_bytes(bytes).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap();
     assert_eq!(tok.vocab_size(), 2048);
@@ -141,7 +144,10 @@ fn check_chat(tok: &Tokenizer) {
     for case in chats {
         let msgs = messages(&case["messages"]);
         let gen = case["add_generation_prompt"].as_bool().unwrap();
-        assert_eq!(glm4_prompt(&msgs, gen), case["prompt_text"].as_str().unwrap());
+        assert_eq!(
+            glm4_prompt(&msgs, gen),
+            case["prompt_text"].as_str().unwrap()
+        );
         let got = tok.apply_glm4_template(&msgs, gen).unwrap();
         assert_eq!(got, ids(&case["input_ids"]));
         assert_eq!(ids(&case["position_ids"]).len(), got.len());
@@ -184,7 +190,11 @@ fn special_ids_and_stop_ids() {
     let tok = raw();
     let want = &cases()["tokenizer"]["special_ids"];
     for (name, id) in want.as_object().unwrap() {
-        assert_eq!(tok.piece_to_id(name), Some(id.as_u64().unwrap() as u32), "{name}");
+        assert_eq!(
+            tok.piece_to_id(name),
+            Some(id.as_u64().unwrap() as u32),
+            "{name}"
+        );
     }
     let s = tok.special_ids();
     assert_eq!(tok.prompt_prefix(), [2002, 2004]);
@@ -236,10 +246,18 @@ fn streaming_holds_back_partial_characters() {
     }
     out.push_str(&d.finish());
     assert_eq!(out, text);
-    let e4 = tok.piece_to_id(&chatglm::tokenizer::gpt2_spelling(&[0xe4])).unwrap();
-    let bd = tok.piece_to_id(&chatglm::tokenizer::gpt2_spelling(&[0xbd])).unwrap();
+    let e4 = tok
+        .piece_to_id(&chatglm::tokenizer::gpt2_spelling(&[0xe4]))
+        .unwrap();
+    let bd = tok
+        .piece_to_id(&chatglm::tokenizer::gpt2_spelling(&[0xbd]))
+        .unwrap();
     assert_eq!(tok.decode(&[e4, bd]).unwrap(), "\u{fffd}");
-    assert_eq!(tok.decode(&[e4, 2007, bd]).unwrap(), "\u{fffd}", "skipped specials join runs");
+    assert_eq!(
+        tok.decode(&[e4, 2007, bd]).unwrap(),
+        "\u{fffd}",
+        "skipped specials join runs"
+    );
     assert_eq!(
         tok.decode_with(&[e4, 2007, bd], DecodeMode::RenderSpecial)
             .unwrap(),

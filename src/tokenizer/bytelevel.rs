@@ -190,7 +190,10 @@ impl ByteLevelParts {
         let ranks = parse_tiktoken(text)?;
         let n = ranks.len();
         let max_special = specials.iter().map(|&(_, id)| id as usize + 1).max();
-        let size = max_special.unwrap_or(n).max(n).max(padded_vocab_size.unwrap_or(0));
+        let size = max_special
+            .unwrap_or(n)
+            .max(n)
+            .max(padded_vocab_size.unwrap_or(0));
         if size > u32::MAX as usize / 2 {
             return Err(VocabError::TooManyTokens {
                 tokens: size,
@@ -343,10 +346,13 @@ impl ByteLevel {
         for (id, (tok, &ty)) in tokens.iter().zip(&types).enumerate() {
             match ty {
                 PieceType::Normal => {
-                    let b = gpt2_bytes(tok)
-                        .filter(|b| !b.is_empty())
-                        .ok_or_else(|| bad(format!("token {id} {tok:?} is not GPT-2-spelled bytes")))?;
-                    if ranks.insert(b.clone().into_boxed_slice(), id as u32).is_some() {
+                    let b = gpt2_bytes(tok).filter(|b| !b.is_empty()).ok_or_else(|| {
+                        bad(format!("token {id} {tok:?} is not GPT-2-spelled bytes"))
+                    })?;
+                    if ranks
+                        .insert(b.clone().into_boxed_slice(), id as u32)
+                        .is_some()
+                    {
                         return Err(bad(format!("token {id} {tok:?} appears twice")));
                     }
                     bytes.push(b.into_boxed_slice());
@@ -459,7 +465,11 @@ impl ByteLevel {
             return;
         }
         let starts: Vec<u8> = {
-            let mut s: Vec<u8> = self.specials.iter().filter_map(|(t, _)| t.bytes().next()).collect();
+            let mut s: Vec<u8> = self
+                .specials
+                .iter()
+                .filter_map(|(t, _)| t.bytes().next())
+                .collect();
             s.sort_unstable();
             s.dedup();
             s
@@ -737,7 +747,10 @@ mod tests {
         assert_eq!(pieces("a   "), ["a", "   "]);
         assert_eq!(pieces("  \n  x"), ["  \n", " ", " x"]);
         assert_eq!(pieces("x \t1"), ["x", " ", "\t", "1"]);
-        assert_eq!(pieces("I'm 12345!!\n"), ["I", "'m", " ", "123", "45", "!!\n"]);
+        assert_eq!(
+            pieces("I'm 12345!!\n"),
+            ["I", "'m", " ", "123", "45", "!!\n"]
+        );
         assert_eq!(pieces(""), Vec::<&str>::new());
     }
 }

@@ -8,10 +8,9 @@
 use chatglm::arch::Family;
 use chatglm::build::synthetic::{write_synthetic, Preset};
 use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
-use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, TokenizerSource};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -90,6 +89,8 @@ enum FamilyArg {
     Auto,
     Chatglm2,
     Chatglm3,
+    Codegeex2,
+    Glm4,
 }
 
 /// A progress bar over the bytes written, with the tensor being written as its message.
@@ -160,10 +161,12 @@ fn run(args: Args) -> Result<(), ConvertError> {
         let forced = match args.family {
             FamilyArg::Chatglm2 => Some(Family::ChatGlm2),
             FamilyArg::Chatglm3 => Some(Family::ChatGlm3),
+            FamilyArg::Codegeex2 => Some(Family::CodeGeeX2),
+            FamilyArg::Glm4 => Some(Family::Glm4),
             FamilyArg::Auto => None,
         };
         let decision = chatglm_convert::config::family(&dir, &config, forced)?;
-        let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+        let tokenizer = TokenizerSource::read(&dir, decision.family)?;
         let ckpt = Checkpoint::open(&dir)?;
         let name = dir
             .canonicalize()
@@ -185,7 +188,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &ckpt,
             &model,
             decision.family,
-            &spm,
+            &tokenizer,
             &opts,
             &mut bar,
             &cancel,

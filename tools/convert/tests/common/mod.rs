@@ -2,22 +2,33 @@
 #![allow(dead_code)]
 
 use chatglm::build::{NoProgress, Summary, WriteOptions};
-use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::{family, HfConfig};
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, TokenizerSource};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+pub mod golden;
+
 /// The golden checkpoints of `../shared/golden`.
 pub const GOLDEN: [&str; 3] = ["glm2-tiny", "glm2-small", "glm3-tiny"];
 
-/// `../shared/golden/<name>` (relative to the repository root).
+/// The golden GLM-4 checkpoints of `../shared/golden-glm4`.
+pub const GOLDEN_GLM4: [&str; 3] = ["glm4-tiny", "glm4-small", "glm4-1m-tiny"];
+
+/// `../shared/golden/<name>`, or `../shared/golden-glm4/<name>` for a GLM-4 checkpoint
+/// (relative to the repository root).
 pub fn golden_dir(name: &str) -> PathBuf {
+    let set = if name.starts_with("glm4") {
+        "golden-glm4"
+    } else {
+        "golden"
+    };
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/golden")
+        .join("../../../shared")
+        .join(set)
         .join(name)
 }
 
@@ -47,8 +58,21 @@ pub fn convert_checkpoint_as(
 ) -> Result<Summary, ConvertError> {
     let config = HfConfig::from_file(&dir.join("config.json"))?;
     config.validate()?;
-    let fam = family(dir, &config, None)?.family;
-    let spm = SpmModel::from_file(dir.join("tokenizer.model"))?;
+    convert_checkpoint_family(dir, ty, out, portable, None)
+}
+
+/// As [`convert_checkpoint_as`], with the family given (`None`: detected).
+pub fn convert_checkpoint_family(
+    dir: &Path,
+    ty: GgmlType,
+    out: &Path,
+    portable: bool,
+    forced: Option<chatglm::arch::Family>,
+) -> Result<Summary, ConvertError> {
+    let config = HfConfig::from_file(&dir.join("config.json"))?;
+    config.validate()?;
+    let fam = family(dir, &config, forced)?.family;
+    let tokenizer = TokenizerSource::read(dir, fam)?;
     let ckpt = Checkpoint::open(dir)?;
     let opts = WriteOptions {
         output: out.to_path_buf(),
@@ -61,7 +85,7 @@ pub fn convert_checkpoint_as(
         &ckpt,
         &config.to_model_config(fam),
         fam,
-        &spm,
+        &tokenizer,
         &opts,
         &mut NoProgress,
         &AtomicBool::new(false),
