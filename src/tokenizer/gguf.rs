@@ -44,9 +44,10 @@ impl GgufVocabulary for ByteLevelParts {
     }
 }
 
-/// The prompt format of a file: [`keys::PROMPT_FORMAT`], or for files from other converters,
-/// ChatGLM3 when the vocabulary has its role tokens.
-pub(crate) fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
+/// The family (prompt format) of a file: [`keys::PROMPT_FORMAT`], or for files from other
+/// converters (llama.cpp's), found from the vocabulary: GLM-4 for a byte-level (`gpt2`) one
+/// with `<|user|>`, ChatGLM3 for a SentencePiece one with the role tokens, else ChatGLM2.
+pub fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
     if md.get(keys::PROMPT_FORMAT).is_some() {
         let name = md.get_str(keys::PROMPT_FORMAT)?;
         return Family::from_name(name).ok_or_else(|| GgufError::OutOfRange {

@@ -34,7 +34,7 @@ pub use bytelevel::{gpt2_bytes, gpt2_spelling, ByteLevelParts, GLM4_PRE_PATTERN}
 pub use chat::{chatglm2_prompt, codegeex2_prompt, glm4_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
 pub use error::{TokenizerError, VocabError};
-pub use gguf::GgufVocabulary;
+pub use gguf::{family_from_gguf, GgufVocabulary};
 pub use proto::{ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec};
 pub use vocab::{RoleIds, SpecialIds, CHATGLM2_SPECIAL_TOKENS, CHATGLM3_ROLE_TOKENS};
 

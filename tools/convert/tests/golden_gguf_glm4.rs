@@ -197,3 +197,39 @@ fn glm4_session_uses_the_template() {
         assert_eq!(generation.ids, u32s(&case["new_ids"]));
     }
 }
+
+/// The C ABI names the family: 4 for GLM-4, 20 for CodeGeeX2 (see `include/chatglm.h`).
+#[test]
+#[allow(unsafe_code)]
+fn glm4_family_through_the_c_abi() {
+    use chatglm::ffi::model::*;
+    use chatglm::ffi::status::chatglm_status::CHATGLM_OK;
+    let out = temp_dir("glm4-c").join("m.gguf");
+    convert_checkpoint(&golden_dir("glm4-tiny"), GgmlType::Q8_0, &out).unwrap();
+    let geex = temp_dir("geex-c").join("m.gguf");
+    convert_checkpoint_family(
+        &golden_dir("glm2-tiny"),
+        GgmlType::Q8_0,
+        &geex,
+        true,
+        Some(Family::CodeGeeX2),
+    )
+    .unwrap();
+    for (path, want) in [(out, 4), (geex, 20)] {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let mut model = std::ptr::null_mut();
+        let opts = chatglm_model_options_default();
+        // SAFETY: a NUL-terminated path, a live options struct, a writable out pointer.
+        let status = unsafe { chatglm_model_load(c.as_ptr(), &opts, &mut model) };
+        assert_eq!(status, CHATGLM_OK);
+        let mut info = std::mem::MaybeUninit::<chatglm_model_info>::uninit();
+        // SAFETY: the live handle from chatglm_model_load, a writable info struct.
+        let status = unsafe { chatglm_model_get_info(model, info.as_mut_ptr()) };
+        assert_eq!(status, CHATGLM_OK);
+        // SAFETY: chatglm_model_get_info returned OK, so it wrote the struct.
+        let info = unsafe { info.assume_init() };
+        assert_eq!(info.family, want);
+        // SAFETY: the handle from chatglm_model_load, freed once.
+        unsafe { chatglm_model_free(model) };
+    }
+}
