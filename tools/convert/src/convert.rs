@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 #[derive(Debug, Clone)]
 pub enum TokenizerSource {
     /// A SentencePiece `tokenizer.model` (ChatGLM2, ChatGLM3, CodeGeeX2).
-    Spm(SpmModel),
+    Spm(Box<SpmModel>),
     /// GLM-4's tiktoken `tokenizer.model` text and its special tokens (text, id) from
     /// `tokenizer_config.json`'s `added_tokens_decoder` (or, without that file, GLM-4's own
     /// specials right after the ranks).
@@ -33,7 +33,7 @@ impl TokenizerSource {
     pub fn read(dir: &Path, family: Family) -> Result<Self, ConvertError> {
         let path = dir.join("tokenizer.model");
         if !family.is_byte_level() {
-            return Ok(Self::Spm(SpmModel::from_file(path)?));
+            return Ok(Self::Spm(Box::new(SpmModel::from_file(path)?)));
         }
         let io = |source| chatglm::tokenizer::TokenizerError::Io {
             path: path.clone(),
@@ -143,7 +143,7 @@ pub fn convert(
     let byte_parts;
     let vocabulary: &dyn chatglm::tokenizer::GgufVocabulary = match tokenizer {
         TokenizerSource::Spm(spm) => {
-            spm_parts = TokenizerParts::from_spm(spm.clone(), family, padded)?;
+            spm_parts = TokenizerParts::from_spm((**spm).clone(), family, padded)?;
             &spm_parts
         }
         TokenizerSource::Tiktoken { text, specials } => {

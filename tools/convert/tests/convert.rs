@@ -164,9 +164,9 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     // Cancelled before the first tensor.
     let ckpt = Checkpoint::open(&golden_dir("glm2-tiny")).unwrap();
     let config = HfConfig::from_file(&golden_dir("glm2-tiny").join("config.json")).unwrap();
-    let spm = TokenizerSource::Spm(
+    let spm = TokenizerSource::Spm(Box::new(
         SpmModel::from_file(golden_dir("glm2-tiny").join("tokenizer.model")).unwrap(),
-    );
+    ));
     let opts = WriteOptions {
         output: out.clone(),
         matrix_type: GgmlType::Q4_0,
@@ -200,7 +200,9 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     let hf = HfConfig::from_file(&dir.join("config.json")).unwrap();
     let mut config = hf.to_model_config(Family::ChatGlm2);
     config.num_layers = 1;
-    let spm = TokenizerSource::Spm(SpmModel::from_file(dir.join("tokenizer.model")).unwrap());
+    let spm = TokenizerSource::Spm(Box::new(
+        SpmModel::from_file(dir.join("tokenizer.model")).unwrap(),
+    ));
     let out = temp_dir("unknown").join("x.gguf");
     let opts = WriteOptions {
         output: out.clone(),
