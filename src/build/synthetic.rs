@@ -8,7 +8,7 @@ use crate::model::{ModelConfig, RopeScaling};
 use crate::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
 };
-use crate::tokenizer::TokenizerParts;
+use crate::tokenizer::{ByteLevelParts, GgufVocabulary, TokenizerParts};
 use std::sync::atomic::AtomicBool;
 
 /// A named synthetic preset.
@@ -20,11 +20,15 @@ pub enum Preset {
     ChatGlm3_6b,
     /// A tiny ChatGLM2-shaped model (hidden 128, 2 layers) for demos and tests.
     Tiny,
+    /// The GLM-4-9B-chat shape: 40 layers, hidden 4096, 32 heads, 2 kv groups, ffn 13696,
+    /// vocabulary 151552, context 131072, `rope_ratio` 500; a byte-level placeholder
+    /// vocabulary (the 256 bytes and GLM-4's special tokens).
+    Glm4_9b,
 }
 
 impl Preset {
     /// Every preset name accepted by `--synthetic`.
-    pub const NAMES: [&'static str; 3] = ["chatglm2-6b", "chatglm3-6b", "tiny"];
+    pub const NAMES: [&'static str; 4] = ["chatglm2-6b", "chatglm3-6b", "tiny", "glm4-9b"];
 
     /// Parses a preset name.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -32,6 +36,7 @@ impl Preset {
             "chatglm2-6b" => Some(Preset::ChatGlm2_6b),
             "chatglm3-6b" => Some(Preset::ChatGlm3_6b),
             "tiny" => Some(Preset::Tiny),
+            "glm4-9b" => Some(Preset::Glm4_9b),
             _ => None,
         }
     }
@@ -42,14 +47,17 @@ impl Preset {
             Preset::ChatGlm2_6b => "chatglm2-6b",
             Preset::ChatGlm3_6b => "chatglm3-6b",
             Preset::Tiny => "tiny",
+            Preset::Glm4_9b => "glm4-9b",
         }
     }
 
-    /// Size of the placeholder SentencePiece vocabulary (the real models have 64789 pieces).
+    /// Size of the placeholder vocabulary's ordinary tokens (the real ChatGLM2/3 models have
+    /// 64789 SentencePiece pieces; the GLM-4 placeholder has the 256 single bytes).
     pub fn sp_vocab_size(self) -> usize {
         match self {
             Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => 64789,
             Preset::Tiny => 1000,
+            Preset::Glm4_9b => 256,
         }
     }
 
@@ -58,6 +66,7 @@ impl Preset {
         match self {
             Preset::ChatGlm3_6b => Family::ChatGlm3,
             Preset::ChatGlm2_6b | Preset::Tiny => Family::ChatGlm2,
+            Preset::Glm4_9b => Family::Glm4,
         }
     }
 
@@ -80,6 +89,19 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+            },
+            Preset::Glm4_9b => ModelConfig {
+                vocab_size: 151552,
+                hidden_size: 4096,
+                num_layers: 40,
+                num_heads: 32,
+                num_kv_groups: 2,
+                head_dim: 128,
+                ffn_hidden_size: 13696,
+                context_length: 131072,
+                rms_eps: 1.5625e-7,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::MultiplyBase(500.0),
             },
             Preset::Tiny => ModelConfig {
                 vocab_size: 1024,
@@ -223,6 +245,21 @@ pub fn fill_tensor(plan: &TensorPlan, index: usize, seed: u64, out: &mut [f32], 
     });
 }
 
+/// A tiktoken rank file of the 256 single bytes (rank = byte value).
+fn placeholder_ranks() -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..=255u8)
+        .map(|b| {
+            let (hi, lo) = (b >> 2, (b & 3) << 4);
+            format!(
+                "{}{}== {b}\n",
+                B64[hi as usize] as char,
+                B64[lo as usize] as char
+            )
+        })
+        .collect()
+}
+
 /// Seeded random values for every tensor ([`fill_tensor`]).
 pub struct SyntheticSource {
     /// The seed.
@@ -252,15 +289,26 @@ pub fn write_synthetic(
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
     let config = preset.config();
-    let tokenizer = TokenizerParts::from_spm(
-        placeholder_tokenizer(preset.sp_vocab_size()),
-        preset.family(),
-        Some(config.vocab_size),
-    )?;
+    let spm;
+    let bytes;
+    let tokenizer: &dyn GgufVocabulary = if preset.family().is_byte_level() {
+        bytes = ByteLevelParts::glm4_from_tiktoken(
+            &placeholder_ranks(),
+            Some(config.vocab_size),
+        )?;
+        &bytes
+    } else {
+        spm = TokenizerParts::from_spm(
+            placeholder_tokenizer(preset.sp_vocab_size()),
+            preset.family(),
+            Some(config.vocab_size),
+        )?;
+        &spm
+    };
     let plan = build_plan(&config, opts.matrix_type, opts.portable)?;
     write_model(
         &config,
-        &tokenizer,
+        tokenizer,
         plan,
         &mut SyntheticSource { seed },
         opts,
@@ -274,6 +322,18 @@ mod tests {
     use super::*;
 
     use chatglm_kernels::GgmlType;
+
+    #[test]
+    fn glm4_placeholder_vocabulary_is_every_byte() {
+        let parts = ByteLevelParts::glm4_from_tiktoken(&placeholder_ranks(), Some(151552)).unwrap();
+        assert_eq!(parts.tokens.len(), 151552);
+        let tok = crate::tokenizer::Tokenizer::from_byte_level_parts(parts).unwrap();
+        assert_eq!(tok.sp_vocab_size(), 256);
+        let text = "GLM-4 你好";
+        assert_eq!(tok.encode(text).len(), text.len());
+        assert_eq!(tok.decode(&tok.encode(text)).unwrap(), text);
+        assert_eq!(tok.prompt_prefix(), [258, 260]);
+    }
 
     #[test]
     fn placeholder_vocab_has_the_asked_size_and_unique_pieces() {
