@@ -285,3 +285,25 @@ fn bad_files_are_typed_errors() {
     assert!(Tokenizer::from_tiktoken_file(dir.join("nope")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+proptest::proptest! {
+    /// Any text survives encode and decode (specials are skipped, so none are generated
+    /// here), the streaming decoder agrees with the batch one, and plain BPE never yields a
+    /// special id.
+    #[test]
+    fn any_text_round_trips(text in "(?s)[a-zA-Z0-9 \t\n\r'’.,!?你好世界😀\u{0}-\u{7f}\u{80}-\u{10ffff}]{0,64}") {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        let tok = TOK.get_or_init(raw);
+        let plain = tok.encode_ordinary(&text);
+        proptest::prop_assert!(plain.iter().all(|&id| id < 2000));
+        proptest::prop_assert_eq!(tok.decode(&plain).unwrap(), text.clone());
+        let ids = tok.encode_with_prefix(&text);
+        let mut d = tok.stream_decoder(DecodeMode::RenderSpecial);
+        let mut streamed = String::new();
+        for &id in &ids {
+            streamed.push_str(&d.push(tok, id).unwrap());
+        }
+        streamed.push_str(&d.finish());
+        proptest::prop_assert_eq!(streamed, tok.decode_with(&ids, DecodeMode::RenderSpecial).unwrap());
+    }
+}

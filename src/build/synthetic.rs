@@ -253,8 +253,7 @@ fn placeholder_ranks() -> String {
             let (hi, lo) = (b >> 2, (b & 3) << 4);
             format!(
                 "{}{}== {b}\n",
-                B64[hi as usize] as char,
-                B64[lo as usize] as char
+                B64[hi as usize] as char, B64[lo as usize] as char
             )
         })
         .collect()
@@ -292,10 +291,7 @@ pub fn write_synthetic(
     let spm;
     let bytes;
     let tokenizer: &dyn GgufVocabulary = if preset.family().is_byte_level() {
-        bytes = ByteLevelParts::glm4_from_tiktoken(
-            &placeholder_ranks(),
-            Some(config.vocab_size),
-        )?;
+        bytes = ByteLevelParts::glm4_from_tiktoken(&placeholder_ranks(), Some(config.vocab_size))?;
         &bytes
     } else {
         spm = TokenizerParts::from_spm(

@@ -734,6 +734,80 @@ mod tests {
         assert_eq!(gpt2_bytes("\u{3000}"), None);
     }
 
+    /// tiktoken's `_byte_pair_merge` as written: rescan for the lowest-ranked pair, merge it,
+    /// repeat (quadratic; the slow twin of [`ByteLevel::merge`]).
+    fn merge_naive(b: &ByteLevel, piece: &[u8]) -> Vec<u32> {
+        let mut parts: Vec<Vec<u8>> = piece.iter().map(|&x| vec![x]).collect();
+        loop {
+            let best = (0..parts.len().saturating_sub(1))
+                .filter_map(|i| {
+                    let joined = [parts[i].as_slice(), &parts[i + 1]].concat();
+                    b.ranks.get(joined.as_slice()).map(|&r| (r, i))
+                })
+                .min();
+            let Some((_, i)) = best else { break };
+            let right = parts.remove(i + 1);
+            parts[i].extend(right);
+        }
+        parts.iter().map(|p| b.ranks[p.as_slice()]).collect()
+    }
+
+    fn golden() -> ByteLevel {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/golden-glm4/tokenizer.model"
+        );
+        ByteLevel::from_tiktoken_file(Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn heap_merge_equals_the_naive_merge() {
+        let b = golden();
+        let alphabet: Vec<char> = "aaabbbeeinnorsttt  ,.!?的一是了你好😀\n\t'1234"
+            .chars()
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in (1..40).chain([200, 1000]) {
+            for _ in 0..20 {
+                let s: String = (0..len)
+                    .map(|_| alphabet[next() as usize % alphabet.len()])
+                    .collect();
+                let mut fast = Vec::new();
+                b.merge(s.as_bytes(), &mut fast);
+                assert_eq!(fast, merge_naive(&b, s.as_bytes()), "{s:?}");
+            }
+        }
+        // Runs of one byte: ties everywhere, leftmost first.
+        for n in 1..70 {
+            let s = "a".repeat(n);
+            let mut fast = Vec::new();
+            b.merge(s.as_bytes(), &mut fast);
+            assert_eq!(fast, merge_naive(&b, s.as_bytes()), "{n} a's");
+        }
+    }
+
+    #[test]
+    fn merges_rebuild_every_rank_from_two_lower_ones() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/golden-glm4/tokenizer.model"
+        ))
+        .unwrap();
+        let parts = ByteLevelParts::glm4_from_tiktoken(&text, None).unwrap();
+        let merges = parts.merges();
+        assert_eq!(merges.len(), 2000 - 256);
+        for (m, token) in merges.iter().zip(&parts.tokens[256..2000]) {
+            let (l, r) = m.split_once(' ').unwrap();
+            assert_eq!(format!("{l}{r}"), *token);
+        }
+    }
+
     fn pieces(text: &str) -> Vec<&str> {
         let mut v = Vec::new();
         Splitter::new().for_each(text, |p| v.push(p));
