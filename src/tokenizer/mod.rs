@@ -12,8 +12,13 @@
 //! stores: the `n` SentencePiece pieces, then the ChatGLM special tokens (`[MASK] [gMASK]
 //! [sMASK] sop eop`, and for ChatGLM3 `<|system|> <|user|> <|assistant|> <|observation|>`) with
 //! type [`PieceType::Control`], then optional padding pieces `[PAD{id}]` with type
-//! [`PieceType::Unused`] up to the model's padded vocabulary size. Encoding never produces an id
-//! at or above `n`: those tokens are only inserted by the prompt builders.
+//! [`PieceType::Unused`] up to the model's padded vocabulary size. SentencePiece encoding never
+//! produces an id at or above `n`: those tokens are only inserted by the prompt builders.
+//!
+//! GLM-4 (`bytelevel`, built from [`ByteLevelParts`] or [`Tokenizer::from_tiktoken_file`]) is
+//! tiktoken-style byte-level BPE: the ranks (rank = id), then GLM-4's special tokens, then
+//! padding. As in the Hugging Face tokenizer, a special token's text in the input encodes as its
+//! id; [`Tokenizer::encode_ordinary`] is plain tiktoken.
 
 mod bpe;
 mod bytelevel;
