@@ -307,3 +307,83 @@ proptest::proptest! {
         proptest::prop_assert_eq!(streamed, tok.decode_with(&ids, DecodeMode::RenderSpecial).unwrap());
     }
 }
+
+/// The toy vocabulary's GGUF metadata with `edit` applied to its tokens and types, read back.
+fn edited(
+    edit: impl FnOnce(&mut Vec<String>, &mut Vec<i32>),
+    eos: u32,
+) -> Result<Tokenizer, chatglm::tokenizer::TokenizerError> {
+    use chatglm::arch::keys;
+    use chatglm::gguf::{Array, GgufWriter, Value as G};
+    let text = std::fs::read_to_string(format!("{}/tokenizer.model", dir())).unwrap();
+    let parts = ByteLevelParts::glm4_from_tiktoken(&text, Some(2048)).unwrap();
+    let mut md = Metadata::new();
+    md.push_str(keys::GENERAL_ARCHITECTURE, "chatglm").unwrap();
+    parts.to_gguf(&mut md).unwrap();
+    let mut tokens = parts.tokens.clone();
+    let mut types: Vec<i32> = parts.types.iter().map(|&t| t as i32).collect();
+    edit(&mut tokens, &mut types);
+    let mut out = Metadata::new();
+    for (k, v) in md.iter() {
+        let v = match k {
+            keys::TOKENIZER_TOKENS => G::Array(Array::String(tokens.clone())),
+            keys::TOKENIZER_TOKEN_TYPE => G::Array(Array::I32(types.clone())),
+            keys::TOKENIZER_EOS_ID => G::U32(eos),
+            _ => v.clone(),
+        };
+        out.push(k, v).unwrap();
+    }
+    let bytes = GgufWriter::new(Vec::new(), &out, &[])
+        .unwrap()
+        .finish()
+        .unwrap();
+    Tokenizer::from_gguf(&GgufFile::from_bytes(bytes).unwrap())
+}
+
+/// A hostile or broken byte-level vocabulary is a typed error naming the problem, never a
+/// panic; a huge special token costs time linear in the text.
+#[test]
+fn hostile_gguf_vocabularies_are_typed_errors() {
+    assert!(edited(|_, _| {}, 2000).is_ok());
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>, &mut Vec<i32>)>, u32)> = vec![
+        (
+            "GPT-2-spelled",
+            Box::new(|t, _| t[300] = "\u{3000}".into()),
+            2000,
+        ),
+        ("twice", Box::new(|t, _| t[301] = t[300].clone()), 2000),
+        ("0x", Box::new(|_, ty| ty[5] = 5), 2000),
+        ("[gMASK]", Box::new(|_, ty| ty[2002] = 5), 2000),
+        ("token_type", Box::new(|_, ty| ty[7] = 2), 2000),
+        ("token_type", Box::new(|_, ty| ty.truncate(100)), 2000),
+        ("eos_token_id", Box::new(|_, _| {}), 4096),
+        ("token 400", Box::new(|t, _| t[400] = String::new()), 2000),
+        (
+            "at most 256",
+            Box::new(|t, ty| {
+                t[2020] = "a".repeat(1 << 20);
+                ty[2020] = 3;
+            }),
+            2000,
+        ),
+    ];
+    for (want, edit, eos) in cases {
+        let err = edited(edit, eos).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // The longest special token allowed and a megabyte that keeps almost matching it.
+    let tok = edited(
+        |t, ty| {
+            t[2020] = "a".repeat(255) + "b";
+            ty[2020] = 3;
+        },
+        2000,
+    )
+    .unwrap();
+    let text = "a".repeat(1 << 20) + "b";
+    let start = std::time::Instant::now();
+    let ids = tok.encode(&text);
+    assert_eq!(ids.last(), Some(&2020), "the special token at the end");
+    assert_eq!(tok.decode(&ids).unwrap(), "a".repeat((1 << 20) - 255));
+    assert!(start.elapsed().as_secs_f64() < 60.0);
+}

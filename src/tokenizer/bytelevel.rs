@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::path::Path;
 
+use super::matcher::PrefixMatcher;
 use super::vocab::{FxHasher, RoleIds, SpecialIds};
 use super::{DecodeMode, Family, PieceType, TokenizerError, VocabError};
 
@@ -288,6 +289,11 @@ impl ByteLevelParts {
     }
 }
 
+/// The longest special token accepted, in bytes: matching special tokens costs up to this
+/// much per text position, so a hostile vocabulary cannot make encoding quadratic (GLM-4's
+/// longest, `<|begin_of_video|>`, has 18).
+pub const MAX_SPECIAL_LEN: usize = 256;
+
 type ByteMap = HashMap<Box<[u8]>, u32, BuildHasherDefault<FxHasher>>;
 
 /// A byte-level BPE tokenizer (see the module documentation).
@@ -304,8 +310,9 @@ pub(crate) struct ByteLevel {
     max_len: usize,
     /// Rank of every single byte.
     byte_ids: [u32; 256],
-    /// The special tokens (text, id), longest text first.
-    specials: Vec<(String, u32)>,
+    /// The special tokens: text -> id, and a trie over their texts.
+    specials: HashMap<String, u32>,
+    special_matcher: PrefixMatcher,
     pub(crate) special_ids: SpecialIds,
     pub(crate) eos_id: Option<u32>,
     pub(crate) pad_id: Option<u32>,
@@ -341,7 +348,7 @@ impl ByteLevel {
         }
         let mut bytes = Vec::with_capacity(tokens.len());
         let mut ranks = ByteMap::default();
-        let mut specials = Vec::new();
+        let mut specials = HashMap::new();
         let mut num_ranks = 0;
         for (id, (tok, &ty)) in tokens.iter().zip(&types).enumerate() {
             match ty {
@@ -359,8 +366,14 @@ impl ByteLevel {
                     num_ranks = id + 1;
                 }
                 PieceType::Control | PieceType::UserDefined => {
-                    if !tok.is_empty() {
-                        specials.push((tok.clone(), id as u32));
+                    if tok.len() > MAX_SPECIAL_LEN {
+                        return Err(bad(format!(
+                            "special token {id} is {} bytes long (at most {MAX_SPECIAL_LEN})",
+                            tok.len()
+                        )));
+                    }
+                    if !tok.is_empty() && specials.insert(tok.clone(), id as u32).is_some() {
+                        return Err(bad(format!("special token {id} {tok:?} appears twice")));
                     }
                     bytes.push(Box::default());
                 }
@@ -376,9 +389,8 @@ impl ByteLevel {
         let max_len = bytes.iter().map(|b| b.len()).max().unwrap_or(1);
         let id_of = |name: &str| -> Result<u32, TokenizerError> {
             specials
-                .iter()
-                .find(|(t, _)| t == name)
-                .map(|&(_, id)| id)
+                .get(name)
+                .copied()
                 .ok_or_else(|| bad(format!("the special token {name} is missing")))
         };
         let special_ids = match family {
@@ -411,9 +423,8 @@ impl ByteLevel {
                 .into());
             }
         }
-        // Longest first, so that of two specials starting at one place the longer wins (as
-        // the Hugging Face trie does).
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        // Of two specials starting at one place the longer wins (as the Hugging Face trie does).
+        let special_matcher = PrefixMatcher::new(specials.keys().map(String::as_str));
         Ok(Self {
             pieces: tokens,
             kinds: types,
@@ -422,6 +433,7 @@ impl ByteLevel {
             max_len,
             byte_ids,
             specials,
+            special_matcher,
             special_ids,
             eos_id,
             pad_id,
@@ -441,19 +453,18 @@ impl ByteLevel {
 
     /// The id of a token text (GPT-2 spelling for ordinary tokens).
     pub(crate) fn piece_to_id(&self, piece: &str) -> Option<u32> {
-        if let Some(&(_, id)) = self.specials.iter().find(|(t, _)| t == piece) {
+        if let Some(&id) = self.specials.get(piece) {
             return Some(id);
         }
         let bytes = gpt2_bytes(piece)?;
         self.ranks.get(bytes.as_slice()).copied()
     }
 
-    /// The special token starting at the beginning of `text`, if any.
+    /// The (longest) special token starting at the beginning of `text`: its length and id.
     fn special_at(&self, text: &str) -> Option<(usize, u32)> {
-        self.specials
-            .iter()
-            .find(|(t, _)| text.starts_with(t.as_str()))
-            .map(|(t, id)| (t.len(), *id))
+        let len = self.special_matcher.longest_match(text.as_bytes())?;
+        let id = *self.specials.get(text.get(..len)?)?;
+        Some((len, id))
     }
 
     /// Appends the ids of `text`; with `specials`, special-token strings become their ids (as
