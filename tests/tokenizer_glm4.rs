@@ -345,7 +345,8 @@ fn edited(
 #[test]
 fn hostile_gguf_vocabularies_are_typed_errors() {
     assert!(edited(|_, _| {}, 2000).is_ok());
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>, &mut Vec<i32>)>, u32)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Vec<String>, &mut Vec<i32>)>;
+    let cases: Vec<(&str, Edit, u32)> = vec![
         (
             "GPT-2-spelled",
             Box::new(|t, _| t[300] = "\u{3000}".into()),

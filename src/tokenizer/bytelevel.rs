@@ -475,28 +475,16 @@ impl ByteLevel {
             self.encode_ordinary(text, out);
             return;
         }
-        let starts: Vec<u8> = {
-            let mut s: Vec<u8> = self
-                .specials
-                .iter()
-                .filter_map(|(t, _)| t.bytes().next())
-                .collect();
-            s.sort_unstable();
-            s.dedup();
-            s
-        };
         let mut chunk_start = 0;
         let mut i = 0;
-        let bytes = text.as_bytes();
-        while i < bytes.len() {
-            if starts.binary_search(&bytes[i]).is_ok() {
-                if let Some((len, id)) = self.special_at(&text[i..]) {
-                    self.encode_ordinary(&text[chunk_start..i], out);
-                    out.push(id);
-                    i += len;
-                    chunk_start = i;
-                    continue;
-                }
+        while i < text.len() {
+            // A special token starts with a whole character, so only char boundaries can match.
+            if let Some((len, id)) = text.get(i..).and_then(|rest| self.special_at(rest)) {
+                self.encode_ordinary(&text[chunk_start..i], out);
+                out.push(id);
+                i += len;
+                chunk_start = i;
+                continue;
             }
             i += 1;
         }
