@@ -320,6 +320,16 @@ mod tests {
     use chatglm_kernels::GgmlType;
 
     #[test]
+    fn glm4_9b_has_glm4_9b_parameters() {
+        let plan = build_plan(&Preset::Glm4_9b.config(), GgmlType::Q4_0, true).unwrap();
+        let params: usize = plan.iter().map(|t| t.numel()).sum();
+        // glm-4-9b-chat: 9.40 B parameters (the stored inv_freq excluded).
+        assert!((9.39e9..9.41e9).contains(&(params as f64)), "{params}");
+        assert_eq!(Preset::from_name("glm4-9b"), Some(Preset::Glm4_9b));
+        assert_eq!(Preset::Glm4_9b.family(), Family::Glm4);
+    }
+
+    #[test]
     fn glm4_placeholder_vocabulary_is_every_byte() {
         let parts = ByteLevelParts::glm4_from_tiktoken(&placeholder_ranks(), Some(151552)).unwrap();
         assert_eq!(parts.tokens.len(), 151552);
