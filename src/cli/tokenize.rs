@@ -13,7 +13,7 @@ pub struct TokenizeArgs {
     /// Take the tokenizer from this GGUF model file.
     #[arg(short, long, value_name = "FILE.gguf")]
     model: Option<PathBuf>,
-    /// Take the tokenizer from a SentencePiece `tokenizer.model`.
+    /// Take the tokenizer from a `tokenizer.model`: SentencePiece, or GLM-4's tiktoken ranks.
     #[arg(long, value_name = "tokenizer.model")]
     spm: Option<PathBuf>,
     /// Print `{"ids": [...], "pieces": [...], "decoded": "..."}`.
