@@ -208,8 +208,9 @@ typedef struct chatglm_model_options {
  */
 typedef struct chatglm_model_info {
     /**
-     * The model family: 1 (ChatGLM-6B prompt format), 2 (ChatGLM2) or 3 (ChatGLM3, role
-     * tokens).
+     * The model family: 1 (ChatGLM-6B, the original GLM), 2 (ChatGLM2 prompt format), 3
+     * (ChatGLM3, role tokens), 4 (GLM-4, byte-level vocabulary and chat template) or 20
+     * (CodeGeeX2, code completion, no chat format).
      */
     int32_t family;
     /**

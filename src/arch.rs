@@ -54,15 +54,23 @@ pub mod keys {
     pub const ROPE_SCALING_FACTOR: &str = "chatglm.rope.scaling.factor";
     /// Our own: the checkpoint's `rope_ratio` as found in config.json (f32; 1 when absent).
     pub const ROPE_RATIO: &str = "chatglm.rope.ratio";
-    /// Our own: which prompt format the model expects, `"chatglm2"` or `"chatglm3"`.
+    /// Our own: which prompt format the model expects, a [`Family`](super::Family) name:
+    /// `"chatglm2"`, `"chatglm3"`, `"codegeex2"` or `"glm4"`.
     pub const PROMPT_FORMAT: &str = "chatglm.prompt_format";
 
-    /// Tokenizer model kind (string, `"llama"` = SentencePiece).
+    /// Tokenizer model kind (string, `"llama"` = SentencePiece, `"gpt2"` = byte-level BPE).
     pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
-    /// Pre-tokenizer name (string; llama.cpp uses `"chatglm-spm"` for this family).
+    /// Pre-tokenizer name (string; llama.cpp uses `"chatglm-spm"` for ChatGLM2/3 and
+    /// `"chatglm-bpe"` for GLM-4, whose pieces are split by [`GLM4_PRE_PATTERN`]).
+    ///
+    /// [`GLM4_PRE_PATTERN`]: crate::tokenizer::GLM4_PRE_PATTERN
     pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
     /// Token pieces (array of strings), one per embedding row.
     pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
+    /// Byte-level BPE merges (array of strings `"left right"` in GPT-2's byte-to-unicode
+    /// spelling, one per multi-byte rank in rank order; written for llama.cpp: this runtime
+    /// merges by rank, which is the token id).
+    pub const TOKENIZER_MERGES: &str = "tokenizer.ggml.merges";
     /// Piece scores (array of f32).
     pub const TOKENIZER_SCORES: &str = "tokenizer.ggml.scores";
     /// Piece types (array of i32, SentencePiece's values: 1 normal, 2 unknown, 3 control,
@@ -725,7 +733,28 @@ pub const CHATGLM3_SPECIAL_TOKENS: [&str; 9] = [
 /// appended after its pieces (THUDM/chatglm-6b `tokenization_chatglm.py`).
 pub const CHATGLM1_SPECIAL_PIECES: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>"];
 
-/// The prompt format (and special-token set) of a model.
+/// The GLM-4 special tokens, in id order right after the byte-level BPE ranks (glm-4-9b-chat
+/// `tokenizer_config.json`, `added_tokens_decoder`, ids 151329..151342).
+pub const GLM4_SPECIAL_TOKENS: [&str; 14] = [
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+];
+
+/// The prompt format (and special-token set) of a model. ChatGLM2, ChatGLM3, CodeGeeX2 and
+/// GLM-4 share the network; GLM-4 has its own (byte-level BPE) tokenizer; ChatGLM-6B (v1) has
+/// its own network (see `ModelConfig::block`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// ChatGLM-6B (v1): `[Round N]\n问：...\n答：` prompts followed by `[gMASK] <sop>`; its
@@ -735,6 +764,12 @@ pub enum Family {
     ChatGlm2,
     /// ChatGLM3: role tokens `<|system|> <|user|> <|assistant|> <|observation|>` after those.
     ChatGlm3,
+    /// CodeGeeX2: the ChatGLM2 network and tokenizer, trained for code completion (no chat
+    /// rounds): prompts are raw code, conventionally `# language: Python\n# request\n`.
+    CodeGeeX2,
+    /// GLM-4 (glm-4-9b-chat, 128K and 1M): a tiktoken-style byte-level BPE vocabulary with
+    /// [`GLM4_SPECIAL_TOKENS`] after the ranks, and its Jinja chat template.
+    Glm4,
 }
 
 impl Family {
@@ -744,28 +779,53 @@ impl Family {
             Family::ChatGlm1 => "chatglm1",
             Family::ChatGlm2 => "chatglm2",
             Family::ChatGlm3 => "chatglm3",
+            Family::CodeGeeX2 => "codegeex2",
+            Family::Glm4 => "glm4",
         }
     }
 
-    /// Parses [`Family::name`]; also accepts `chatglm-6b`/`glm1`/`1`, `glm2`/`2` and
-    /// `glm3`/`3`, in any case.
+    /// Parses [`Family::name`]; also accepts `chatglm-6b`/`glm1`/`1`, `glm2`/`2`, `glm3`/`3`
+    /// and `chatglm4`/`4`, in any case.
     pub fn from_name(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "chatglm1" | "chatglm-6b" | "glm1" | "1" => Some(Family::ChatGlm1),
             "chatglm2" | "glm2" | "2" => Some(Family::ChatGlm2),
             "chatglm3" | "glm3" | "3" => Some(Family::ChatGlm3),
+            "codegeex2" => Some(Family::CodeGeeX2),
+            "glm4" | "chatglm4" | "glm-4" | "4" => Some(Family::Glm4),
             _ => None,
         }
     }
 
-    /// The special tokens appended after the SentencePiece vocabulary, in id order (none for
-    /// ChatGLM-6B, whose specials are SentencePiece pieces).
+    /// Every family, in order of introduction.
+    pub const ALL: [Family; 5] = [
+        Family::ChatGlm1,
+        Family::ChatGlm2,
+        Family::ChatGlm3,
+        Family::CodeGeeX2,
+        Family::Glm4,
+    ];
+
+    /// The special tokens appended after the ordinary vocabulary (SentencePiece pieces or
+    /// byte-level ranks), in id order (none for ChatGLM-6B, whose specials are SentencePiece
+    /// pieces).
     pub fn special_tokens(self) -> &'static [&'static str] {
         match self {
             Family::ChatGlm1 => &[],
-            Family::ChatGlm2 => &CHATGLM2_SPECIAL_TOKENS,
+            Family::ChatGlm2 | Family::CodeGeeX2 => &CHATGLM2_SPECIAL_TOKENS,
             Family::ChatGlm3 => &CHATGLM3_SPECIAL_TOKENS,
+            Family::Glm4 => &GLM4_SPECIAL_TOKENS,
         }
+    }
+
+    /// Whether the vocabulary is byte-level BPE (GLM-4) rather than SentencePiece.
+    pub fn is_byte_level(self) -> bool {
+        self == Family::Glm4
+    }
+
+    /// Whether the model is a code-completion model with no chat format (CodeGeeX2).
+    pub fn is_code_model(self) -> bool {
+        self == Family::CodeGeeX2
     }
 }
 
@@ -779,7 +839,8 @@ impl std::str::FromStr for Family {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Family, String> {
-        Family::from_name(s)
-            .ok_or_else(|| format!("unknown model family {s:?} (chatglm1, chatglm2 or chatglm3)"))
+        Family::from_name(s).ok_or_else(|| {
+            format!("unknown model family {s:?} (chatglm1, chatglm2, chatglm3, codegeex2 or glm4)")
+        })
     }
 }

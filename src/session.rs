@@ -529,8 +529,8 @@ fn reply_content(text: &str) -> String {
 /// user/assistant pair.
 fn drop_oldest_round(history: &mut Vec<ChatMessage>, family: Family) {
     let first = match family {
-        Family::ChatGlm3 => history.iter().position(|m| m.role != Role::System),
-        Family::ChatGlm1 | Family::ChatGlm2 => Some(0),
+        Family::ChatGlm3 | Family::Glm4 => history.iter().position(|m| m.role != Role::System),
+        Family::ChatGlm1 | Family::ChatGlm2 | Family::CodeGeeX2 => Some(0),
     };
     let Some(first) = first else {
         history.clear();

@@ -62,7 +62,7 @@ fn tokenizer_golden_special_ids() {
                 );
                 assert_eq!(tok.id_to_piece(id.as_u64().unwrap() as u32).unwrap(), piece);
             }
-            assert_eq!(tok.unk_id() as i64, t["unk_id"].as_i64().unwrap());
+            assert_eq!(tok.unk_id().unwrap() as i64, t["unk_id"].as_i64().unwrap());
             assert_eq!(
                 tok.bos_id().map(i64::from),
                 Some(t["bos_id"].as_i64().unwrap())

@@ -224,7 +224,7 @@ fn tokenizer_decode_dummy_prefix_rules() {
 #[test]
 fn tokenizer_decode_unknown_and_out_of_range() {
     let tok = identity();
-    let unk = tok.unk_id();
+    let unk = tok.unk_id().unwrap();
     let a = tok.piece_to_id("a").unwrap();
     assert_eq!(
         tok.decode_with(&[a, unk, a], DecodeMode::SentencePiece)

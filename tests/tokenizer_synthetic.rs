@@ -99,7 +99,7 @@ fn tokenizer_synthetic_user_defined_pieces_are_whole_and_frozen() {
 #[test]
 fn tokenizer_synthetic_unknown_runs_without_byte_fallback() {
     let t = Tokenizer::from_parts(parts(&[("a", -10.0, N)])).unwrap();
-    let unk = t.unk_id();
+    let unk = t.unk_id().unwrap();
     let a = t.piece_to_id("a").unwrap();
     assert_eq!(t.encode("zz"), [unk]);
     assert_eq!(t.encode("zaz"), [unk, a, unk]);

@@ -15,7 +15,7 @@ pub use quantize::encode_rows;
 use crate::arch::keys;
 use crate::gguf::{GgufError, GgufWriter, Metadata, TensorDesc};
 use crate::model::ModelConfig;
-use crate::tokenizer::{TokenizerError, TokenizerParts};
+use crate::tokenizer::{GgufVocabulary, TokenizerError};
 use chatglm_kernels::{GgmlType, KernelError};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -158,7 +158,7 @@ impl Drop for TempOutput {
 /// Never more than one tensor's values (and its encoding) are in memory.
 pub fn write_model(
     config: &ModelConfig,
-    tokenizer: &TokenizerParts,
+    tokenizer: &dyn GgufVocabulary,
     plan: Vec<TensorPlan>,
     source: &mut dyn TensorSource,
     opts: &WriteOptions,
@@ -173,8 +173,8 @@ pub fn write_model(
         &opts.name,
     )?;
     config.to_gguf(&mut metadata)?;
-    metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family.name())?;
-    tokenizer.to_gguf(&mut metadata)?;
+    metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family().name())?;
+    tokenizer.write_gguf(&mut metadata)?;
     let descs: Vec<TensorDesc> = plan
         .iter()
         .map(|t| TensorDesc::new(t.name.clone(), &t.ggml_dims(), t.ty))

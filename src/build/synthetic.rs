@@ -8,7 +8,7 @@ use crate::model::{Block, Glm1Params, ModelConfig, RopeScaling};
 use crate::tokenizer::proto::{
     ModelType, NormalizerSpec, PieceType, SpmModel, SpmPiece, TrainerSpec,
 };
-use crate::tokenizer::TokenizerParts;
+use crate::tokenizer::{ByteLevelParts, GgufVocabulary, TokenizerParts};
 use std::sync::atomic::AtomicBool;
 
 /// A named synthetic preset.
@@ -25,16 +25,21 @@ pub enum Preset {
     ChatGlm6b,
     /// A tiny ChatGLM-6B-shaped model (hidden 128, 2 layers) for tests.
     TinyChatGlm1,
+    /// The GLM-4-9B-chat shape: 40 layers, hidden 4096, 32 heads, 2 kv groups, ffn 13696,
+    /// vocabulary 151552, context 131072, `rope_ratio` 500; a byte-level placeholder
+    /// vocabulary (the 256 bytes and GLM-4's special tokens).
+    Glm4_9b,
 }
 
 impl Preset {
     /// Every preset name accepted by `--synthetic`.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "chatglm2-6b",
         "chatglm3-6b",
         "tiny",
         "chatglm-6b",
         "tiny-chatglm1",
+        "glm4-9b",
     ];
 
     /// Parses a preset name.
@@ -45,6 +50,7 @@ impl Preset {
             "tiny" => Some(Preset::Tiny),
             "chatglm-6b" => Some(Preset::ChatGlm6b),
             "tiny-chatglm1" => Some(Preset::TinyChatGlm1),
+            "glm4-9b" => Some(Preset::Glm4_9b),
             _ => None,
         }
     }
@@ -57,16 +63,19 @@ impl Preset {
             Preset::Tiny => "tiny",
             Preset::ChatGlm6b => "chatglm-6b",
             Preset::TinyChatGlm1 => "tiny-chatglm1",
+            Preset::Glm4_9b => "glm4-9b",
         }
     }
 
-    /// Size of the placeholder SentencePiece vocabulary (the real ChatGLM2/3 have 64789
-    /// pieces, ChatGLM-6B's `ice_text.model` 130344).
+    /// Size of the placeholder vocabulary's ordinary tokens (the real ChatGLM2/3 models have
+    /// 64789 SentencePiece pieces, ChatGLM-6B's `ice_text.model` 130344; the GLM-4 placeholder
+    /// has the 256 single bytes).
     pub fn sp_vocab_size(self) -> usize {
         match self {
             Preset::ChatGlm2_6b | Preset::ChatGlm3_6b => 64789,
             Preset::ChatGlm6b => 130344,
             Preset::Tiny | Preset::TinyChatGlm1 => 1000,
+            Preset::Glm4_9b => 256,
         }
     }
 
@@ -76,6 +85,7 @@ impl Preset {
             Preset::ChatGlm3_6b => Family::ChatGlm3,
             Preset::ChatGlm2_6b | Preset::Tiny => Family::ChatGlm2,
             Preset::ChatGlm6b | Preset::TinyChatGlm1 => Family::ChatGlm1,
+            Preset::Glm4_9b => Family::Glm4,
         }
     }
 
@@ -98,6 +108,20 @@ impl Preset {
                 rms_eps: 1e-5,
                 rope_base: 10000.0,
                 rope_scaling: RopeScaling::None,
+                block: crate::model::Block::Glm2,
+            },
+            Preset::Glm4_9b => ModelConfig {
+                vocab_size: 151552,
+                hidden_size: 4096,
+                num_layers: 40,
+                num_heads: 32,
+                num_kv_groups: 2,
+                head_dim: 128,
+                ffn_hidden_size: 13696,
+                context_length: 131072,
+                rms_eps: 1.5625e-7,
+                rope_base: 10000.0,
+                rope_scaling: RopeScaling::MultiplyBase(500.0),
                 block: crate::model::Block::Glm2,
             },
             Preset::Tiny => ModelConfig {
@@ -283,6 +307,20 @@ pub fn fill_tensor(plan: &TensorPlan, index: usize, seed: u64, out: &mut [f32], 
     });
 }
 
+/// A tiktoken rank file of the 256 single bytes (rank = byte value).
+fn placeholder_ranks() -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..=255u8)
+        .map(|b| {
+            let (hi, lo) = (b >> 2, (b & 3) << 4);
+            format!(
+                "{}{}== {b}\n",
+                B64[hi as usize] as char, B64[lo as usize] as char
+            )
+        })
+        .collect()
+}
+
 /// Seeded random values for every tensor ([`fill_tensor`]).
 pub struct SyntheticSource {
     /// The seed.
@@ -312,15 +350,23 @@ pub fn write_synthetic(
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
     let config = preset.config();
-    let tokenizer = TokenizerParts::from_spm(
-        placeholder_tokenizer(preset.sp_vocab_size()),
-        preset.family(),
-        Some(config.vocab_size),
-    )?;
+    let spm;
+    let bytes;
+    let tokenizer: &dyn GgufVocabulary = if preset.family().is_byte_level() {
+        bytes = ByteLevelParts::glm4_from_tiktoken(&placeholder_ranks(), Some(config.vocab_size))?;
+        &bytes
+    } else {
+        spm = TokenizerParts::from_spm(
+            placeholder_tokenizer(preset.sp_vocab_size()),
+            preset.family(),
+            Some(config.vocab_size),
+        )?;
+        &spm
+    };
     let plan = build_plan(&config, opts.matrix_type, opts.portable)?;
     write_model(
         &config,
-        &tokenizer,
+        tokenizer,
         plan,
         &mut SyntheticSource { seed },
         opts,
@@ -334,6 +380,28 @@ mod tests {
     use super::*;
 
     use chatglm_kernels::GgmlType;
+
+    #[test]
+    fn glm4_9b_has_glm4_9b_parameters() {
+        let plan = build_plan(&Preset::Glm4_9b.config(), GgmlType::Q4_0, true).unwrap();
+        let params: usize = plan.iter().map(|t| t.numel()).sum();
+        // glm-4-9b-chat: 9.40 B parameters (the stored inv_freq excluded).
+        assert!((9.39e9..9.41e9).contains(&(params as f64)), "{params}");
+        assert_eq!(Preset::from_name("glm4-9b"), Some(Preset::Glm4_9b));
+        assert_eq!(Preset::Glm4_9b.family(), Family::Glm4);
+    }
+
+    #[test]
+    fn glm4_placeholder_vocabulary_is_every_byte() {
+        let parts = ByteLevelParts::glm4_from_tiktoken(&placeholder_ranks(), Some(151552)).unwrap();
+        assert_eq!(parts.tokens.len(), 151552);
+        let tok = crate::tokenizer::Tokenizer::from_byte_level_parts(parts).unwrap();
+        assert_eq!(tok.sp_vocab_size(), 256);
+        let text = "GLM-4 你好";
+        assert_eq!(tok.encode(text).len(), text.len());
+        assert_eq!(tok.decode(&tok.encode(text)).unwrap(), text);
+        assert_eq!(tok.prompt_prefix(), [258, 260]);
+    }
 
     #[test]
     fn placeholder_vocab_has_the_asked_size_and_unique_pieces() {

@@ -83,6 +83,7 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         .iter()
         .map(|t| t.dims.iter().product::<u64>())
         .sum();
+    let family = chatglm::tokenizer::family_from_gguf(file.metadata());
     let mut out = std::io::stdout().lock();
     if args.json {
         let metadata: serde_json::Map<String, serde_json::Value> = file
@@ -109,6 +110,7 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
             "parameters": total_params,
             "tensor_bytes": total_bytes,
             "kernels": chatglm_kernels::isa::active().name(),
+            "family": family.as_ref().ok().map(|f| f.name()),
         });
         writeln!(out, "{doc}")?;
         return Ok(());
@@ -126,6 +128,10 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         file.metadata().len(),
         file.tensors().len()
     )?;
+    match &family {
+        Ok(f) => writeln!(out, "family: {f}")?,
+        Err(e) => writeln!(out, "family: unknown ({e})")?,
+    }
     writeln!(out, "\nmetadata:")?;
     for (k, v) in file.metadata().iter() {
         writeln!(out, "  {k:<44} {}", show(v))?;

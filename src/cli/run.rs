@@ -69,7 +69,11 @@ fn read_messages(path: &std::path::Path) -> Result<Vec<ChatMessage>, CliError> {
             };
             let content =
                 field("content").ok_or_else(|| bad(ConversationProblem::NoContent { index }))?;
-            Ok(ChatMessage::new(role, content))
+            // ChatGLM3/GLM-4 tool calls and tool lists ride along when present.
+            let mut message = ChatMessage::new(role, content);
+            message.metadata = field("metadata").unwrap_or_default().to_owned();
+            message.tools = m.get("tools").cloned();
+            Ok(message)
         })
         .collect()
 }

@@ -13,7 +13,7 @@ pub struct TokenizeArgs {
     /// Take the tokenizer from this GGUF model file.
     #[arg(short, long, value_name = "FILE.gguf")]
     model: Option<PathBuf>,
-    /// Take the tokenizer from a SentencePiece `tokenizer.model`.
+    /// Take the tokenizer from a `tokenizer.model`: SentencePiece, or GLM-4's tiktoken ranks.
     #[arg(long, value_name = "tokenizer.model")]
     spm: Option<PathBuf>,
     /// Print `{"ids": [...], "pieces": [...], "decoded": "..."}`.
@@ -33,9 +33,10 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
             })?;
             Tokenizer::from_gguf(&file).map_err(chatglm::Error::from)?
         }
-        (None, Some(path)) => {
-            Tokenizer::from_spm_file(path, Family::ChatGlm2).map_err(chatglm::Error::from)?
-        }
+        // A SentencePiece proto, or else GLM-4's tiktoken rank file.
+        (None, Some(path)) => Tokenizer::from_spm_file(path, Family::ChatGlm2)
+            .or_else(|e| Tokenizer::from_tiktoken_file(path).map_err(|_| e))
+            .map_err(chatglm::Error::from)?,
         (None, None) => return Err(CliError::NoTokenizer),
     };
     let text = match &args.text {

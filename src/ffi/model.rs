@@ -203,8 +203,9 @@ pub unsafe extern "C" fn chatglm_model_free(model: *mut chatglm_model) {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct chatglm_model_info {
-    /// The model family: 1 (ChatGLM-6B prompt format), 2 (ChatGLM2) or 3 (ChatGLM3, role
-    /// tokens).
+    /// The model family: 1 (ChatGLM-6B, the original GLM), 2 (ChatGLM2 prompt format), 3
+    /// (ChatGLM3, role tokens), 4 (GLM-4, byte-level vocabulary and chat template) or 20
+    /// (CodeGeeX2, code completion, no chat format).
     pub family: i32,
     /// Longest context the model was configured for.
     pub context_length: usize,
@@ -245,6 +246,8 @@ pub unsafe extern "C" fn chatglm_model_get_info(
                 crate::arch::Family::ChatGlm1 => 1,
                 crate::arch::Family::ChatGlm2 => 2,
                 crate::arch::Family::ChatGlm3 => 3,
+                crate::arch::Family::Glm4 => 4,
+                crate::arch::Family::CodeGeeX2 => 20,
             },
             context_length: config.context_length,
             n_ctx: model.session.context,

@@ -449,6 +449,9 @@ mod tests {
     /// The ids of `text` with every segment merged through the binary heap and through the
     /// bucket queue.
     fn both(tok: &Tokenizer, text: &str) -> (Vec<u32>, Vec<u32>) {
+        let crate::tokenizer::Model::Spm(tok) = &tok.model else {
+            panic!("a SentencePiece tokenizer");
+        };
         let mut normalized = Vec::new();
         tok.normalizer
             .normalize_into(text, &tok.user_defined, &mut normalized);

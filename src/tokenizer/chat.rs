@@ -10,6 +10,11 @@
 //!   `<|role|>` + encode(metadata + "\n") + encode(content), then the new message, then
 //!   `<|assistant|>`. A system message with tools gets `"\n" + json.dumps(tools, indent=4,
 //!   ensure_ascii=False)` appended to its content.
+//! - GLM-4 (glm-4-9b-chat `tokenizer_config.json`, `chat_template`, rendered by transformers'
+//!   Jinja with `trim_blocks` and `lstrip_blocks`): see [`glm4_prompt`]. The string is encoded
+//!   with special-token splitting, so `<|user|>` typed in a message is the special id.
+//! - CodeGeeX2: a code model with no chat rounds: the prompt is the text itself after
+//!   `[gMASK] sop`, conventionally `# language: Python\n# <request>\n` ([`codegeex2_prompt`]).
 
 use serde_json::Value;
 
@@ -79,7 +84,95 @@ pub fn chatglm2_prompt(query: &str, history: &[(String, String)]) -> String {
     prompt
 }
 
+/// The GLM-4 system sentence that introduces the tools.
+const GLM4_TOOLS_SYSTEM: &str = "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。";
+
+/// The text of the built-in `python` tool.
+const GLM4_PYTHON_TOOL: &str = "当你向 `python` 发送包含 Python 代码的消息时，该代码将会在一个有状态的 Jupyter notebook 环境中执行。\n`python` 返回代码执行的输出，或在执行 60 秒后返回超时。\n`/mnt/data` 将会持久化存储你的文件。在此会话中，`python` 无法访问互联网。不要使用 `python` 进行任何网络请求或者在线 API 调用，这些在线内容的访问将不会成功。";
+
+/// The text of the built-in `simple_browser` tool.
+const GLM4_BROWSER_TOOL: &str = "你可以使用 `simple_browser` 工具。该工具支持以下函数：\n`search(query: str, recency_days: int)`：使用搜索引擎进行查询并显示结果，可以使用 `recency_days` 参数控制搜索内容的时效性。\n`mclick(ids: list[int])`：获取一系列指定 id 的页面内容。每次调用时，须选择3-10个页面。选择多个角度的页面，同时尽可能选择可信任的信息来源。考虑到部分页面是无法加载的，你也可以多打开一些可能有用的页面而不用担心内容过多。\n`open_url(url: str)`：打开指定的 URL。\n\n使用 `【{引用 id}†{引用文本}】` 来引用内容。\n\n操作步骤：1. 使用 `search` 来获得信息列表; 2. 使用 `mclick` 来获取指定 ID 页面的内容; 3. 根据获得的内容进行回复。在回复中应当引用信息来源。\n 如果用户提供了 URL，也可以用 `open_url` 直接打开页面。\n如果初次搜索结果没有找到合适的信息，也可以再次使用 `search` 进行搜索。";
+
+/// The text of the built-in `cogview` tool.
+const GLM4_COGVIEW_TOOL: &str = "如果用户的请求中包含了对图像的描述，你可以使用 `cogview` 来生成图像并展示给用户。你需要向 `cogview` 发送图像描述，规则：\n- 发送给 `cogview` 的消息必须使用英语。用户的中文描述必须完全翻译为英语。\n- 应当尽可能详细地描述图像生成的需求，需求描述约 100 英文单词。\n- 保持用户原始描述的意图。不要虚构内容或者没见过的人物。\n- 如无特殊说明，所在地为中国，持有中国立场并遵循中国社会主义价值观。";
+
+/// The GLM-4 chat template's text for `messages`, as transformers renders it:
+///
+/// `[gMASK]<sop>`, then for every message: if it has tools, `<|system|>\n` + the fixed system
+/// sentence + `\n\n# 可用工具` + each tool (type `function`: `\n## {name}\n\n` +
+/// `json.dumps(function, indent=4, ensure_ascii=False)` + a fixed sentence; `python`,
+/// `simple_browser`, `cogview`: `\n## {type}\n\n` + a fixed text; other types nothing); then,
+/// if its content is not empty, `<|{role}|>{metadata}\n{content}`. Last, `<|assistant|>` when
+/// `add_generation_prompt`.
+pub fn glm4_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+    let mut out = String::from("[gMASK]<sop>");
+    for m in messages {
+        if let Some(tools) = &m.tools {
+            out.push_str("<|system|>\n");
+            out.push_str(GLM4_TOOLS_SYSTEM);
+            out.push_str("\n\n# 可用工具");
+            for tool in tools.as_array().map(Vec::as_slice).unwrap_or_default() {
+                let fixed = match tool.get("type").and_then(Value::as_str) {
+                    Some("function") => {
+                        let function = tool.get("function").unwrap_or(&Value::Null);
+                        let name = function.get("name").and_then(Value::as_str).unwrap_or("");
+                        out.push_str(&format!("\n## {name}\n\n"));
+                        python_json(function, 0, &mut out);
+                        out.push_str("\n在调用上述函数时，请使用 Json 格式表示调用的参数。");
+                        continue;
+                    }
+                    Some("python") => ("python", GLM4_PYTHON_TOOL),
+                    Some("simple_browser") => ("simple_browser", GLM4_BROWSER_TOOL),
+                    Some("cogview") => ("cogview", GLM4_COGVIEW_TOOL),
+                    _ => continue,
+                };
+                out.push_str(&format!("\n## {}\n\n{}", fixed.0, fixed.1));
+            }
+        }
+        if !m.content.is_empty() {
+            out.push_str(&format!(
+                "<|{}|>{}\n{}",
+                m.role.as_str(),
+                m.metadata,
+                m.content
+            ));
+        }
+    }
+    if add_generation_prompt {
+        out.push_str("<|assistant|>");
+    }
+    out
+}
+
+/// A CodeGeeX2 prompt: `# language: {language}\n`, then every line of `request` as a `# `
+/// comment, each ending in a newline (CodeGeeX2's documented prompt convention).
+pub fn codegeex2_prompt(language: &str, request: &str) -> String {
+    let mut out = format!("# language: {language}\n");
+    for line in request.lines() {
+        out.push_str("# ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Tokenizer {
+    /// The ids of the GLM-4 chat template for `messages` ([`glm4_prompt`], encoded with
+    /// special-token splitting). Errors for a tokenizer of another family.
+    pub fn apply_glm4_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        if self.family() != Family::Glm4 {
+            return Err(TokenizerError::WrongFamily {
+                format: "the GLM-4 chat template",
+                family: self.family(),
+            });
+        }
+        Ok(self.encode(&glm4_prompt(messages, add_generation_prompt)))
+    }
+
     /// The ids of the ChatGLM2 prompt for `query` after `history`: `[gMASK] sop` and the encoded
     /// [`chatglm2_prompt`] string.
     pub fn encode_chatglm2_prompt(&self, query: &str, history: &[(String, String)]) -> Vec<u32> {
@@ -139,6 +232,8 @@ impl Tokenizer {
     ///
     /// ChatGLM-6B and ChatGLM2 understand only alternating user/assistant messages (each user message with the
     /// assistant reply that follows it is a round); other roles or orders are an error.
+    /// CodeGeeX2 has no chat format: the prompt is `query` as is (after `[gMASK] sop`), and
+    /// `history` is not part of it.
     pub fn encode_chat(
         &self,
         history: &[ChatMessage],
@@ -146,6 +241,12 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         match self.family() {
             Family::ChatGlm3 => self.build_chat_input(history, query, Role::User),
+            Family::CodeGeeX2 => Ok(self.encode_with_prefix(query)),
+            Family::Glm4 => {
+                let mut messages = history.to_vec();
+                messages.push(ChatMessage::new(Role::User, query));
+                self.apply_glm4_template(&messages, true)
+            }
             Family::ChatGlm2 => Ok(self.encode_chatglm2_prompt(query, &rounds(history)?)),
             Family::ChatGlm1 => Ok(self.encode_chatglm1_prompt(query, &rounds(history)?)),
         }

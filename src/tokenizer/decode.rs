@@ -12,8 +12,9 @@
 //! - Control pieces print nothing; how the unknown piece and the ChatGLM specials print depends
 //!   on the [`DecodeMode`].
 
+use super::bytelevel::ByteStream;
 use super::normalizer::SPACE_SYMBOL;
-use super::{glm1, PieceType, Tokenizer, TokenizerError};
+use super::{glm1, Model, PieceType, Spm, Tokenizer, TokenizerError};
 
 /// How special ids are rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -40,10 +41,16 @@ enum Token<'a> {
     Verbatim(&'a str),
 }
 
-impl Tokenizer {
+impl Spm {
     fn classify(&self, id: u32, mode: DecodeMode) -> Result<Token<'_>, TokenizerError> {
         let v = &self.vocab;
-        let piece = self.id_to_piece(id)?;
+        let piece = v
+            .pieces
+            .get(id as usize)
+            .ok_or(TokenizerError::IdOutOfRange {
+                id,
+                vocab_size: v.pieces.len(),
+            })?;
         if self.glm1_postprocesses(mode) && (id as usize) < v.sp_size {
             // The v1 Hugging Face decodes: `<unk>` prints as SentencePiece prints it, and
             // skipping drops its bos, eos, mask, pad and unk ids.
@@ -99,13 +106,7 @@ impl Tokenizer {
         consumed
     }
 
-    /// Decodes `ids` with [`DecodeMode::SkipSpecial`] (the ChatGLM2 tokenizer's `decode`).
-    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.decode_with(ids, DecodeMode::SkipSpecial)
-    }
-
-    /// Decodes `ids` with the given mode.
-    pub fn decode_with(&self, ids: &[u32], mode: DecodeMode) -> Result<String, TokenizerError> {
+    fn decode_with(&self, ids: &[u32], mode: DecodeMode) -> Result<String, TokenizerError> {
         let mut text = String::new();
         let mut bytes: Vec<u8> = Vec::new();
         let mut is_bos_ws = true;
@@ -135,6 +136,25 @@ impl Tokenizer {
             text = glm1::postprocess(&text);
         }
         Ok(text)
+    }
+}
+
+impl Tokenizer {
+    /// Decodes `ids` with [`DecodeMode::SkipSpecial`] (the ChatGLM2 and GLM-4 tokenizers'
+    /// `decode(ids, skip_special_tokens=True)`).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.decode_with(ids, DecodeMode::SkipSpecial)
+    }
+
+    /// Decodes `ids` with the given mode. For GLM-4: the bytes of consecutive ordinary ids as
+    /// UTF-8 with replacement (Python's `errors="replace"`); [`DecodeMode::RenderSpecial`] is
+    /// the Hugging Face `decode` (runs and special tokens joined by one space),
+    /// [`DecodeMode::SentencePiece`] plain tiktoken `decode` (special ids are out of range).
+    pub fn decode_with(&self, ids: &[u32], mode: DecodeMode) -> Result<String, TokenizerError> {
+        match &self.model {
+            Model::Spm(s) => s.decode_with(ids, mode),
+            Model::ByteLevel(b) => b.decode(ids, mode),
+        }
     }
 
     /// A streaming decoder at the start of a text (feed it ids of this tokenizer).
@@ -217,6 +237,8 @@ pub struct StreamDecoder {
     bos_ws_seen: bool,
     /// Whether any text has been produced.
     produced: bool,
+    /// The state for a byte-level tokenizer.
+    bytes: ByteStream,
     /// ChatGLM-6B: decoded text that may still be the start of `<n>`, `<|tab|>` or
     /// `<|blank_N|>`, held back until it is decided.
     held: String,
@@ -234,6 +256,7 @@ impl StreamDecoder {
             is_bos_ws: true,
             bos_ws_seen: false,
             produced: false,
+            bytes: ByteStream::default(),
             held: String::new(),
             glm1: false,
         }
@@ -241,6 +264,14 @@ impl StreamDecoder {
 
     /// Feeds one id; returns the text that is now final (possibly empty).
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String, TokenizerError> {
+        let tokenizer = match &tokenizer.model {
+            Model::Spm(s) => s,
+            Model::ByteLevel(b) => {
+                let mut out = String::new();
+                self.bytes.push(b.classify(id, self.mode)?, &mut out);
+                return Ok(out);
+            }
+        };
         let token = tokenizer.classify(id, self.mode)?;
         let mut out = String::new();
         match token {
@@ -282,6 +313,7 @@ impl StreamDecoder {
         if self.glm1 {
             out = glm1::postprocess(&out);
         }
+        self.bytes.finish(&mut out);
         *self = Self::new(self.mode);
         out
     }

@@ -21,6 +21,14 @@ pub enum TokenizerError {
         /// What is wrong.
         what: String,
     },
+    /// A line of a tiktoken `tokenizer.model` (GLM-4) is malformed.
+    #[error("bad tiktoken tokenizer.model line {line}: {what}")]
+    Tiktoken {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
     /// The GGUF metadata that holds the vocabulary is missing a key or has one of the wrong
     /// type.
     #[error("{0}")]
@@ -54,6 +62,14 @@ pub enum TokenizerError {
     /// A ChatGLM3 message was given to a ChatGLM2 tokenizer, which has no role tokens.
     #[error("a ChatGLM2 tokenizer has no role tokens")]
     NoRoleTokens,
+    /// A prompt format was asked of a tokenizer of another family.
+    #[error("{format} needs a GLM-4 tokenizer, this one is {family}")]
+    WrongFamily {
+        /// The prompt format.
+        format: &'static str,
+        /// The tokenizer's family.
+        family: crate::arch::Family,
+    },
     /// A ChatGLM2 history is not a sequence of (user, assistant) rounds.
     #[error("ChatGLM2 history must alternate user and assistant messages")]
     HistoryNotAlternating,
@@ -73,6 +89,9 @@ pub enum TokenizerError {
 /// What is wrong with a vocabulary.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VocabError {
+    /// A byte-level (GLM-4) vocabulary is inconsistent: the message names the token.
+    #[error("{0}")]
+    ByteLevel(String),
     /// The pieces, scores and types lists differ in length.
     #[error("{tokens} pieces, {scores} scores and {types} types (one of each per token)")]
     LengthMismatch {

@@ -2,26 +2,71 @@
 //! (llama.cpp's names; see `crate::arch::keys` and docs/FORMAT.md), so that the converter
 //! writes exactly what the runtime reads.
 
-use super::{Family, NormalizerSpec, PieceType, Tokenizer, TokenizerError, TokenizerParts};
+use super::{
+    ByteLevelParts, Family, NormalizerSpec, PieceType, Tokenizer, TokenizerError, TokenizerParts,
+};
 use crate::arch::keys;
 use crate::gguf::{GgufError, GgufFile, Metadata};
 
 /// The value of `tokenizer.ggml.model` for SentencePiece vocabularies.
 const SPM_MODEL: &str = "llama";
 
-/// The prompt format of a file: [`keys::PROMPT_FORMAT`], or for files from other converters,
-/// ChatGLM3 when the vocabulary has its role tokens.
-pub(crate) fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
+/// The value of `tokenizer.ggml.model` for byte-level BPE vocabularies (GLM-4).
+const BYTE_LEVEL_MODEL: &str = "gpt2";
+
+/// llama.cpp's pre-tokenizer name for GLM-4's split pattern.
+const GLM4_PRE: &str = "chatglm-bpe";
+
+/// A vocabulary that the converter writes into a GGUF file: SentencePiece
+/// ([`TokenizerParts`]) or byte-level ([`ByteLevelParts`]).
+pub trait GgufVocabulary {
+    /// The model family (the prompt format, written as [`keys::PROMPT_FORMAT`]).
+    fn family(&self) -> Family;
+    /// Writes the `tokenizer.ggml.*` keys (and ours).
+    fn write_gguf(&self, md: &mut Metadata) -> Result<(), GgufError>;
+}
+
+impl GgufVocabulary for TokenizerParts {
+    fn family(&self) -> Family {
+        self.family
+    }
+    fn write_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
+        self.to_gguf(md)
+    }
+}
+
+impl GgufVocabulary for ByteLevelParts {
+    fn family(&self) -> Family {
+        self.family
+    }
+    fn write_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
+        self.to_gguf(md)
+    }
+}
+
+/// The family (prompt format) of a file: [`keys::PROMPT_FORMAT`], or for files from other
+/// converters (llama.cpp's), found from the vocabulary: GLM-4 for a byte-level (`gpt2`) one
+/// with `<|user|>`, ChatGLM3 for a SentencePiece one with the role tokens, else ChatGLM2.
+pub fn family_from_gguf(md: &Metadata) -> Result<Family, GgufError> {
     if md.get(keys::PROMPT_FORMAT).is_some() {
         let name = md.get_str(keys::PROMPT_FORMAT)?;
         return Family::from_name(name).ok_or_else(|| GgufError::OutOfRange {
             key: keys::PROMPT_FORMAT.to_owned(),
             value: format!("{name:?}"),
-            expected: "\"chatglm1\", \"chatglm2\" or \"chatglm3\"",
+            expected: "\"chatglm1\", \"chatglm2\", \"chatglm3\", \"codegeex2\" or \"glm4\"",
         });
     }
+    let byte_level = md
+        .get(keys::TOKENIZER_MODEL)
+        .is_some_and(|_| md.get_str(keys::TOKENIZER_MODEL).ok() == Some(BYTE_LEVEL_MODEL));
     Ok(match md.get_str_array(keys::TOKENIZER_TOKENS) {
-        Ok(tokens) if tokens.iter().any(|t| t == "<|user|>") => Family::ChatGlm3,
+        Ok(tokens) if tokens.iter().any(|t| t == "<|user|>") => {
+            if byte_level {
+                Family::Glm4
+            } else {
+                Family::ChatGlm3
+            }
+        }
         _ => Family::ChatGlm2,
     })
 }
@@ -64,7 +109,7 @@ impl TokenizerParts {
             }
         }
         let n = self.sp_vocab_size.unwrap_or(self.tokens.len());
-        if self.family == Family::ChatGlm3 {
+        if self.family.special_tokens().contains(&"<|user|>") {
             // `<|user|>` ends an assistant turn.
             md.push_u32(keys::TOKENIZER_EOT_ID, (n + 6) as u32)?;
         }
@@ -106,7 +151,10 @@ impl TokenizerParts {
             return Err(TokenizerError::KeyOutOfRange {
                 key: keys::TOKENIZER_MODEL,
                 value: format!("{model:?}"),
-                expected: format!("{SPM_MODEL:?} (only SentencePiece vocabularies are supported)"),
+                expected: format!(
+                    "{SPM_MODEL:?} (a SentencePiece vocabulary; {BYTE_LEVEL_MODEL:?} ones are \
+                     read by ByteLevelParts::from_gguf)"
+                ),
             });
         }
         let tokens = md.get_str_array(keys::TOKENIZER_TOKENS)?.to_vec();
@@ -221,9 +269,102 @@ impl TokenizerParts {
     }
 }
 
+impl ByteLevelParts {
+    /// Writes the vocabulary as llama.cpp's converter writes GLM-4 (ggml-org/llama.cpp
+    /// `convert_hf_to_gguf.py`, `ChatGLMModel.set_vocab`): model `gpt2`, pre-tokenizer
+    /// `chatglm-bpe`, GPT-2-spelled tokens, token types, merges, `<|endoftext|>` as eos (and
+    /// unk), `<|user|>` as end of turn, no BOS.
+    pub fn to_gguf(&self, md: &mut Metadata) -> Result<(), GgufError> {
+        let types: Vec<i32> = self.types.iter().map(|&t| t as i32).collect();
+        md.push_str(keys::TOKENIZER_MODEL, BYTE_LEVEL_MODEL)?;
+        md.push_str(keys::TOKENIZER_PRE, GLM4_PRE)?;
+        md.push_str_array(keys::TOKENIZER_TOKENS, self.tokens.clone())?;
+        md.push_i32_array(keys::TOKENIZER_TOKEN_TYPE, types)?;
+        md.push_str_array(keys::TOKENIZER_MERGES, self.merges())?;
+        if let Some(eos) = self.eos_id {
+            md.push_u32(keys::TOKENIZER_EOS_ID, eos)?;
+            md.push_u32(keys::TOKENIZER_UNK_ID, eos)?;
+        }
+        let user = self.tokens.iter().position(|t| t == "<|user|>");
+        if let Some(user) = user.filter(|&i| self.types[i] == PieceType::Control) {
+            md.push_u32(keys::TOKENIZER_EOT_ID, user as u32)?;
+        }
+        if let Some(pad) = self.pad_id {
+            md.push_u32(keys::TOKENIZER_PAD_ID, pad)?;
+        }
+        md.push_bool(keys::TOKENIZER_ADD_BOS, false)?;
+        Ok(())
+    }
+
+    /// Reads the vocabulary of a `gpt2` GGUF file (ours or llama.cpp's). The merges are not
+    /// needed: a token's rank is its id.
+    pub fn from_gguf(md: &Metadata) -> Result<Self, TokenizerError> {
+        let tokens = md.get_str_array(keys::TOKENIZER_TOKENS)?.to_vec();
+        let n = tokens.len();
+        let raw_types = md.get_i32_array(keys::TOKENIZER_TOKEN_TYPE)?;
+        if raw_types.len() != n {
+            return Err(TokenizerError::KeyLength {
+                key: keys::TOKENIZER_TOKEN_TYPE,
+                len: raw_types.len(),
+                tokens: n,
+            });
+        }
+        let types = raw_types
+            .iter()
+            .enumerate()
+            .map(|(id, &t)| match PieceType::from_i32(t) {
+                Some(
+                    t @ (PieceType::Normal
+                    | PieceType::Control
+                    | PieceType::UserDefined
+                    | PieceType::Unused),
+                ) => Ok(t),
+                _ => Err(TokenizerError::KeyOutOfRange {
+                    key: keys::TOKENIZER_TOKEN_TYPE,
+                    value: format!("{t} (token {id})"),
+                    expected: "1 normal, 3 control, 4 user-defined or 5 unused".to_owned(),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let in_range = |key: &'static str| -> Result<Option<u32>, TokenizerError> {
+            match optional_id(md, key)? {
+                Some(id) if id as usize >= n => Err(TokenizerError::KeyOutOfRange {
+                    key,
+                    value: id.to_string(),
+                    expected: format!("a token id below {n}"),
+                }),
+                id => Ok(id),
+            }
+        };
+        Ok(Self {
+            tokens,
+            types,
+            eos_id: in_range(keys::TOKENIZER_EOS_ID)?,
+            pad_id: in_range(keys::TOKENIZER_PAD_ID)?,
+            family: family_from_gguf(md)?,
+        })
+    }
+}
+
 impl Tokenizer {
-    /// The tokenizer of a `chatglm` GGUF file.
+    /// The tokenizer of a `chatglm` GGUF file: SentencePiece (`tokenizer.ggml.model` =
+    /// `llama`) or byte-level BPE (`gpt2`, GLM-4).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
-        Tokenizer::from_parts(TokenizerParts::from_gguf(file.metadata())?)
+        let md = file.metadata();
+        if md.get_str(keys::TOKENIZER_MODEL)? == BYTE_LEVEL_MODEL {
+            let family = family_from_gguf(md)?;
+            if !family.is_byte_level() {
+                return Err(TokenizerError::KeyOutOfRange {
+                    key: keys::TOKENIZER_MODEL,
+                    value: format!("{BYTE_LEVEL_MODEL:?}"),
+                    expected: format!(
+                        "{SPM_MODEL:?} for a {} model (only GLM-4 has a byte-level vocabulary)",
+                        family
+                    ),
+                });
+            }
+            return Tokenizer::from_byte_level_parts(ByteLevelParts::from_gguf(md)?);
+        }
+        Tokenizer::from_parts(TokenizerParts::from_gguf(md)?)
     }
 }

@@ -10,7 +10,7 @@
 //! - Decoding: SentencePiece's decode of all ids, then `<n>`, `<|tab|>` and `<|blank_N|>` are
 //!   turned back into text.
 
-use super::{DecodeMode, PieceType, Tokenizer};
+use super::{DecodeMode, PieceType, Spm};
 
 /// The strings the v1 Hugging Face tokenizer splits off before SentencePiece sees the text
 /// (its bos, eos, mask, pad and unk tokens; `[gMASK]` is not among them).
@@ -241,7 +241,7 @@ fn replace_before_cjk(s: &str, half: char, full: char) -> String {
     out
 }
 
-impl Tokenizer {
+impl Spm {
     /// The v1 Hugging Face `encode(text, add_special_tokens=False)`: registered specials split
     /// off, every chunk preprocessed and encoded on its own.
     pub(crate) fn encode_glm1_into(&self, text: &str, out: &mut Vec<u32>) {
@@ -282,7 +282,7 @@ impl Tokenizer {
     /// Whether decoding in `mode` applies [`postprocess`] (the Hugging Face decodes do; plain
     /// SentencePiece decoding does not).
     pub(crate) fn glm1_postprocesses(&self, mode: DecodeMode) -> bool {
-        self.family() == super::Family::ChatGlm1 && mode != DecodeMode::SentencePiece
+        self.glm1 && mode != DecodeMode::SentencePiece
     }
 }
 

@@ -50,7 +50,7 @@ impl SpecialIds {
             sop: n + 3,
             eop: n + 4,
             roles: match family {
-                Family::ChatGlm1 | Family::ChatGlm2 => None,
+                Family::ChatGlm1 | Family::ChatGlm2 | Family::CodeGeeX2 | Family::Glm4 => None,
                 Family::ChatGlm3 => Some(RoleIds {
                     system: n + 5,
                     user: n + 6,

@@ -52,11 +52,11 @@ pub enum ConfigError {
         reason: String,
     },
 
-    /// A model of another family (ChatGLM-6B v1, GLM-4) that the runtime does not support.
+    /// A model of another family (ChatGLM-6B v1) that the runtime does not support.
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),
 
-    /// Nothing in the checkpoint directory tells ChatGLM2 from ChatGLM3.
+    /// Nothing in the checkpoint directory tells ChatGLM2 from ChatGLM3 (or CodeGeeX2, GLM-4).
     #[error(
         "cannot tell whether {0} is a ChatGLM2 or a ChatGLM3 checkpoint (no \
          tokenization_chatglm.py, no role tokens in tokenizer_config.json, no family in the \
@@ -477,13 +477,17 @@ pub use chatglm::arch::Family;
 impl HfConfig {
     /// The runtime's configuration of a validated checkpoint of `family`. `rope_ratio` is
     /// applied as each generation's code applies it: ChatGLM2 (the 32k variant) divides the
-    /// positions by it, ChatGLM3 multiplies the RoPE base by it.
+    /// positions by it (CodeGeeX2 is ChatGLM2), ChatGLM3 and GLM-4 multiply the RoPE base by
+    /// it (glm-4-9b-chat: 500, base 5e6; glm-4-9b-chat-1m: 10000, base 1e8).
     pub fn to_model_config(&self, family: Family) -> ModelConfig {
         let rope_scaling = match (self.rope_ratio.map(|r| r as f32), family) {
             (None, _) => RopeScaling::None,
             (Some(1.0), _) => RopeScaling::None,
-            (Some(r), Family::ChatGlm2) => RopeScaling::DividePositions(r),
-            (Some(r), Family::ChatGlm3 | Family::ChatGlm1) => RopeScaling::MultiplyBase(r),
+            (Some(r), Family::ChatGlm2 | Family::CodeGeeX2) => RopeScaling::DividePositions(r),
+            // GLM-4's `RotaryEmbedding.forward_impl`: `base = base * self.rope_ratio`.
+            (Some(r), Family::ChatGlm3 | Family::Glm4 | Family::ChatGlm1) => {
+                RopeScaling::MultiplyBase(r)
+            }
         };
         ModelConfig {
             vocab_size: self.padded_vocab_size,
@@ -515,22 +519,56 @@ pub struct FamilyDecision {
 /// The ChatGLM3 role tokens.
 const ROLE_TOKENS: [&str; 4] = ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
 
-/// Decides whether the checkpoint in `dir` is ChatGLM2 or ChatGLM3.
+/// Whether `tokenizer.model` is GLM-4's tiktoken text (`base64 rank` lines) rather than a
+/// serialized SentencePiece `ModelProto` (whose first byte is a protobuf tag, never a base64
+/// character followed by `" 0\n"`).
+fn tokenizer_model_is_tiktoken(dir: &Path) -> Result<bool, ConfigError> {
+    let path = dir.join("tokenizer.model");
+    let mut head = Vec::new();
+    match fs::File::open(&path) {
+        Ok(f) => f
+            .take(256)
+            .read_to_end(&mut head)
+            .map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(ConfigError::Io { path, source }),
+    };
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(space) = line.iter().position(|&b| b == b' ') else {
+        return Ok(false);
+    };
+    let (b64, rank) = (&line[..space], &line[space + 1..]);
+    Ok(!b64.is_empty()
+        && b64
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        && rank == b"0")
+}
+
+/// Decides the family of the checkpoint in `dir`: ChatGLM2, ChatGLM3, CodeGeeX2 or GLM-4.
 ///
-/// `config.json` is the same for both, and so is `tokenizer.model`: what differs is the
-/// tokenizer code (ChatGLM3 adds the four role tokens after the five ChatGLM2 special tokens).
-/// Signals, strongest first; the first that decides wins:
+/// `config.json` is the same for ChatGLM2, ChatGLM3 and CodeGeeX2 (and GLM-4 differs only in
+/// sizes and `rope_ratio`); what differs is the tokenizer (GLM-4: tiktoken; ChatGLM3 adds the
+/// four role tokens after the five ChatGLM2 special tokens) and the name (CodeGeeX2 ships
+/// ChatGLM2's code and files under its own name). Signals, strongest first; the first that
+/// decides wins:
 ///
 /// 1. `override_family`, when the caller knows.
-/// 2. `tokenization_chatglm.py` (the code Hugging Face runs to build the tokenizer): it
-///    defines the role tokens in ChatGLM3 only. (A tiktoken-based one is GLM-4: refused.)
-/// 3. `tokenizer_config.json`: a `ChatGLM4Tokenizer` class is GLM-4 (refused); role tokens in
-///    `added_tokens_decoder` or `chat_template` (newer ChatGLM3 revisions) mean ChatGLM3.
-/// 4. `modeling_chatglm.py`: ChatGLM3's `chat()` calls `build_chat_input`, ChatGLM2's
+/// 2. GLM-4's tokenizer: a tiktoken `tokenizer.model`, `tokenization_chatglm.py` importing
+///    tiktoken, or a `ChatGLM4Tokenizer` class in `tokenizer_config.json`.
+/// 3. The model's name saying `codegeex` (`_name_or_path` of `config.json`, `name_or_path` of
+///    `tokenizer_config.json`, the directory name): CodeGeeX2's files are otherwise ChatGLM2's
+///    (CodeGeeX4, GLM-4-based, has stopped at 2).
+/// 4. `tokenization_chatglm.py` (the code Hugging Face runs to build the tokenizer): it
+///    defines the role tokens in ChatGLM3 only.
+/// 5. `tokenizer_config.json`: role tokens in `added_tokens_decoder` or `chat_template`
+///    (newer ChatGLM3 revisions) mean ChatGLM3.
+/// 6. `modeling_chatglm.py`: ChatGLM3's `chat()` calls `build_chat_input`, ChatGLM2's
 ///    `build_prompt`/`build_inputs`.
-/// 5. The model's name: `_name_or_path` of `config.json`, `name_or_path` of
-///    `tokenizer_config.json`, then the directory name, containing `glm3` or `glm2` (only one
-///    of them).
+/// 7. The model's name containing `glm3` or `glm2` (only one of them).
 ///
 /// When nothing decides, the error asks the caller to say which.
 pub fn family(
@@ -543,27 +581,6 @@ pub fn family(
         return decided(family, "given by the caller".to_owned());
     }
 
-    if let Some(code) = read_text(&dir.join("tokenization_chatglm.py"))? {
-        if code.contains("tiktoken") {
-            return Err(ConfigError::UnsupportedModel(
-                "tokenization_chatglm.py uses tiktoken: a GLM-4 checkpoint".to_owned(),
-            ));
-        }
-        let family = if ROLE_TOKENS.iter().any(|t| code.contains(t)) {
-            Family::ChatGlm3
-        } else {
-            Family::ChatGlm2
-        };
-        let how = match family {
-            Family::ChatGlm3 => "defines",
-            Family::ChatGlm2 | Family::ChatGlm1 => "does not define",
-        };
-        return decided(
-            family,
-            format!("tokenization_chatglm.py {how} the role tokens"),
-        );
-    }
-
     let tokenizer_config_path = dir.join("tokenizer_config.json");
     let tokenizer_config: Option<serde_json::Value> = match read_text(&tokenizer_config_path)? {
         Some(text) => Some(
@@ -574,14 +591,77 @@ pub fn family(
         ),
         None => None,
     };
-    if let Some(tc) = &tokenizer_config {
-        if let Some(class) = tc.get("tokenizer_class").and_then(|c| c.as_str()) {
-            if class.contains("ChatGLM4") {
-                return Err(ConfigError::UnsupportedModel(format!(
-                    "tokenizer_config.json has tokenizer_class {class}: a GLM-4 checkpoint"
-                )));
-            }
+    let dir_name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let names = [
+        ("config.json _name_or_path", config.name_or_path.clone()),
+        (
+            "tokenizer_config.json name_or_path",
+            tokenizer_config
+                .as_ref()
+                .and_then(|tc| tc.get("name_or_path"))
+                .and_then(|n| n.as_str())
+                .map(str::to_owned),
+        ),
+        ("directory name", dir_name),
+    ];
+    if tokenizer_model_is_tiktoken(dir)? {
+        return decided(
+            Family::Glm4,
+            "tokenizer.model is a tiktoken rank file".to_owned(),
+        );
+    }
+    let tokenization_code = read_text(&dir.join("tokenization_chatglm.py"))?;
+    if tokenization_code
+        .as_ref()
+        .is_some_and(|code| code.contains("tiktoken"))
+    {
+        return decided(
+            Family::Glm4,
+            "tokenization_chatglm.py uses tiktoken".to_owned(),
+        );
+    }
+    if let Some(class) = tokenizer_config
+        .as_ref()
+        .and_then(|tc| tc.get("tokenizer_class"))
+        .and_then(|c| c.as_str())
+        .filter(|c| c.contains("ChatGLM4"))
+    {
+        return decided(
+            Family::Glm4,
+            format!("tokenizer_config.json has tokenizer_class {class}"),
+        );
+    }
+
+    for (what, name) in &names {
+        if let Some(name) = name
+            .as_ref()
+            .filter(|n| n.to_ascii_lowercase().contains("codegeex"))
+        {
+            return decided(Family::CodeGeeX2, format!("{what} {name:?}"));
         }
+    }
+
+    if let Some(code) = tokenization_code {
+        let family = if ROLE_TOKENS.iter().any(|t| code.contains(t)) {
+            Family::ChatGlm3
+        } else {
+            Family::ChatGlm2
+        };
+        let how = if family == Family::ChatGlm3 {
+            "defines"
+        } else {
+            "does not define"
+        };
+        return decided(
+            family,
+            format!("tokenization_chatglm.py {how} the role tokens"),
+        );
+    }
+
+    if let Some(tc) = &tokenizer_config {
         let mentions_roles = |v: Option<&serde_json::Value>| {
             v.is_some_and(|v| {
                 let text = v.to_string();
@@ -614,22 +694,6 @@ pub fn family(
         }
     }
 
-    let dir_name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let names = [
-        ("config.json _name_or_path", config.name_or_path.clone()),
-        (
-            "tokenizer_config.json name_or_path",
-            tokenizer_config
-                .as_ref()
-                .and_then(|tc| tc.get("name_or_path"))
-                .and_then(|n| n.as_str())
-                .map(str::to_owned),
-        ),
-        ("directory name", dir_name),
-    ];
     for (what, name) in names {
         let Some(name) = name else { continue };
         let lower = name.to_ascii_lowercase();

@@ -10,8 +10,69 @@ use chatglm::build::{
     TensorSource, WriteOptions,
 };
 use chatglm::model::{Block, Family, ModelConfig};
-use chatglm::tokenizer::{SpmModel, TokenizerParts};
+use chatglm::tokenizer::{ByteLevelParts, SpmModel, Tokenizer, TokenizerParts};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
+
+/// The tokenizer files of a checkpoint, read for its family.
+#[derive(Debug, Clone)]
+pub enum TokenizerSource {
+    /// A SentencePiece `tokenizer.model` (ChatGLM2, ChatGLM3, CodeGeeX2).
+    Spm(Box<SpmModel>),
+    /// GLM-4's tiktoken `tokenizer.model` text and its special tokens (text, id) from
+    /// `tokenizer_config.json`'s `added_tokens_decoder` (or, without that file, GLM-4's own
+    /// specials right after the ranks).
+    Tiktoken {
+        /// The `base64 rank` lines.
+        text: String,
+        /// The special tokens.
+        specials: Option<Vec<(String, u32)>>,
+    },
+}
+
+impl TokenizerSource {
+    /// Reads `dir/tokenizer.model` (and for GLM-4 `dir/tokenizer_config.json`).
+    pub fn read(dir: &Path, family: Family) -> Result<Self, ConvertError> {
+        let path = dir.join("tokenizer.model");
+        if !family.is_byte_level() {
+            return Ok(Self::Spm(Box::new(SpmModel::from_file(path)?)));
+        }
+        let io = |source| chatglm::tokenizer::TokenizerError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        let config_path = dir.join("tokenizer_config.json");
+        let specials = match std::fs::read_to_string(&config_path) {
+            Ok(json) => {
+                let parse = |source| crate::config::ConfigError::Parse {
+                    path: config_path.clone(),
+                    source,
+                };
+                let v: serde_json::Value = serde_json::from_str(&json).map_err(parse)?;
+                let added = v.get("added_tokens_decoder").and_then(|a| a.as_object());
+                added.map(|added| {
+                    added
+                        .iter()
+                        .filter_map(|(id, t)| {
+                            let id: u32 = id.parse().ok()?;
+                            Some((t.get("content")?.as_str()?.to_owned(), id))
+                        })
+                        .collect()
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(crate::config::ConfigError::Io {
+                    path: config_path,
+                    source,
+                }
+                .into())
+            }
+        };
+        Ok(Self::Tiktoken { text, specials })
+    }
+}
 
 /// Reads each planned tensor from the checkpoint: as stored, but for the v1 `query_key_value`
 /// rows, which are regrouped into Q | K | V ([`permute_qkv_rows`]).
@@ -83,13 +144,13 @@ fn check_checkpoint(
     Ok(())
 }
 
-/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `spm` and prompt
+/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `tokenizer` and prompt
 /// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
 pub fn convert(
     ckpt: &Checkpoint,
     config: &ModelConfig,
     family: Family,
-    spm: &SpmModel,
+    tokenizer: &TokenizerSource,
     opts: &WriteOptions,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
@@ -108,10 +169,27 @@ pub fn convert(
     }
     let plan = build_plan(config, opts.matrix_type, opts.portable).map_err(BuildError::from)?;
     check_checkpoint(ckpt, config, &plan)?;
-    let tokenizer = TokenizerParts::from_spm(spm.clone(), family, Some(config.vocab_size))?;
+    let padded = Some(config.vocab_size);
+    let spm_parts;
+    let byte_parts;
+    let vocabulary: &dyn chatglm::tokenizer::GgufVocabulary = match tokenizer {
+        TokenizerSource::Spm(spm) => {
+            spm_parts = TokenizerParts::from_spm((**spm).clone(), family, padded)?;
+            &spm_parts
+        }
+        TokenizerSource::Tiktoken { text, specials } => {
+            byte_parts = match specials {
+                Some(s) => ByteLevelParts::from_tiktoken(text, s, padded, family)?,
+                None => ByteLevelParts::glm4_from_tiktoken(text, padded)?,
+            };
+            // Every special token the prompts need is there, before anything is written.
+            Tokenizer::from_byte_level_parts(byte_parts.clone())?;
+            &byte_parts
+        }
+    };
     Ok(write_model(
         config,
-        &tokenizer,
+        vocabulary,
         plan,
         &mut CheckpointSource(ckpt, config),
         opts,
@@ -133,8 +211,8 @@ pub struct Described {
     pub family: Family,
     /// What decided the family, for the converter to print.
     pub evidence: String,
-    /// The SentencePiece tokenizer.
-    pub spm: SpmModel,
+    /// The tokenizer files.
+    pub tokenizer: TokenizerSource,
 }
 
 /// Reads and checks `config.json` of the checkpoint in `dir` (either generation), decides its
@@ -149,7 +227,7 @@ pub fn describe(dir: &std::path::Path, forced: Option<Family>) -> Result<Describ
                 config: config.to_model_config(decision.family),
                 family: decision.family,
                 evidence: decision.evidence,
-                spm: SpmModel::from_file(dir.join("tokenizer.model"))?,
+                tokenizer: TokenizerSource::read(dir, decision.family)?,
             })
         }
         AnyConfig::ChatGlm1(config) => {
@@ -158,7 +236,9 @@ pub fn describe(dir: &std::path::Path, forced: Option<Family>) -> Result<Describ
                 config: config.to_model_config(),
                 family: Family::ChatGlm1,
                 evidence: "config.json has the ChatGLM-6B (v1) fields".to_owned(),
-                spm: SpmModel::from_file(dir.join(V1_TOKENIZER_FILE))?,
+                tokenizer: TokenizerSource::Spm(Box::new(SpmModel::from_file(
+                    dir.join(V1_TOKENIZER_FILE),
+                )?)),
             })
         }
     }

@@ -89,6 +89,8 @@ enum FamilyArg {
     Auto,
     Chatglm2,
     Chatglm3,
+    Codegeex2,
+    Glm4,
 }
 
 /// A progress bar over the bytes written, with the tensor being written as its message.
@@ -157,6 +159,8 @@ fn run(args: Args) -> Result<(), ConvertError> {
         let forced = match args.family {
             FamilyArg::Chatglm2 => Some(Family::ChatGlm2),
             FamilyArg::Chatglm3 => Some(Family::ChatGlm3),
+            FamilyArg::Codegeex2 => Some(Family::CodeGeeX2),
+            FamilyArg::Glm4 => Some(Family::Glm4),
             FamilyArg::Auto => None,
         };
         let decision = describe(&dir, forced)?;
@@ -180,7 +184,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &ckpt,
             &decision.config,
             decision.family,
-            &decision.spm,
+            &decision.tokenizer,
             &opts,
             &mut bar,
             &cancel,

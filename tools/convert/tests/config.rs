@@ -278,6 +278,9 @@ fn family_of_the_golden_checkpoints() {
         ("glm2-tiny", Family::ChatGlm2),
         ("glm2-small", Family::ChatGlm2),
         ("glm3-tiny", Family::ChatGlm3),
+        ("../golden-glm4/glm4-tiny", Family::Glm4),
+        ("../golden-glm4/glm4-small", Family::Glm4),
+        ("../golden-glm4/glm4-1m-tiny", Family::Glm4),
     ] {
         let dir = golden_dir(model);
         let c = HfConfig::from_file(&dir.join("config.json")).unwrap();
@@ -287,7 +290,7 @@ fn family_of_the_golden_checkpoints() {
         // The caller can override.
         let other = match expected {
             Family::ChatGlm2 => Family::ChatGlm3,
-            Family::ChatGlm3 | Family::ChatGlm1 => Family::ChatGlm2,
+            _ => Family::ChatGlm2,
         };
         assert_eq!(family(&dir, &c, Some(other)).unwrap().family, other);
     }
@@ -350,22 +353,40 @@ fn family_signals_in_order() {
     .unwrap();
     assert_eq!(family(&dir, &c, None).unwrap().family, Family::ChatGlm3);
 
-    // GLM-4 is refused.
+    // GLM-4: a tiktoken tokenizer, by its code, its class or its rank file.
     fs::write(dir.join("tokenization_chatglm.py"), "import tiktoken\n").unwrap();
-    assert!(matches!(
-        family(&dir, &c, None).unwrap_err(),
-        ConfigError::UnsupportedModel(_)
-    ));
+    assert_eq!(family(&dir, &c, None).unwrap().family, Family::Glm4);
     fs::remove_file(dir.join("tokenization_chatglm.py")).unwrap();
     fs::write(
         dir.join("tokenizer_config.json"),
         r#"{"tokenizer_class": "ChatGLM4Tokenizer"}"#,
     )
     .unwrap();
-    assert!(matches!(
-        family(&dir, &c, None).unwrap_err(),
-        ConfigError::UnsupportedModel(_)
-    ));
+    assert_eq!(family(&dir, &c, None).unwrap().family, Family::Glm4);
+    fs::remove_file(dir.join("tokenizer_config.json")).unwrap();
+    fs::write(dir.join("tokenizer.model"), "IQ== 0\nIg== 1\n").unwrap();
+    let d = family(&dir, &c, None).unwrap();
+    assert_eq!(d.family, Family::Glm4, "{}", d.evidence);
+    // A SentencePiece proto is not a rank file.
+    fs::copy(
+        golden_dir("glm2-tiny").join("tokenizer.model"),
+        dir.join("tokenizer.model"),
+    )
+    .unwrap();
+    assert_eq!(family(&dir, &c, None).unwrap().family, Family::ChatGlm2);
+
+    // CodeGeeX2 ships ChatGLM2's files under its own name.
+    let geex = scratch("codegeex2-6b");
+    fs::write(
+        geex.join("tokenization_chatglm.py"),
+        "class SPTokenizer:\n    special_tokens = [\"[MASK]\", \"[gMASK]\", \"[sMASK]\", \"sop\", \"eop\"]\n",
+    )
+    .unwrap();
+    let d = family(&geex, &c, None).unwrap();
+    assert_eq!(d.family, Family::CodeGeeX2, "{}", d.evidence);
+    // ... but a tiktoken tokenizer (CodeGeeX4) is GLM-4.
+    fs::write(geex.join("tokenization_chatglm.py"), "import tiktoken\n").unwrap();
+    assert_eq!(family(&geex, &c, None).unwrap().family, Family::Glm4);
 
     // The directory name is the last resort.
     let named = scratch("chatglm2-6b");
@@ -376,6 +397,11 @@ fn family_signals_in_order() {
 fn family_names() {
     assert_eq!("chatglm3".parse::<Family>().unwrap(), Family::ChatGlm3);
     assert_eq!("GLM2".parse::<Family>().unwrap(), Family::ChatGlm2);
-    assert!("glm4".parse::<Family>().is_err());
+    assert_eq!("glm4".parse::<Family>().unwrap(), Family::Glm4);
+    assert_eq!("codegeex2".parse::<Family>().unwrap(), Family::CodeGeeX2);
+    assert!("glm5".parse::<Family>().is_err());
+    for f in Family::ALL {
+        assert_eq!(f.name().parse::<Family>().unwrap(), f);
+    }
     assert_eq!(Family::ChatGlm2.to_string(), "chatglm2");
 }

@@ -12,7 +12,7 @@ use chatglm::model::ModelConfig;
 use chatglm::tokenizer::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::{convert, TokenizerSource};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::{quant, GgmlType};
 use common::*;
@@ -28,7 +28,7 @@ const TYPES: [GgmlType; 5] = [
 
 #[test]
 fn every_golden_checkpoint_converts_at_every_type_to_the_reference_bytes() {
-    for name in GOLDEN {
+    for name in GOLDEN.into_iter().chain(GOLDEN_GLM4) {
         let dir = golden_dir(name);
         let ckpt = Checkpoint::open(&dir).unwrap();
         let config = HfConfig::from_file(&dir.join("config.json")).unwrap();
@@ -164,7 +164,9 @@ fn a_failed_or_cancelled_conversion_leaves_nothing_under_the_output_name() {
     // Cancelled before the first tensor.
     let ckpt = Checkpoint::open(&golden_dir("glm2-tiny")).unwrap();
     let config = HfConfig::from_file(&golden_dir("glm2-tiny").join("config.json")).unwrap();
-    let spm = SpmModel::from_file(golden_dir("glm2-tiny").join("tokenizer.model")).unwrap();
+    let spm = TokenizerSource::Spm(Box::new(
+        SpmModel::from_file(golden_dir("glm2-tiny").join("tokenizer.model")).unwrap(),
+    ));
     let opts = WriteOptions {
         output: out.clone(),
         matrix_type: GgmlType::Q4_0,
@@ -198,7 +200,9 @@ fn an_unknown_checkpoint_tensor_is_refused_by_name() {
     let hf = HfConfig::from_file(&dir.join("config.json")).unwrap();
     let mut config = hf.to_model_config(Family::ChatGlm2);
     config.num_layers = 1;
-    let spm = SpmModel::from_file(dir.join("tokenizer.model")).unwrap();
+    let spm = TokenizerSource::Spm(Box::new(
+        SpmModel::from_file(dir.join("tokenizer.model")).unwrap(),
+    ));
     let out = temp_dir("unknown").join("x.gguf");
     let opts = WriteOptions {
         output: out.clone(),

@@ -5,8 +5,7 @@
 mod common;
 
 use chatglm::gguf::GgufFile;
-use chatglm::model::{KvType, Logits, Model, StateOptions};
-use chatglm::sampler::argmax;
+use chatglm::model::Model;
 use chatglm::tokenizer::{ChatMessage, Role, Tokenizer};
 use chatglm_kernels::GgmlType;
 use common::*;
@@ -67,73 +66,13 @@ fn golden_prompts_from_the_gguf_tokenizer() {
     }
 }
 
-/// f32 weights and an f32 cache: logits within 1e-4 of the reference everywhere.
+/// f32 weights and an f32 cache: logits, hidden states and residuals within 1e-4 of the
+/// reference everywhere.
 #[test]
 fn golden_logits_at_f32() {
     for name in GOLDEN {
         let (model, _, _) = load(name, GgmlType::F32);
-        let g = golden_json(name);
-        let vocab = model.config().vocab_size;
-
-        // Prefill: every position's logits, the final hidden state.
-        let prefill = &g["prefill"];
-        let ids = u32s(&prefill["input_ids"]);
-        let context = model.config().context_length;
-        let opts = StateOptions {
-            context,
-            batch: context,
-            kv_type: KvType::F32,
-            threads: 2,
-        };
-        let mut st = model.new_state(opts).unwrap();
-        let logits = model
-            .forward(&mut st, &ids, 0, Logits::All)
-            .unwrap()
-            .to_vec();
-        let want: Vec<f32> = prefill["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(f32s)
-            .collect();
-        let err = max_abs_diff(&logits, &want);
-        assert!(err < 1e-4, "{name}: prefill logits differ by {err}");
-        for (row, &am) in logits.chunks(vocab).zip(&u32s(&prefill["argmax"])) {
-            assert_eq!(argmax(row), am, "{name}: prefill argmax");
-        }
-        let h = model.config().hidden_size;
-        let last_hidden = &st.hidden()[(ids.len() - 1) * h..];
-        let err = max_abs_diff(last_hidden, &f32s(&g["hidden_final"]["values"]));
-        assert!(err < 1e-4, "{name}: final hidden state differs by {err}");
-
-        // Four decode steps through the cache.
-        for (pos, step) in (ids.len()..).zip(g["decode"]["steps"].as_array().unwrap()) {
-            assert_eq!(step["position"].as_u64().unwrap() as usize, pos);
-            let id = step["input_id"].as_u64().unwrap() as u32;
-            let logits = model.forward(&mut st, &[id], pos, Logits::Last).unwrap();
-            let err = max_abs_diff(logits, &f32s(&step["logits"]));
-            assert!(err < 1e-4, "{name}: decode at {pos} differs by {err}");
-            assert_eq!(argmax(logits), step["argmax"].as_u64().unwrap() as u32);
-        }
-
-        // The long prompt: RoPE far from position 0.
-        let positions = &g["positions"];
-        let ids = u32s(&positions["input_ids"]);
-        let mut st = model.new_state(opts).unwrap();
-        let logits = model
-            .forward(&mut st, &ids, 0, Logits::All)
-            .unwrap()
-            .to_vec();
-        for row in positions["rows"].as_array().unwrap() {
-            let p = row["position"].as_u64().unwrap() as usize;
-            let got = &logits[p * vocab..(p + 1) * vocab];
-            let err = max_abs_diff(got, &f32s(&row["logits"]));
-            assert!(
-                err < 1e-4,
-                "{name}: long prompt position {p} differs by {err}"
-            );
-            assert_eq!(argmax(got), row["argmax"].as_u64().unwrap() as u32);
-        }
+        golden::check_logits(name, &model, &golden_json(name));
     }
 }
 
@@ -142,59 +81,6 @@ fn golden_logits_at_f32() {
 fn golden_greedy_at_f32() {
     for name in GOLDEN {
         let (model, tok, _) = load(name, GgmlType::F32);
-        let g = golden_json(name);
-        let eos = u32s(&g["greedy"]["settings"]["eos_token_id"]);
-        assert_eq!(
-            tok.stop_ids()
-                .iter()
-                .copied()
-                .collect::<std::collections::BTreeSet<_>>(),
-            eos.iter().copied().collect(),
-            "{name}: stop ids"
-        );
-        let max_new = g["greedy"]["settings"]["max_new_tokens"].as_u64().unwrap() as usize;
-        for case in g["greedy"]["cases"].as_array().unwrap() {
-            let prompt = u32s(&case["input_ids"]);
-            let want = u32s(&case["new_ids"]);
-            let margin = case["min_top2_margin"].as_f64().unwrap() as f32;
-            for kv_type in [KvType::F32, KvType::F16] {
-                // The f16 cache moves logits by up to ~1e-3 on these models: only cases whose
-                // top-2 margin is clearly larger must keep their ids.
-                if kv_type == KvType::F16 && margin < 4e-3 {
-                    continue;
-                }
-                let opts = StateOptions {
-                    context: model.config().context_length,
-                    batch: 32,
-                    kv_type,
-                    threads: 2,
-                };
-                let mut st = model.new_state(opts).unwrap();
-                let mut logits = model
-                    .forward(&mut st, &prompt, 0, Logits::Last)
-                    .unwrap()
-                    .to_vec();
-                let mut got = Vec::new();
-                while got.len() < max_new {
-                    let next = argmax(&logits);
-                    got.push(next);
-                    if eos.contains(&next) {
-                        break;
-                    }
-                    let pos = prompt.len() + got.len() - 1;
-                    logits = model
-                        .forward(&mut st, &[next], pos, Logits::Last)
-                        .unwrap()
-                        .to_vec();
-                }
-                assert_eq!(got, want, "{name} {kv_type:?}: {}", case["query"]);
-                let text = tok.decode(&got).unwrap();
-                assert_eq!(
-                    text,
-                    case["text"].as_str().unwrap(),
-                    "{name}: decoded reply"
-                );
-            }
-        }
+        golden::check_greedy(name, &model, &tok, &golden_json(name));
     }
 }

@@ -9,13 +9,25 @@ use chatglm_kernels::GgmlType;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+pub mod golden;
+
 /// The golden checkpoints of `../shared/golden`.
 pub const GOLDEN: [&str; 3] = ["glm2-tiny", "glm2-small", "glm3-tiny"];
 
-/// `../shared/golden/<name>` (relative to the repository root).
+/// The golden GLM-4 checkpoints of `../shared/golden-glm4`.
+pub const GOLDEN_GLM4: [&str; 3] = ["glm4-tiny", "glm4-small", "glm4-1m-tiny"];
+
+/// `../shared/golden/<name>`, or `../shared/golden-glm4/<name>` for a GLM-4 checkpoint
+/// (relative to the repository root).
 pub fn golden_dir(name: &str) -> PathBuf {
+    let set = if name.starts_with("glm4") {
+        "golden-glm4"
+    } else {
+        "golden"
+    };
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/golden")
+        .join("../../../shared")
+        .join(set)
         .join(name)
 }
 
@@ -43,7 +55,18 @@ pub fn convert_checkpoint_as(
     out: &Path,
     portable: bool,
 ) -> Result<Summary, ConvertError> {
-    let described = describe(dir, None)?;
+    convert_checkpoint_family(dir, ty, out, portable, None)
+}
+
+/// As [`convert_checkpoint_as`], with the family given (`None`: detected).
+pub fn convert_checkpoint_family(
+    dir: &Path,
+    ty: GgmlType,
+    out: &Path,
+    portable: bool,
+    forced: Option<chatglm::arch::Family>,
+) -> Result<Summary, ConvertError> {
+    let described = describe(dir, forced)?;
     let ckpt = Checkpoint::open(dir)?;
     let opts = WriteOptions {
         output: out.to_path_buf(),
@@ -56,7 +79,7 @@ pub fn convert_checkpoint_as(
         &ckpt,
         &described.config,
         described.family,
-        &described.spm,
+        &described.tokenizer,
         &opts,
         &mut NoProgress,
         &AtomicBool::new(false),
