@@ -3,7 +3,7 @@
 //! Each family's chat format is chosen here, in [`chat_prompt`].
 
 use super::error::ApiError;
-use super::tools::ToolFormat;
+use super::tools::{OfferedTools, ToolFormat};
 use super::types::{ChatRequest, CompletionRequest, InRole, PromptText, Sampling, ToolChoice};
 use chatglm::sampler::SamplerConfig;
 use chatglm::tokenizer::{ChatMessage, Family, Role, Tokenizer};
@@ -24,7 +24,7 @@ pub struct Prepared {
     /// Stop sequences.
     pub stops: Vec<String>,
     /// The tool-call format and the names of the tools offered (chat with tools only).
-    pub tools: Option<(ToolFormat, Vec<String>)>,
+    pub tools: Option<OfferedTools>,
 }
 
 /// Sampler settings when a request gives none: chatglm.cpp's (temperature 0.95, top-p 0.7),
@@ -233,7 +233,7 @@ fn offered_tools(req: &ChatRequest) -> Result<(Vec<Value>, Vec<String>), ApiErro
 fn chat_prompt(
     req: &ChatRequest,
     tok: &Tokenizer,
-) -> Result<(Vec<u32>, Option<(ToolFormat, Vec<String>)>), ApiError> {
+) -> Result<(Vec<u32>, Option<OfferedTools>), ApiError> {
     let msgs = &req.messages;
     let Some(last) = msgs.last() else {
         return Err(ApiError::field("messages", "messages is empty"));

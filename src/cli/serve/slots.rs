@@ -240,6 +240,12 @@ fn run_job(session: &mut Session, job: Job, scheduler: &Scheduler) -> Vec<u32> {
             return Vec::new();
         }
     };
+    if events.is_closed() {
+        eprintln!(
+            "chatglm serve: client gone after {} tokens; generation stopped",
+            generation.ids.len()
+        );
+    }
     let finish = match generation.stop {
         _ if stop.hit() => Finish::Stop,
         StopReason::Eos => Finish::Stop,

@@ -25,6 +25,9 @@ pub enum ToolFormat {
     ChatGlm3,
 }
 
+/// The format to parse a reply with and the names of the tools offered.
+pub type OfferedTools = (ToolFormat, Vec<String>);
+
 /// A tool call taken from a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
@@ -104,7 +107,7 @@ impl ToolFormat {
 #[derive(Debug)]
 pub struct ReplyFilter {
     /// The format and the names of the tools offered; `None`: everything is content.
-    tools: Option<(ToolFormat, Vec<String>)>,
+    tools: Option<OfferedTools>,
     state: ReplyState,
 }
 
@@ -129,7 +132,7 @@ pub enum ReplyEnd {
 
 impl ReplyFilter {
     /// A filter for a reply to a request that offered `tools` (names) in `format`.
-    pub fn new(tools: Option<(ToolFormat, Vec<String>)>) -> Self {
+    pub fn new(tools: Option<OfferedTools>) -> Self {
         let state = match &tools {
             Some((_, names)) if !names.is_empty() => ReplyState::Undecided(String::new()),
             _ => ReplyState::Content,
@@ -579,7 +582,8 @@ mod tests {
         );
         let mut f = ReplyFilter::new(tools.clone());
         assert_eq!(f.push("se"), "");
-        assert_eq!(f.push("a"), "sea");
+        assert_eq!(f.push("a"), "", "still a prefix of `search`");
+        assert_eq!(f.push("s"), "seas");
         assert_eq!(f.push(" is blue"), " is blue");
         assert_eq!(f.finish(), ReplyEnd::Content(String::new()));
         let mut f = ReplyFilter::new(tools.clone());

@@ -263,12 +263,14 @@ impl Content {
                                 "a text part needs `text`",
                             ))
                         }
-                        (kind, _) => return Err(ApiError::field(
-                            &format!("{param}[{i}].type"),
-                            format!(
+                        (kind, _) => {
+                            return Err(ApiError::field(
+                                &format!("{param}[{i}].type"),
+                                format!(
                                 "content parts of type {kind:?} are not supported (only \"text\")"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 Ok(text)
@@ -297,6 +299,15 @@ impl Stop {
 /// Parses a JSON request body into `T`: malformed JSON and wrong types or values are a 400
 /// that names the field (`messages[1].role`).
 pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would also read a struct from an array of its fields in order: not here.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        let value: Result<serde::de::IgnoredAny, _> = serde_json::from_slice(bytes);
+        return Err(match value {
+            Ok(_) => ApiError::invalid(None, "the body must be a JSON object"),
+            Err(e) => ApiError::invalid(None, format!("the body is not valid JSON: {e}")),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
