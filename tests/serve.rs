@@ -112,9 +112,13 @@ impl Server {
                 l.push('\n');
             }
         });
-        let addr = rx
+        let mut addr = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("no address; log:\n{}", log.lock().unwrap()));
+        if addr.ip().is_unspecified() {
+            // Listening on every address: talk to it on loopback only.
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let server = Server { child, addr, log };
         let r = server.get("/health");
         assert_eq!(r.status, 200, "{}", r.body);
@@ -735,6 +739,29 @@ fn a_client_that_leaves_frees_its_slot() {
         .unwrap_or_else(|| panic!("no cancellation in the log:\n{log}"));
     let generated: usize = gone.split(' ').next().unwrap().parse().unwrap();
     assert!(generated < 2000, "{gone}; waited {waited:?}");
+    assert!(
+        log.contains("POST /v1/chat/completions 499 (client closed)"),
+        "{log}"
+    );
+
+    // Not streamed: the client gives up waiting for the whole reply.
+    let mut body = body;
+    body["stream"] = json!(false);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    send_request(
+        &mut stream,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    server.wait_health("the request running", |h| h["slots_free"] == 0);
+    drop(stream);
+    server.wait_health("the slot free again", |h| h["slots_free"] == 1);
+    let log = server.log();
+    assert_eq!(log.matches("client gone after ").count(), 2, "{log}");
+    assert_eq!(log.matches("499 (client closed)").count(), 2, "{log}");
 }
 
 #[test]

@@ -78,29 +78,69 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// One line per request on stderr: method, path, status, tokens, time.
-fn log_line(method: &Method, path: &str, status: StatusCode, usage: Option<Usage>, t: Instant) {
-    let tokens = usage.map_or(String::new(), |u| {
-        format!(
-            " prompt={} completion={}",
-            u.prompt_tokens, u.completion_tokens
-        )
-    });
-    eprintln!(
-        "chatglm serve: {method} {path} {}{tokens} {:.1} ms",
-        status.as_u16(),
-        t.elapsed().as_secs_f64() * 1e3
-    );
+/// One line per request on stderr: method, path, status, tokens, time. A request whose
+/// client went away before the answer was complete is logged with status 499 when it is
+/// dropped.
+struct LogLine {
+    method: Method,
+    path: String,
+    start: Instant,
+    written: bool,
+}
+
+impl LogLine {
+    fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            start: Instant::now(),
+            written: false,
+        }
+    }
+
+    fn write(&mut self, status: u16, usage: Option<Usage>) {
+        let tokens = usage.map_or(String::new(), |u| {
+            format!(
+                " prompt={} completion={}",
+                u.prompt_tokens, u.completion_tokens
+            )
+        });
+        let gone = if status == 499 {
+            " (client closed)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "chatglm serve: {} {} {status}{tokens}{gone} {:.1} ms",
+            self.method,
+            self.path,
+            self.start.elapsed().as_secs_f64() * 1e3
+        );
+        self.written = true;
+    }
+
+    /// Someone else writes this request's line (its stream, when it ends).
+    fn hand_over(&mut self) {
+        self.written = true;
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(499, None);
+        }
+    }
 }
 
 async fn log(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let mut line = LogLine::new(request.method().clone(), request.uri().path());
     let response = next.run(request).await;
-    if response.extensions().get::<LogsItself>().is_none() {
+    if response.extensions().get::<LogsItself>().is_some() {
+        line.hand_over();
+    } else {
         let usage = response.extensions().get::<Logged>().map(|l| l.0);
-        log_line(&method, &path, response.status(), usage, start);
+        line.write(response.status().as_u16(), usage);
     }
     response
 }
@@ -275,9 +315,9 @@ impl Reply {
         self.chunk(Some(choice), None)
     }
 
+    /// The closing chunks: a tool call's (chat), then the one with `finish_reason`.
     fn last(&self, finish: Finish, call: Option<&super::tools::ToolCall>) -> Vec<Bytes> {
         let mut out = Vec::new();
-        let mut delta = json!({});
         if let (Some(call), Kind::Chat) = (call, self.kind) {
             let d = json!({"tool_calls": Self::tool_calls(call, &self.id, true)});
             out.push(self.chunk(
@@ -287,7 +327,7 @@ impl Reply {
         }
         let choice = match self.kind {
             Kind::Chat => {
-                json!({"index": 0, "delta": std::mem::take(&mut delta), "logprobs": null, "finish_reason": finish.name()})
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish.name()})
             }
             Kind::Completion => {
                 json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish.name()})
@@ -382,7 +422,6 @@ async fn generate(
     if let Some(Event::Failed(e)) = first {
         return Err(e);
     }
-    let start = Instant::now();
     let path = match kind {
         Kind::Chat => "/v1/chat/completions",
         Kind::Completion => "/v1/completions",
@@ -401,8 +440,7 @@ async fn generate(
         next: Option<Event>,
         done: bool,
         include_usage: bool,
-        start: Instant,
-        path: &'static str,
+        log: LogLine,
     }
     let state = StreamState {
         reply,
@@ -411,8 +449,7 @@ async fn generate(
         next: first,
         done: false,
         include_usage,
-        start,
-        path,
+        log: LogLine::new(Method::POST, path),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -439,7 +476,7 @@ async fn generate(
                     }
                     s.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     s.done = true;
-                    log_line(&Method::POST, s.path, StatusCode::OK, Some(usage), s.start);
+                    s.log.write(200, Some(usage));
                 }
                 Some(Event::Failed(e)) => {
                     // Headers are sent: the error goes in the stream, as OpenAI does.
@@ -447,7 +484,7 @@ async fn generate(
                         .push_back(Bytes::from(format!("data: {}\n\n", e.body())));
                     s.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     s.done = true;
-                    log_line(&Method::POST, s.path, e.status, None, s.start);
+                    s.log.write(e.status.as_u16(), None);
                 }
                 None => return None,
             }
@@ -462,4 +499,62 @@ async fn generate(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response.extensions_mut().insert(LogsItself);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::serve::tools::ToolCall;
+
+    fn reply(kind: Kind) -> Reply {
+        Reply {
+            kind,
+            id: "chatcmpl-1".into(),
+            created: 5,
+            model: "m".into(),
+        }
+    }
+
+    #[test]
+    fn a_tool_call_answers_in_openai_shape() {
+        let call = ToolCall {
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            cached_tokens: 0,
+        };
+        let v = reply(Kind::Chat).full(String::new(), Finish::ToolCalls, Some(&call), usage);
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        let c = &choice["message"]["tool_calls"][0];
+        assert_eq!(c["type"], "function");
+        assert_eq!(c["function"]["name"], "get_weather");
+        assert_eq!(c["function"]["arguments"], r#"{"city":"Paris"}"#);
+        assert!(c["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(v["usage"]["total_tokens"], 5);
+
+        let chunks: Vec<Value> = reply(Kind::Chat)
+            .last(Finish::ToolCalls, Some(&call))
+            .iter()
+            .map(|b| {
+                let s = std::str::from_utf8(b).unwrap();
+                let s = s
+                    .strip_prefix("data: ")
+                    .unwrap()
+                    .strip_suffix("\n\n")
+                    .unwrap();
+                serde_json::from_str(s).unwrap()
+            })
+            .collect();
+        assert_eq!(chunks.len(), 2);
+        let d = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(d["index"], 0);
+        assert_eq!(d["function"]["name"], "get_weather");
+        assert_eq!(chunks[1]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[1]["object"], "chat.completion.chunk");
+    }
 }
