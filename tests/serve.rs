@@ -851,3 +851,29 @@ fn chatglm3_tools_go_into_the_system_message_and_tool_results_are_observations()
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "messages[1].role");
 }
+
+/// The official `openai` Python client against the server, when `CHATGLM_OPENAI_PYTHON`
+/// names a Python interpreter that has it (`pip install openai`); otherwise says so and
+/// returns.
+#[test]
+fn the_openai_python_client_works() {
+    let Some(python) = std::env::var_os("CHATGLM_OPENAI_PYTHON") else {
+        eprintln!("CHATGLM_OPENAI_PYTHON is not set: the openai client check did not run");
+        return;
+    };
+    let server = Server::start(tiny3(), &["--api-key", "k"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve_openai.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(format!("http://{}/v1", server.addr))
+        .arg("k")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}

@@ -162,8 +162,13 @@ impl Scheduler {
     fn take(&self, slot: usize) -> Option<Job> {
         let mut s = self.lock();
         loop {
-            // A job whose client has left is dropped here, whichever slot looks.
-            while s.queue.front().is_some_and(|j| j.events.is_closed()) {
+            // A job whose client has left (or any, once shutdown cancels) is dropped here,
+            // whichever slot looks; dropping its sender ends the client's wait.
+            while s
+                .queue
+                .front()
+                .is_some_and(|j| j.events.is_closed() || self.cancelled())
+            {
                 s.queue.pop_front();
                 s.in_flight -= 1;
             }
