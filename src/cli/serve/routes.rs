@@ -16,7 +16,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chatglm::Engine;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,8 +133,13 @@ impl Drop for LogLine {
     }
 }
 
-async fn log(request: Request, next: Next) -> Response {
+/// When a request arrived (for the time its stream logs).
+#[derive(Debug, Clone, Copy)]
+struct Arrived(Instant);
+
+async fn log(mut request: Request, next: Next) -> Response {
     let mut line = LogLine::new(request.method().clone(), request.uri().path());
+    request.extensions_mut().insert(Arrived(line.start));
     let response = next.run(request).await;
     if response.extensions().get::<LogsItself>().is_some() {
         line.hand_over();
@@ -338,7 +343,11 @@ impl Reply {
     }
 }
 
-async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
+async fn chat_completions(
+    State(app): State<Arc<App>>,
+    arrived: Option<Extension<Arrived>>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
     let engine = Arc::clone(&app.engine);
     let context = app.context;
@@ -351,10 +360,14 @@ async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Result<Res
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    generate(app, Kind::Chat, prepared).await
+    generate(app, Kind::Chat, prepared, arrived).await
 }
 
-async fn completions(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
+async fn completions(
+    State(app): State<Arc<App>>,
+    arrived: Option<Extension<Arrived>>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
     let engine = Arc::clone(&app.engine);
     let context = app.context;
@@ -366,7 +379,7 @@ async fn completions(State(app): State<Arc<App>>, body: Body) -> Result<Response
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    generate(app, Kind::Completion, prepared).await
+    generate(app, Kind::Completion, prepared, arrived).await
 }
 
 fn stream_usage(stream: Option<bool>, options: &Option<super::types::StreamOptions>) -> bool {
@@ -382,6 +395,7 @@ async fn generate(
     app: Arc<App>,
     kind: Kind,
     (prepared, stream, include_usage): (Prepared, bool, bool),
+    arrived: Option<Extension<Arrived>>,
 ) -> Result<Response, ApiError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     if app
@@ -442,6 +456,10 @@ async fn generate(
         include_usage: bool,
         log: LogLine,
     }
+    let mut log = LogLine::new(Method::POST, path);
+    if let Some(Extension(Arrived(at))) = arrived {
+        log.start = at;
+    }
     let state = StreamState {
         reply,
         rx,
@@ -449,7 +467,7 @@ async fn generate(
         next: first,
         done: false,
         include_usage,
-        log: LogLine::new(Method::POST, path),
+        log,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         loop {
