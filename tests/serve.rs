@@ -129,6 +129,23 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `ok` holds for it (its lines arrive through a pipe, a moment after the
+    /// server wrote them).
+    fn wait_log(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if ok(&log) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
         http(self.addr, method, path, headers, body)
     }
@@ -351,11 +368,12 @@ fn a_chat_reply_has_the_openai_shape_and_the_library_text_and_counts() {
     assert_eq!(u["prompt_tokens"], prompt.len());
     assert_eq!(u["completion_tokens"], g.ids.len());
     assert_eq!(u["total_tokens"], prompt.len() + g.ids.len());
-    assert!(server.log().contains(&format!(
+    let line = format!(
         "POST /v1/chat/completions 200 prompt={} completion={}",
         prompt.len(),
         g.ids.len()
-    )));
+    );
+    server.wait_log("the request's log line", |l| l.contains(&line));
 
     // The same conversation, one round on: the slot's cache holds the earlier prompt.
     let messages = json!([user("Hello there"), {"role": "assistant", "content": "hi"}, user("and then?"),
@@ -610,7 +628,9 @@ fn bad_requests_get_an_error_naming_the_field_and_the_server_goes_on() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "prompt");
     good(&server);
-    assert!(server.log().contains("POST /v1/chat/completions 400"));
+    server.wait_log("400s logged", |l| {
+        l.contains("POST /v1/chat/completions 400")
+    });
 }
 
 #[test]
@@ -732,7 +752,9 @@ fn a_client_that_leaves_frees_its_slot() {
     );
     assert_eq!(r.status, 200);
     let waited = start.elapsed();
-    let log = server.log();
+    let log = server.wait_log("a cancellation", |l| {
+        l.contains("client gone after ") && l.contains("499 (client closed)")
+    });
     let gone = log
         .lines()
         .find_map(|l| l.split("client gone after ").nth(1))
@@ -759,9 +781,10 @@ fn a_client_that_leaves_frees_its_slot() {
     server.wait_health("the request running", |h| h["slots_free"] == 0);
     drop(stream);
     server.wait_health("the slot free again", |h| h["slots_free"] == 1);
-    let log = server.log();
-    assert_eq!(log.matches("client gone after ").count(), 2, "{log}");
-    assert_eq!(log.matches("499 (client closed)").count(), 2, "{log}");
+    server.wait_log("a second cancellation", |l| {
+        l.matches("client gone after ").count() == 2
+            && l.matches("499 (client closed)").count() == 2
+    });
 }
 
 #[test]

@@ -216,8 +216,12 @@ pub fn spawn_workers(
                 .name(format!("slot-{slot}"))
                 .spawn(move || {
                     while let Some(job) = scheduler.take(slot) {
-                        let tokens = run_job(&mut session, job, &scheduler);
+                        let events = job.events.clone();
+                        let (tokens, last) = run_job(&mut session, job, &scheduler);
+                        // Free before answering: a client that has its reply finds the
+                        // slot free (and the queue place given back).
                         scheduler.release(slot, tokens);
+                        let _ = events.send(last);
                     }
                 })
         })
@@ -225,8 +229,9 @@ pub fn spawn_workers(
 }
 
 /// Generates the reply to `job` on `session`, sending its text as it comes; returns the
-/// tokens the session's cache then holds (empty if unknown).
-fn run_job(session: &mut Session, job: Job, scheduler: &Scheduler) -> Vec<u32> {
+/// tokens the session's cache then holds (empty if unknown) and the last event to send
+/// ([`Event::Done`] or [`Event::Failed`]).
+fn run_job(session: &mut Session, job: Job, scheduler: &Scheduler) -> (Vec<u32>, Event) {
     let Job { prepared, events } = job;
     let mut stop = StopFilter::new(&prepared.stops);
     let mut reply = ReplyFilter::new(prepared.tools.clone());
@@ -239,10 +244,9 @@ fn run_job(session: &mut Session, job: Job, scheduler: &Scheduler) -> Vec<u32> {
     let generation = match result {
         Ok(g) => g,
         Err(e) => {
-            let _ = events.send(Event::Failed(ApiError::internal(format!(
-                "generation failed: {e}"
-            ))));
-            return Vec::new();
+            eprintln!("chatglm serve: generation failed: {e}");
+            let failed = ApiError::internal(format!("generation failed: {e}"));
+            return (Vec::new(), Event::Failed(failed));
         }
     };
     if events.is_closed() {
@@ -272,12 +276,12 @@ fn run_job(session: &mut Session, job: Job, scheduler: &Scheduler) -> Vec<u32> {
         completion_tokens: generation.ids.len(),
         cached_tokens: generation.timings.reused_tokens,
     };
-    let _ = events.send(Event::Done {
+    let mut tokens = generation.prompt_ids;
+    tokens.extend_from_slice(&generation.ids);
+    let done = Event::Done {
         finish,
         tool_call,
         usage,
-    });
-    let mut tokens = generation.prompt_ids;
-    tokens.extend_from_slice(&generation.ids);
-    tokens
+    };
+    (tokens, done)
 }
