@@ -29,6 +29,8 @@ enum Command {
     Tokenize(cli::tokenize::TokenizeArgs),
     /// Measure the perplexity of a model on a text file.
     Perplexity(cli::perplexity::PerplexityArgs),
+    /// Serve the OpenAI HTTP API (chat and text completions, streaming) on loopback.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(args),
         Command::Tokenize(args) => cli::tokenize::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

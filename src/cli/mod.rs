@@ -7,6 +7,7 @@ pub mod demo;
 pub mod info;
 pub mod perplexity;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::PathBuf;
