@@ -135,6 +135,9 @@ impl Chat<'_> {
             rustyline::EventHandler::Conditional(Box::new(CtrlC)),
         );
         loop {
+            // A Ctrl-C from here on stops the next reply (at the prompt it is a key, not a
+            // signal, and the editor handles it).
+            self.interrupted.store(false, Ordering::SeqCst);
             let line = match editor.readline("> ") {
                 Ok(line) => line,
                 Err(ReadlineError::Eof | ReadlineError::Interrupted) => return Ok(()),
@@ -182,7 +185,6 @@ impl Chat<'_> {
     fn reply(&mut self, message: &str) -> Result<(), CliError> {
         let mut sink = TextSink::stdout();
         let interrupted = &self.interrupted;
-        interrupted.store(false, Ordering::SeqCst);
         let generation = self.session.chat(message, &self.options, &mut |piece| {
             !interrupted.load(Ordering::SeqCst) && sink.write(piece)
         })?;
@@ -210,7 +212,8 @@ impl Chat<'_> {
                 Ok(())
             }
             "system" => self.set_system(rest),
-            "save" if !rest.is_empty() => save(Path::new(rest), self.session.history()),
+            "save" if !rest.is_empty() => save(Path::new(rest), self.session.history())
+                .map(|()| self.note("(conversation saved)")),
             "load" if !rest.is_empty() => super::run::read_messages(Path::new(rest))
                 .and_then(|m| Ok(self.session.set_history(m)?))
                 .map(|()| self.note("(conversation loaded)")),

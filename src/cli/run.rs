@@ -22,7 +22,8 @@ pub struct RunArgs {
         conflicts_with_all = ["messages", "file"]
     )]
     prompt: Option<String>,
-    /// Read the message (or with --raw, the text to continue) from a UTF-8 file.
+    /// Read the message (or with --raw, the text to continue) from a UTF-8 file, without its
+    /// last line break.
     #[arg(
         short = 'f',
         long = "file",
@@ -133,7 +134,12 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         session.respond(&read_messages(path)?, &options, &mut on_text)?
     } else {
         let prompt = match &args.file {
-            Some(path) => super::common::read_text(path)?,
+            // As llama.cpp's `-f`: the file's last line break is not part of the prompt.
+            Some(path) => {
+                let text = super::common::read_text(path)?;
+                let end = text.strip_suffix('\n').unwrap_or(&text);
+                end.strip_suffix('\r').unwrap_or(end).to_owned()
+            }
             None => args.prompt.clone().unwrap_or_default(),
         };
         if args.raw {
