@@ -70,9 +70,8 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     let interactive = std::io::stdin().is_terminal();
     let interrupted = Arc::new(AtomicBool::new(false));
     if interactive {
-        let flag = Arc::clone(&interrupted);
         // Without a handler Ctrl-C keeps its default (quit): that is all that is lost.
-        if ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).is_err() {
+        if !catch_ctrl_c(&interrupted) {
             eprintln!("chatglm: note: Ctrl-C cannot be caught here; it quits");
         }
         eprintln!(
@@ -255,6 +254,26 @@ impl Chat<'_> {
         if self.interactive {
             eprintln!("{text}");
         }
+    }
+}
+
+/// Makes Ctrl-C set `flag` instead of ending the program; `false` if it cannot. At the prompt
+/// the editor reads Ctrl-C as a key; while a reply streams it is a signal (SIGINT only:
+/// SIGTERM and SIGHUP still end the program), or on Windows a console event.
+fn catch_ctrl_c(flag: &Arc<AtomicBool>) -> bool {
+    #[cfg(unix)]
+    {
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(flag)).is_ok()
+    }
+    #[cfg(windows)]
+    {
+        let flag = Arc::clone(flag);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).is_ok()
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = flag;
+        false
     }
 }
 
