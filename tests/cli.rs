@@ -73,6 +73,18 @@ fn info_lists_the_tensors() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("blk.1.ffn_down.weight"), "{text}");
+    // The summary: family, parameters in a unit that fits, the types.
+    let params: u64 = {
+        let o = chatglm(&["info", "-m", m, "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["parameters"].as_u64().unwrap()
+    };
+    assert!((100_000..1_000_000).contains(&params), "{params}");
+    let want = format!("{:.0}K parameters", params as f64 / 1000.0);
+    let line = text.lines().find(|l| l.starts_with("family: ")).unwrap();
+    assert!(line.starts_with("family: chatglm2, "), "{line}");
+    assert!(line.contains(&want), "{line} should say {want}");
+    assert!(line.contains(" q8_0") && line.contains(" f32"), "{line}");
     assert!(text.contains("general.architecture"));
     let o = chatglm(&["info", "-m", m, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -296,6 +308,29 @@ fn chat_skips_a_line_that_is_not_utf8() {
         "{}",
         stderr(&o)
     );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "one reply, to the second line: {out:?}"
+    );
+}
+
+#[test]
+fn chat_from_a_pipe_goes_on_after_a_message_too_long() {
+    use std::io::Write;
+    let m = model().to_str().unwrap();
+    let mut child = spawn(&["chat", "-m", m, "-n", "3", "--temp", "0", "-c", "64"]);
+    let long = "word ".repeat(100);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{long}\nhello\n").as_bytes())
+        .unwrap();
+    let o = wait_bounded(child, "chat");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("context holds 64"), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         out.lines().count(),

@@ -219,3 +219,68 @@ pub fn usage_error(
     };
     (message, hint)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn rewritten(args: &[&str]) -> Result<Vec<String>, String> {
+        let args = args.iter().map(OsString::from).collect();
+        rewrite(&crate::Cli::command(), args)
+            .map(|v| v.into_iter().map(|a| a.into_string().unwrap()).collect())
+            .map_err(|r| r.flag)
+    }
+
+    #[test]
+    fn llama_cpp_names_become_long_flags_and_values_stay() {
+        assert_eq!(
+            rewritten(&["chatglm", "run", "-m", "f", "-sys", "x", "-ctk", "f16", "-ctv=f32"]),
+            Ok([
+                "chatglm",
+                "run",
+                "-m",
+                "f",
+                "--system-prompt",
+                "x",
+                "--cache-type-k",
+                "f16",
+                "--cache-type-v=f32"
+            ]
+            .map(String::from)
+            .to_vec())
+        );
+        // A value is never rewritten or refused: after a flag that takes one, after `--`.
+        for args in [
+            &["chatglm", "run", "-p", "-sys"][..],
+            &["chatglm", "run", "--prompt", "-ngl"],
+            &["chatglm", "run", "-p=-ngl"],
+            &["chatglm", "tokenize", "-m", "f", "--", "-ngl"],
+        ] {
+            assert_eq!(
+                rewritten(args),
+                Ok(args.iter().map(|a| a.to_string()).collect())
+            );
+        }
+        // Only after the subcommand: `chatglm -ngl` is clap's to report.
+        assert!(rewritten(&["chatglm", "-ngl"]).is_ok());
+    }
+
+    #[test]
+    fn flags_that_do_not_apply_are_refused_by_name() {
+        assert_eq!(
+            rewritten(&["chatglm", "run", "-ngl", "99"]),
+            Err("-ngl".into())
+        );
+        assert_eq!(
+            rewritten(&["chatglm", "chat", "-m", "f", "--n-gpu-layers=99"]),
+            Err("--n-gpu-layers".into())
+        );
+        assert_eq!(
+            rewritten(&["chatglm", "bench", "--mlock"]),
+            Err("--mlock".into())
+        );
+        // One-letter flags llama.cpp shares with this tool pass: `-s` is the seed in both.
+        assert!(rewritten(&["chatglm", "run", "-s", "1"]).is_ok());
+    }
+}

@@ -150,11 +150,25 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         return Ok(());
     }
     writeln!(out, "file: {}", args.model.display())?;
+    // How many tensors of each type, the most common first.
+    let mut types: Vec<(&str, usize)> = Vec::new();
+    for t in file.tensors() {
+        match types.iter_mut().find(|(name, _)| *name == t.ty.name()) {
+            Some((_, n)) => *n += 1,
+            None => types.push((t.ty.name(), 1)),
+        }
+    }
+    types.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let types: Vec<String> = types
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
     writeln!(
         out,
-        "family: {}, {} parameters",
+        "family: {}, {} parameters, tensors: {}",
         family.as_deref().unwrap_or("unknown (no tokenizer)"),
-        count_with_unit(total_params)
+        count_with_unit(total_params),
+        types.join(", ")
     )?;
     writeln!(
         out,
