@@ -15,8 +15,8 @@
 #                  `cargo build --release --lib` and taking them from target/release
 #
 # The version comes from the header's CHATGLM_VERSION_* macros (which come from Cargo.toml).
-# The files are relocatable: chatglm.pc names the prefix, the CMake files find it from their
-# own place.
+# The CMake files find the prefix from where they are (the tree can be moved); chatglm.pc
+# names it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix="${1#--prefix=}"; shift ;;
         --from) from="${2:?--from needs a directory}"; shift 2 ;;
         --from=*) from="${1#--from=}"; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
