@@ -2,7 +2,10 @@
  * chatglm.h: the C API of chatglm-rs, a CPU runtime for ChatGLM2/ChatGLM3 models in GGUF files.
  *
  * C99 and C++ (the declarations are wrapped in extern "C"). Link with the static library
- * (libchatglm.a, plus -lpthread -ldl -lm) or the shared one (libchatglm.so).
+ * (libchatglm.a, plus -lpthread -ldl -lm) or the shared one (libchatglm.so, soname
+ * libchatglm.so.0; libchatglm.0.dylib on macOS; chatglm.dll with its import library on
+ * Windows). Installed with tools/install.sh: `pkg-config --cflags --libs chatglm`, or CMake's
+ * find_package(chatglm) and the target chatglm::chatglm (chatglm::chatglm_static).
  *
  * Handles
  *   chatglm_model    a loaded model file: weights mapped read-only, tokenizer, session options.
@@ -45,6 +48,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The version of this header; chatglm_version() gives the library's. */
+#define CHATGLM_VERSION_MAJOR 0
+#define CHATGLM_VERSION_MINOR 1
+#define CHATGLM_VERSION_PATCH 0
 
 /**
  * What a function returns: `CHATGLM_OK`, or why it failed (the message is then readable with

@@ -1,12 +1,12 @@
 //! The `chatglm` command-line tool.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use std::process::ExitCode;
 
 mod cli;
 
 /// Run ChatGLM2/ChatGLM3 models on the CPU from a GGUF file (see `chatglm-convert`).
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
@@ -33,8 +33,47 @@ enum Command {
     Serve(cli::serve::ServeArgs),
 }
 
+/// Parses the command line: llama.cpp's spellings first, then clap; a usage error is one line
+/// and a hint on stderr, and exit code 2.
+fn parse() -> Result<Cli, ExitCode> {
+    let command = Cli::command();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match cli::flags::rewrite(&command, args) {
+        Ok(args) => args,
+        Err(refused) => {
+            eprintln!(
+                "chatglm: error: {} is not supported: {}",
+                refused.flag, refused.reason
+            );
+            return Err(ExitCode::from(2));
+        }
+    };
+    let error = match command.clone().try_get_matches_from(&args) {
+        Ok(matches) => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => return Ok(cli),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let (message, hint) = cli::flags::usage_error(&command, &error, &args);
+    eprintln!("chatglm: error: {message}\n  hint: {hint}");
+    Err(ExitCode::from(2))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // A model file truncated under its map: one line and exit 1, not a silent SIGBUS.
     chatglm::install_bus_error_handler();
     // A CHATGLM_KERNELS the CPU cannot honour is an error here, not a silent fallback.

@@ -9,7 +9,13 @@
 //! 2. greedy (`temperature == 0`): the first id of the largest logit;
 //! 3. otherwise logits / temperature, keep the `top_k` largest, softmax, keep the smallest
 //!    prefix (by decreasing probability) whose probability reaches `top_p`, renormalize and
-//!    draw.
+//!    draw;
+//! 4. min-p (`min_p > 0`): of those, keep the tokens at least `min_p` times as likely as the
+//!    most likely one (HF `MinPLogitsWarper`, applied after temperature, top-k and top-p as
+//!    there; llama.cpp `--min-p`), then draw.
+//!
+//! The penalty sees the last `repeat_last_n` of the previous tokens (llama.cpp's
+//! `--repeat-last-n`; all of them by default, as HF and chatglm.cpp).
 
 use std::cmp::Ordering;
 
@@ -25,18 +31,27 @@ pub struct SamplerConfig {
     pub top_p: f32,
     /// Repetition penalty; `1` disables. Positive.
     pub repeat_penalty: f32,
+    /// How many of the most recent previous tokens the penalty sees; `usize::MAX` (the
+    /// default): all, `0`: none.
+    pub repeat_last_n: usize,
+    /// Keep only the tokens at least `min_p` times as likely as the most likely one (after
+    /// temperature, top-k and top-p); `0` disables. In `[0, 1]`.
+    pub min_p: f32,
     /// Seed of the random generator.
     pub seed: u64,
 }
 
 impl Default for SamplerConfig {
-    /// chatglm.cpp's defaults: temperature 0.95, top-k 0, top-p 0.7, no penalty, seed 0.
+    /// chatglm.cpp's defaults: temperature 0.95, top-k 0, top-p 0.7, no penalty (over all
+    /// previous tokens when set), no min-p, seed 0.
     fn default() -> Self {
         Self {
             temperature: 0.95,
             top_k: 0,
             top_p: 0.7,
             repeat_penalty: 1.0,
+            repeat_last_n: usize::MAX,
+            min_p: 0.0,
             seed: 0,
         }
     }
@@ -144,11 +159,12 @@ impl Sampler {
         &self.config
     }
 
-    /// Picks the next token from `logits` (one row, `[vocab]`), penalizing the ids in
-    /// `previous` (pass the window of recent tokens the penalty should see, e.g. the last 64
-    /// as llama.cpp's `--repeat-last-n`, or none). The logits are read where they are; the
-    /// penalty is applied as they are read.
+    /// Picks the next token from `logits` (one row, `[vocab]`), penalizing the ids in the
+    /// last [`SamplerConfig::repeat_last_n`] of `previous` (all the tokens so far, or a
+    /// window of them). The logits are read where they are; the penalty is applied as they
+    /// are read.
     pub fn sample(&mut self, logits: &[f32], previous: &[u32]) -> Result<u32, SamplerError> {
+        let previous = &previous[previous.len().saturating_sub(self.config.repeat_last_n)..];
         if logits.is_empty() {
             return Err(SamplerError::Empty);
         }
@@ -211,6 +227,7 @@ impl Sampler {
         }
         softmax(&mut self.candidates);
         top_p(&mut self.candidates, self.config.top_p);
+        min_p(&mut self.candidates, self.config.min_p);
         Ok(draw(&self.candidates, self.rng.next_f64()))
     }
 }
@@ -235,6 +252,12 @@ fn check_config(config: &SamplerConfig) -> Result<(), SamplerError> {
             config.repeat_penalty,
             config.repeat_penalty.is_finite() && config.repeat_penalty > 0.0,
             "finite, > 0",
+        ),
+        (
+            "min_p",
+            config.min_p,
+            (0.0..=1.0).contains(&config.min_p),
+            "[0, 1]",
         ),
     ];
     for (what, value, ok, allowed) in checks {
@@ -376,6 +399,19 @@ fn top_p(c: &mut Vec<(u32, f32)>, p: f32) {
     c.truncate(keep.max(1));
 }
 
+/// Keeps the candidates (probabilities, in any order) whose probability is at least `p` times
+/// the largest: HF transformers `MinPLogitsWarper` (`generation/logits_process.py`), which
+/// compares `softmax(scores)` with `min_p * max`; the order of the kept ones is unchanged, and
+/// the most likely always stays. `p == 0` keeps all.
+fn min_p(c: &mut Vec<(u32, f32)>, p: f32) {
+    if p <= 0.0 {
+        return;
+    }
+    let max = c.iter().map(|x| x.1).fold(0.0f32, f32::max);
+    let threshold = p * max;
+    c.retain(|x| x.1 >= threshold);
+}
+
 /// Draws from the (not necessarily normalized) probabilities with uniform `r` in `[0, 1)`.
 fn draw(c: &[(u32, f32)], r: f64) -> u32 {
     let total: f64 = c.iter().map(|x| f64::from(x.1)).sum();
@@ -435,6 +471,7 @@ mod tests {
             top_p,
             repeat_penalty,
             seed: 42,
+            ..SamplerConfig::default()
         }
     }
 
@@ -584,6 +621,63 @@ mod tests {
     }
 
     #[test]
+    fn min_p_keeps_the_tokens_at_least_p_times_as_likely_as_the_best() {
+        // At temperature 1, probabilities are proportional to exp(logit): with logits
+        // ln(8), ln(4), ln(2), ln(1) the ratios to the best are 1, 1/2, 1/4, 1/8.
+        let logits = [8f32.ln(), 4f32.ln(), 2f32.ln(), 0.0];
+        for (p, allowed) in [(0.3, 2), (0.25, 3), (0.1, 4), (1.0, 1)] {
+            let config = SamplerConfig {
+                min_p: p,
+                ..cfg(1.0, 0, 1.0, 1.0)
+            };
+            let mut s = Sampler::new(config).unwrap();
+            let mut seen = [0usize; 4];
+            for _ in 0..4000 {
+                seen[s.sample(&logits, &[]).unwrap() as usize] += 1;
+            }
+            for (id, &n) in seen.iter().enumerate() {
+                assert_eq!(n > 0, id < allowed, "min_p {p}: id {id} drawn {n} times");
+            }
+        }
+        // Direct: the kept candidates keep their order.
+        let mut c = vec![(3, 0.05), (0, 0.5), (1, 0.3), (2, 0.15)];
+        min_p(&mut c, 0.3);
+        assert_eq!(c, vec![(0, 0.5), (1, 0.3), (2, 0.15)]);
+        let bad = SamplerConfig {
+            min_p: 1.5,
+            ..cfg(1.0, 0, 1.0, 1.0)
+        };
+        assert!(matches!(
+            Sampler::new(bad),
+            Err(SamplerError::Config { what: "min_p", .. })
+        ));
+    }
+
+    #[test]
+    fn repeat_last_n_limits_the_penalty_to_the_recent_tokens() {
+        let logits = [3.0, 2.0, 0.0];
+        let previous = [0, 1, 2];
+        // The penalty 4 over all previous tokens: 0.75, 0.5, 0.0: id 0 wins.
+        let mut all = Sampler::new(cfg(0.0, 0, 1.0, 4.0)).unwrap();
+        assert_eq!(all.sample(&logits, &previous).unwrap(), 0);
+        // Over the last 2 only (ids 1, 2): 3.0, 0.5, 0.0: id 0 wins, unpenalized; with id 0
+        // among the last 2 instead, id 1 (2.0) beats its 0.75.
+        let last = |n| SamplerConfig {
+            repeat_last_n: n,
+            ..cfg(0.0, 0, 1.0, 4.0)
+        };
+        let mut two = Sampler::new(last(2)).unwrap();
+        assert_eq!(two.sample(&logits, &[0, 1, 2]).unwrap(), 0);
+        assert_eq!(two.sample(&logits, &[1, 2, 0]).unwrap(), 1);
+        // 0: no penalty at all, whatever came before.
+        let mut none = Sampler::new(last(0)).unwrap();
+        assert_eq!(none.sample(&[2.0, 3.0], &[1]).unwrap(), 1);
+        let mut one = Sampler::new(last(1)).unwrap();
+        assert_eq!(one.sample(&[2.0, 3.0], &[1]).unwrap(), 0);
+        assert_eq!(one.sample(&[2.0, 3.0], &[1, 0]).unwrap(), 1);
+    }
+
+    #[test]
     fn same_seed_same_ids() {
         let rows: Vec<Vec<f32>> = (0..50)
             .map(|i| {
@@ -599,6 +693,7 @@ mod tests {
                 top_p: 0.95,
                 repeat_penalty: 1.1,
                 seed,
+                ..SamplerConfig::default()
             })
             .unwrap();
             let mut prev = Vec::new();

@@ -9,7 +9,17 @@ fn root() -> &'static Path {
 }
 
 fn generate() -> String {
-    let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+    let mut config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+    // The version is the crate's (Cargo.toml), written here so that it is written once.
+    config.after_includes = Some(format!(
+        "\n/* The version of this header; chatglm_version() gives the library's. */\n\
+         #define CHATGLM_VERSION_MAJOR {}\n\
+         #define CHATGLM_VERSION_MINOR {}\n\
+         #define CHATGLM_VERSION_PATCH {}",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH")
+    ));
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root().join("src/ffi/mod.rs"))
@@ -34,6 +44,10 @@ fn header_is_up_to_date() {
         have == want,
         "include/chatglm.h is stale: run `CHATGLM_BLESS=1 cargo test -p chatglm --test c_api_header`"
     );
+    assert!(have.contains(&format!(
+        "#define CHATGLM_VERSION_MAJOR {}\n",
+        env!("CARGO_PKG_VERSION_MAJOR")
+    )));
     // Every entry point is declared (cbindgen skips what it cannot translate, silently).
     for name in [
         "chatglm_last_error",

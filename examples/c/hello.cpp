@@ -1,14 +1,17 @@
 // hello.cpp: the C API from C++17 through a small RAII wrapper (handles owned by unique_ptr
 // with the library's free functions as deleters, errors as exceptions).
 //
-//   hello MODEL [-n N] [--temp T] [--seed S] MESSAGE...
+//   hello -m MODEL [options] [MESSAGE...]
 //
-// Replies to each MESSAGE in one conversation, streaming each reply to standard output on a
+// The options of chat.c: -n N, -c N, -t N, --temp T, --top-k K, --top-p P,
+// --repeat-penalty R, --seed S, --kv-f32. Replies to each MESSAGE (without messages, to each
+// line of standard input) in one conversation, streaming each reply to standard output on a
 // line of its own, after checking that tokenizing and detokenizing each message gives it back.
 //
 // Build (from the repository root, after `cargo build --release`):
 //   c++ -std=c++17 -O2 examples/c/hello.cpp -Iinclude -Ltarget/release -lchatglm
 //       -Wl,-rpath,target/release -o hello
+// or, installed (tools/install.sh), with pkg-config or CMake (examples/cmake).
 
 #include "chatglm.h"
 
@@ -148,27 +151,78 @@ private:
 
 }  // namespace chatglm
 
-int main(int argc, char **argv) {
-    if (argc < 3) {
-        std::cerr << "usage: hello MODEL [-n N] [--temp T] [--seed S] MESSAGE...\n";
-        return 2;
-    }
-    chatglm_generate_options options = chatglm_generate_options_default();
+// Everything the command line says (the options of chat.c that apply here).
+struct Args {
+    std::string model_path;
+    chatglm_model_options model = chatglm_model_options_default();
+    chatglm_generate_options gen = chatglm_generate_options_default();
     std::vector<std::string> messages;
-    for (int i = 2; i < argc; i++) {
-        std::string arg = argv[i];
-        if (i + 1 < argc && arg == "-n") {
-            options.max_new_tokens = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
-        } else if (i + 1 < argc && arg == "--temp") {
-            options.temperature = std::strtof(argv[++i], nullptr);
-        } else if (i + 1 < argc && arg == "--seed") {
-            options.seed = std::strtoull(argv[++i], nullptr, 10);
+};
+
+// Parses the command line; an error message on failure.
+static std::string parse_args(int argc, char **argv, Args &a) {
+    for (int i = 1; i < argc; i++) {
+        std::string opt = argv[i];
+        if (opt == "--kv-f32") {
+            a.model.kv_type = CHATGLM_KV_F32;
+            continue;
+        }
+        if (opt.size() < 2 || opt[0] != '-') {
+            a.messages.assign(argv + i, argv + argc);
+            break;
+        }
+        if (i + 1 >= argc) {
+            return opt + " needs a value";
+        }
+        const char *val = argv[++i];
+        if (opt == "-m") {
+            a.model_path = val;
+        } else if (opt == "-n") {
+            a.gen.max_new_tokens = static_cast<uint32_t>(std::strtoul(val, nullptr, 10));
+        } else if (opt == "-c") {
+            a.model.n_ctx = static_cast<uint32_t>(std::strtoul(val, nullptr, 10));
+        } else if (opt == "-t") {
+            a.model.n_threads = static_cast<uint32_t>(std::strtoul(val, nullptr, 10));
+        } else if (opt == "--temp") {
+            a.gen.temperature = std::strtof(val, nullptr);
+        } else if (opt == "--top-k") {
+            a.gen.top_k = static_cast<int32_t>(std::strtol(val, nullptr, 10));
+        } else if (opt == "--top-p") {
+            a.gen.top_p = std::strtof(val, nullptr);
+        } else if (opt == "--repeat-penalty") {
+            a.gen.repeat_penalty = std::strtof(val, nullptr);
+        } else if (opt == "--seed") {
+            a.gen.seed = std::strtoull(val, nullptr, 10);
         } else {
-            messages.push_back(arg);
+            return "unknown option " + opt;
         }
     }
+    if (a.model_path.empty()) {
+        return "usage: hello -m MODEL [-n N] [-c N] [-t N] [--temp T] [--top-k K] [--top-p P] "
+               "[--repeat-penalty R] [--seed S] [--kv-f32] [MESSAGE...]";
+    }
+    return "";
+}
+
+int main(int argc, char **argv) {
+    Args args;
+    std::string error = parse_args(argc, argv, args);
+    if (!error.empty()) {
+        std::cerr << "hello: " << error << '\n';
+        return 2;
+    }
+    if (args.messages.empty()) {
+        for (std::string line; std::getline(std::cin, line);) {
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            args.messages.push_back(line);
+        }
+    }
+    const chatglm_generate_options &options = args.gen;
+    const std::vector<std::string> &messages = args.messages;
     try {
-        chatglm::Model model(argv[1]);
+        chatglm::Model model(args.model_path, args.model);
         chatglm_model_info info = model.info();
         std::cerr << "chatglm " << chatglm_version() << ": ChatGLM" << info.family << ", "
                   << info.n_layers << " layers, vocab " << info.vocab_size << ", "

@@ -6,7 +6,8 @@
 Each MESSAGE is one user turn of the same conversation; without messages, each line of
 standard input is one. Replies are streamed to standard output, one line each (as
 examples/c/chat.c does). The library is found with --lib, else $CHATGLM_LIB, else
-target/release/libchatglm.so (or .dylib) of this repository, else the system's search path.
+target/release/libchatglm.so (or libchatglm.dylib, or chatglm.dll) of this repository, else
+the system's search path (where tools/install.sh puts it, or beside the script on Windows).
 """
 
 import argparse
@@ -68,8 +69,14 @@ class ChatGLMError(Exception):
 
 def find_library(explicit):
     candidates = [explicit, os.environ.get("CHATGLM_LIB")]
-    for name in ("libchatglm.so", "libchatglm.dylib"):
+    names = ("libchatglm.so", "libchatglm.dylib", "chatglm.dll")
+    for name in names:
         candidates.append(os.path.join(ROOT, "target", "release", name))
+    # Cross-built for Windows from Linux (`--target x86_64-pc-windows-gnu`).
+    candidates.append(
+        os.path.join(ROOT, "target", "x86_64-pc-windows-gnu", "release", "chatglm.dll")
+    )
+    # On Windows find_library searches PATH for chatglm.dll; elsewhere the linker's paths.
     candidates.append(ctypes.util.find_library("chatglm"))
     for path in candidates:
         if path and (os.path.exists(path) or not os.path.dirname(path)):

@@ -48,7 +48,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let load = load_start.elapsed();
     let model = engine.model();
     let cfg = model.config();
-    let mut opts = args.model.session_options();
+    let mut opts = args.model.session_options()?;
     if opts.context == 0 {
         opts.context = (args.n_prompt.max(1) + args.n_gen + 1).min(cfg.context_length);
     }

@@ -22,9 +22,16 @@ pub struct ModelArgs {
         hide_default_value = true
     )]
     pub ctx_size: usize,
-    /// Element type of the KV cache.
+    /// Element type of the KV cache (keys and values).
     #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
     pub kv_type: KvTypeArg,
+    /// Element type of the cached keys (`-ctk`, as llama.cpp): f16 or f32; keys and values
+    /// share one type here.
+    #[arg(long = "cache-type-k", value_name = "TYPE", value_parser = parse_cache_type)]
+    pub cache_type_k: Option<KvTypeArg>,
+    /// Element type of the cached values (`-ctv`, as llama.cpp): f16 or f32.
+    #[arg(long = "cache-type-v", value_name = "TYPE", value_parser = parse_cache_type)]
+    pub cache_type_v: Option<KvTypeArg>,
     /// Threads for the matrix products [default: all cores].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
@@ -81,8 +88,30 @@ fn parse_n_predict(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses `-ctk`/`-ctv`: the types this runtime's cache has; llama.cpp's others by name.
+fn parse_cache_type(s: &str) -> Result<KvTypeArg, String> {
+    match s {
+        "f16" => Ok(KvTypeArg::F16),
+        "f32" => Ok(KvTypeArg::F32),
+        "bf16" | "q8_0" | "q4_0" | "q4_1" | "iq4_nl" | "q5_0" | "q5_1" => Err(format!(
+            "a {s} KV cache is not implemented here; the cache holds f16 (default) or f32"
+        )),
+        _ => Err("expected f16 or f32".into()),
+    }
+}
+
+/// Parses `--repeat-last-n`: N >= 0, or -1 for all the tokens so far (llama.cpp's meaning).
+fn parse_repeat_last_n(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) if n >= 0 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err("expected N >= 0, or -1 for all the tokens so far".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// KV cache element type on the command line.
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvTypeArg {
     /// Half precision (28 KiB per position for the 6B model).
     F16,
@@ -96,22 +125,32 @@ impl ModelArgs {
         Ok(Arc::new(open_engine(&self.model, self.no_mmap)?))
     }
 
-    /// Session options from the flags.
-    pub fn session_options(&self) -> SessionOptions {
-        SessionOptions {
+    /// Session options from the flags (`-ctk` and `-ctv` must agree: keys and values share
+    /// one type here).
+    pub fn session_options(&self) -> Result<SessionOptions, super::CliError> {
+        let kv = match (self.cache_type_k, self.cache_type_v) {
+            (Some(k), Some(v)) if k != v => {
+                return Err(super::CliError::Input(
+                    "-ctk and -ctv differ: keys and values share one cache type here".into(),
+                ))
+            }
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => self.kv_type,
+        };
+        Ok(SessionOptions {
             context: self.ctx_size,
-            kv_type: match self.kv_type {
+            kv_type: match kv {
                 KvTypeArg::F16 => KvType::F16,
                 KvTypeArg::F32 => KvType::F32,
             },
             threads: self.threads.unwrap_or(0),
             ..SessionOptions::default()
-        }
+        })
     }
 
     /// A session on `engine`.
-    pub fn session(&self, engine: &Arc<Engine>) -> Result<Session, chatglm::Error> {
-        Session::new(Arc::clone(engine), self.session_options())
+    pub fn session(&self, engine: &Arc<Engine>) -> Result<Session, super::CliError> {
+        Ok(Session::new(Arc::clone(engine), self.session_options()?)?)
     }
 }
 
@@ -139,6 +178,20 @@ pub struct SampleArgs {
     /// Penalty for repeating a token of the prompt or the reply (1: none).
     #[arg(long, default_value_t = SamplerConfig::default().repeat_penalty)]
     pub repeat_penalty: f32,
+    /// The penalty sees the last N tokens (0: none; -1: all of the prompt and reply)
+    /// [default: -1].
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        default_value = "-1",
+        hide_default_value = true,
+        value_parser = parse_repeat_last_n
+    )]
+    pub repeat_last_n: usize,
+    /// Keep the tokens at least P times as likely as the most likely one (0: off).
+    #[arg(long, value_name = "P", default_value_t = SamplerConfig::default().min_p)]
+    pub min_p: f32,
     /// Random seed [default: from the clock]; the same seed and prompt give the same text.
     #[arg(short = 's', long)]
     pub seed: Option<u64>,
@@ -163,6 +216,8 @@ impl SampleArgs {
                 top_k: self.top_k,
                 top_p: self.top_p,
                 repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                min_p: self.min_p,
                 seed,
             },
         }

@@ -71,6 +71,37 @@ fn array_json(a: &Array) -> serde_json::Value {
     }
 }
 
+/// `n` with the largest decimal unit that leaves at least 1: 3.2M, 6.24B, 512.
+pub fn count_with_unit(n: u64) -> String {
+    scaled(n, &["", "K", "M", "B", "T"])
+}
+
+/// `n` bytes in decimal units, as the README and the converter print them: 370 kB, 3.56 GB.
+pub fn bytes_with_unit(n: u64) -> String {
+    scaled(n, &[" B", " kB", " MB", " GB", " TB"])
+}
+
+/// `n / 1000^k` with three significant digits and the unit of `units[k]`.
+fn scaled(n: u64, units: &[&str]) -> String {
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 999.5 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{n}{}", units[0]);
+    }
+    let digits = if value >= 99.95 {
+        0
+    } else if value >= 9.995 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.digits$}{}", units[unit])
+}
+
 /// Runs `chatglm info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     let file = GgufFile::open(&args.model).map_err(|source| chatglm::Error::File {
@@ -116,6 +147,29 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         return Ok(());
     }
     writeln!(out, "file: {}", args.model.display())?;
+    // How many tensors of each type, the most common first.
+    let mut types: Vec<(&str, usize)> = Vec::new();
+    for t in file.tensors() {
+        match types.iter_mut().find(|(name, _)| *name == t.ty.name()) {
+            Some((_, n)) => *n += 1,
+            None => types.push((t.ty.name(), 1)),
+        }
+    }
+    types.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let types: Vec<String> = types
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    writeln!(
+        out,
+        "family: {}, {} parameters, tensors: {}",
+        match &family {
+            Ok(f) => f.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        },
+        count_with_unit(total_params),
+        types.join(", ")
+    )?;
     writeln!(
         out,
         "kernels on this machine: {}",
@@ -128,10 +182,6 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         file.metadata().len(),
         file.tensors().len()
     )?;
-    match &family {
-        Ok(f) => writeln!(out, "family: {f}")?,
-        Err(e) => writeln!(out, "family: unknown ({e})")?,
-    }
     writeln!(out, "\nmetadata:")?;
     for (k, v) in file.metadata().iter() {
         writeln!(out, "  {k:<44} {}", show(v))?;
@@ -155,12 +205,30 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     }
     writeln!(
         out,
-        "\ntotal: {} tensors, {} parameters ({:.2} B), {} bytes ({:.2} GB)",
+        "\ntotal: {} tensors, {} parameters ({}), {} bytes ({})",
         file.tensors().len(),
         total_params,
-        total_params as f64 / 1e9,
+        count_with_unit(total_params),
         total_bytes,
-        total_bytes as f64 / 1e9
+        bytes_with_unit(total_bytes)
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_bytes_take_the_unit_that_fits() {
+        assert_eq!(count_with_unit(512), "512");
+        assert_eq!(count_with_unit(3_200_000), "3.20M");
+        assert_eq!(count_with_unit(607_360), "607K");
+        assert_eq!(count_with_unit(6_243_584_000), "6.24B");
+        assert_eq!(count_with_unit(999_999), "1.00M");
+        assert_eq!(count_with_unit(12_345), "12.3K");
+        assert_eq!(bytes_with_unit(999), "999 B");
+        assert_eq!(bytes_with_unit(345_600), "346 kB");
+        assert_eq!(bytes_with_unit(3_560_000_000), "3.56 GB");
+    }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod common;
 pub mod demo;
+pub mod flags;
 pub mod info;
 pub mod perplexity;
 pub mod run;

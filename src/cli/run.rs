@@ -18,12 +18,24 @@ pub struct RunArgs {
         short,
         long,
         value_name = "TEXT",
-        required_unless_present = "messages",
-        conflicts_with = "messages"
+        required_unless_present_any = ["messages", "file"],
+        conflicts_with_all = ["messages", "file"]
     )]
     prompt: Option<String>,
+    /// Read the message (or with --raw, the text to continue) from a UTF-8 file, without its
+    /// last line break.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "messages"
+    )]
+    file: Option<PathBuf>,
+    /// A system prompt before the message (`-sys`, as llama.cpp; ChatGLM3 models).
+    #[arg(long = "system-prompt", value_name = "TEXT", conflicts_with_all = ["messages", "raw"])]
+    system_prompt: Option<String>,
     /// Encode the prompt with only the `[gMASK] sop` prefix, no chat format.
-    #[arg(long, requires = "prompt")]
+    #[arg(long, conflicts_with = "messages")]
     raw: bool,
     /// A conversation as JSON, `[{"role": "user"|"assistant"|"system", "content": ...}, ...]`,
     /// ending with a user message.
@@ -35,7 +47,9 @@ pub struct RunArgs {
     json: bool,
 }
 
-fn read_messages(path: &std::path::Path) -> Result<Vec<ChatMessage>, CliError> {
+/// Reads a conversation file: `[{"role": ..., "content": ...}, ...]` (`run --messages`,
+/// `/load` in `chat`).
+pub fn read_messages(path: &std::path::Path) -> Result<Vec<ChatMessage>, CliError> {
     let text = super::common::read_text(path)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|source| CliError::Json {
@@ -123,11 +137,25 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let generation = if let Some(path) = &args.messages {
         session.respond(&read_messages(path)?, &options, &mut on_text)?
     } else {
-        let prompt = args.prompt.as_deref().unwrap_or_default();
+        let prompt = match &args.file {
+            // As llama.cpp's `-f`: the file's last line break is not part of the prompt.
+            Some(path) => {
+                let text = super::common::read_text(path)?;
+                let end = text.strip_suffix('\n').unwrap_or(&text);
+                end.strip_suffix('\r').unwrap_or(end).to_owned()
+            }
+            None => args.prompt.clone().unwrap_or_default(),
+        };
         if args.raw {
-            session.complete(prompt, &options, &mut on_text)?
+            session.complete(&prompt, &options, &mut on_text)?
+        } else if let Some(system) = &args.system_prompt {
+            let messages = [
+                ChatMessage::new(Role::System, system.as_str()),
+                ChatMessage::new(Role::User, prompt),
+            ];
+            session.respond(&messages, &options, &mut on_text)?
         } else {
-            session.chat(prompt, &options, &mut on_text)?
+            session.chat(&prompt, &options, &mut on_text)?
         }
     };
     if args.json {

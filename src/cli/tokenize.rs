@@ -19,6 +19,12 @@ pub struct TokenizeArgs {
     /// Print `{"ids": [...], "pieces": [...], "decoded": "..."}`.
     #[arg(long)]
     json: bool,
+    /// The text (as llama.cpp's `llama-tokenize -p`).
+    #[arg(short, long, value_name = "TEXT", conflicts_with_all = ["text", "file"])]
+    prompt: Option<String>,
+    /// Read the text from a UTF-8 file.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "text")]
+    file: Option<PathBuf>,
     /// The text [default: standard input].
     text: Option<String>,
 }
@@ -39,9 +45,10 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
             .map_err(chatglm::Error::from)?,
         (None, None) => return Err(CliError::NoTokenizer),
     };
-    let text = match &args.text {
-        Some(t) => t.clone(),
-        None => {
+    let text = match (&args.prompt, &args.text, &args.file) {
+        (Some(t), _, _) | (None, Some(t), _) => t.clone(),
+        (None, None, Some(path)) => super::common::read_text(path)?,
+        (None, None, None) => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
             String::from_utf8(bytes).map_err(|e| CliError::NotUtf8 {

@@ -73,6 +73,7 @@ impl chatglm_generate_options {
             top_p: self.top_p,
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
+            ..SamplerConfig::default()
         };
         Sampler::new(sampler).map_err(|e| Failure::invalid(e.to_string()))?;
         Ok(GenerateOptions {

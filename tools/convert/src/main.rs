@@ -93,24 +93,35 @@ enum FamilyArg {
     Glm4,
 }
 
-/// A progress bar over the bytes written, with the tensor being written as its message.
-struct Bar(ProgressBar);
+/// A progress bar over the bytes written: tensors done/total, then bytes and speed in
+/// decimal units (kB, MB, GB, as the summary and the README), with the tensor just written
+/// as its message.
+struct Bar {
+    bar: ProgressBar,
+    done: usize,
+    total: usize,
+}
 
 impl Progress for Bar {
     fn start(&mut self, plan: &[TensorPlan]) {
         let total: usize = plan.iter().map(TensorPlan::bytes).sum();
-        self.0.set_length(total as u64);
-        self.0.set_style(
+        self.total = plan.len();
+        self.bar.set_length(total as u64);
+        self.bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {prefix} tensors, \
+                 {decimal_bytes}/{decimal_total_bytes} ({decimal_bytes_per_sec}, {eta}) {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        self.bar.set_prefix(format!("0/{}", self.total));
     }
 
     fn tensor_done(&mut self, t: &TensorPlan) {
-        self.0.inc(t.bytes() as u64);
-        self.0.set_message(t.name.clone());
+        self.done += 1;
+        self.bar.set_prefix(format!("{}/{}", self.done, self.total));
+        self.bar.inc(t.bytes() as u64);
+        self.bar.set_message(t.name.clone());
     }
 }
 
@@ -128,7 +139,11 @@ fn run(args: Args) -> Result<(), ConvertError> {
         // behind, but never a half-written file under the output name.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
-    let mut bar = Bar(ProgressBar::new(0));
+    let mut bar = Bar {
+        bar: ProgressBar::new(0),
+        done: 0,
+        total: 0,
+    };
     let start = Instant::now();
     let opts = |name: &str| WriteOptions {
         output: args
@@ -149,7 +164,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &opts,
         );
         let result = write_synthetic(preset, args.seed, &opts, &mut bar, &cancel);
-        bar.0.finish_and_clear();
+        bar.bar.finish_and_clear();
         (result?, opts.output)
     } else {
         let dir = args.model_dir.clone().unwrap_or_default();
@@ -189,7 +204,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &mut bar,
             &cancel,
         );
-        bar.0.finish_and_clear();
+        bar.bar.finish_and_clear();
         (result?, opts.output)
     };
     report(&summary, &output, start);
