@@ -18,7 +18,10 @@
 use super::avx2;
 use crate::act::Q8Row;
 use crate::isa::Isa;
-use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK};
+use crate::quant::{
+    BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_0x8, BlockQ8_1, QK,
+};
 use crate::simd::Kernels;
 use crate::KernelError;
 use core::arch::x86_64::*;
@@ -47,14 +50,14 @@ static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
-    rows_q5_0: crate::simd::scalar::rows_q5_0,
+    rows_q5_0,
     rows_q5_1: crate::simd::scalar::rows_q5_1,
     rows_iq4_nl: crate::simd::scalar::rows_iq4_nl,
     rows_q2_k: crate::simd::scalar::rows_q2_k,
     rows_q3_k: crate::simd::scalar::rows_q3_k,
-    rows_q4_k: crate::simd::scalar::rows_q4_k,
+    rows_q4_k,
     rows_q5_k: crate::simd::scalar::rows_q5_k,
-    rows_q6_k: crate::simd::scalar::rows_q6_k,
+    rows_q6_k,
     rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
@@ -62,7 +65,7 @@ static KERNELS: Kernels = Kernels {
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
-    dot_bf16: crate::simd::scalar::dot_bf16,
+    dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -108,6 +111,26 @@ fn rows_q8_0(w: &[BlockQ8_0], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { avx2::q4_1_rows(w, a, y) }
+}
+
+fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0` (the AVX2 kernel; this path has AVX2, FMA, F16C).
+    unsafe { avx2::q5_0_rows(w, a, y) }
+}
+
+fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q4_k_rows(w, a, y) }
+}
+
+fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q6_k_rows(w, a, y) }
+}
+
+fn dot_bf16(x: &[u8], y: &[f32]) -> f32 {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::bf16_dot(x, y) }
 }
 
 fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
