@@ -29,9 +29,18 @@ pub fn file_type(ty: GgmlType) -> Option<u32> {
 
 /// The `general.*` keys of a file whose matrices are `ty`.
 pub fn general_metadata(md: &mut Metadata, ty: GgmlType, name: &str) -> Result<(), GgufError> {
+    general_metadata_ftype(md, file_type(ty), name)
+}
+
+/// The `general.*` keys of a file of `llama_ftype` `ftype` (none written if `None`).
+pub fn general_metadata_ftype(
+    md: &mut Metadata,
+    ftype: Option<u32>,
+    name: &str,
+) -> Result<(), GgufError> {
     md.push_str(keys::GENERAL_ARCHITECTURE, ARCHITECTURE)?;
     md.push_str(keys::GENERAL_NAME, name)?;
-    if let Some(ft) = file_type(ty) {
+    if let Some(ft) = ftype {
         md.push_u32(keys::GENERAL_FILE_TYPE, ft)?;
     }
     md.push_u32(keys::GENERAL_QUANTIZATION_VERSION, 2)?;

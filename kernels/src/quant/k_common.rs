@@ -232,3 +232,67 @@ pub(crate) fn fold8(blocks: impl Iterator<Item = (f32, [i32; 8], Option<f32>)>) 
     }
     sumf
 }
+
+/// `make_q3_quants` with `do_rmse`: levels `l[i] = q + nmax`, `q` in `-nmax..nmax`, refined
+/// by up to 5 passes of coordinate descent on the weighted error (weights `x^2`).
+// Port of `make_q3_quants`, ggml-org/llama.cpp ggml/src/ggml-quants.c @36491e4.
+pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 {
+    let n = x.len();
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    if do_rmse {
+        let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+        for i in 0..n {
+            let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            l[i] = q as i8;
+            let w = x[i] * x[i];
+            sumlx += w * x[i] * q as f32;
+            suml2 += w * q as f32 * q as f32;
+        }
+        for _ in 0..5 {
+            let mut n_changed = 0;
+            for i in 0..n {
+                let w = x[i] * x[i];
+                let li = f32::from(l[i]);
+                let mut slx = sumlx - w * x[i] * li;
+                if slx > 0.0 {
+                    let mut sl2 = suml2 - w * li * li;
+                    let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
+                    if new_l != i32::from(l[i]) {
+                        slx += w * x[i] * new_l as f32;
+                        sl2 += w * new_l as f32 * new_l as f32;
+                        if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                            l[i] = new_l as i8;
+                            sumlx = slx;
+                            suml2 = sl2;
+                            n_changed += 1;
+                        }
+                    }
+                }
+            }
+            if n_changed == 0 {
+                break;
+            }
+        }
+        for v in l[..n].iter_mut() {
+            *v += nmax as i8;
+        }
+        return if suml2 > 0.0 { sumlx / suml2 } else { 0.0 };
+    }
+    for i in 0..n {
+        l[i] = (nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) + nmax) as i8;
+    }
+    1.0 / iscale
+}

@@ -152,41 +152,6 @@ pub trait RowBlock: Block {
     }
 }
 
-/// A block this crate can decode but not (yet) write: ggml's reference quantizer of the type
-/// is not ported. The twin of [`RowBlock::to_float`] / [`RowBlock::dequantize_row`].
-pub trait DecodeBlock: Block {
-    /// Values per block.
-    const LEN: usize;
-
-    /// Dequantizes the block into the `Self::LEN` values `out`.
-    fn decode(&self, out: &mut [f32]) -> Result<(), KernelError>;
-
-    /// Dequantizes `src` into `dst` (`dst.len() == Self::LEN * src.len()`).
-    fn decode_row(src: &[Self], dst: &mut [f32]) -> Result<(), KernelError> {
-        check_len(
-            "elements of the blocks",
-            src.len().saturating_mul(Self::LEN),
-            dst.len(),
-        )?;
-        for (block, out) in src.iter().zip(dst.chunks_exact_mut(Self::LEN)) {
-            block.decode(out)?;
-        }
-        Ok(())
-    }
-}
-
-/// `out` as the values of one super-block of 256, or the error of a wrong length.
-pub(crate) fn super_block_mut(
-    out: &mut [f32],
-) -> Result<&mut [f32; crate::types::QK_K], KernelError> {
-    let len = out.len();
-    out.try_into().map_err(|_| KernelError::SizeMismatch {
-        what: "block elements",
-        expected: crate::types::QK_K,
-        got: len,
-    })
-}
-
 /// The byte-level row functions of one type: [`RowBlock::quantize_row`] (if the type has a
 /// quantizer here) and [`RowBlock::dequantize_row`] over bytes viewed as its blocks.
 struct RowCodec {
@@ -200,14 +165,6 @@ impl RowCodec {
         Self {
             quantize: Some(|src, dst| B::quantize_row(src, as_blocks_mut(dst)?)),
             dequantize: |src, dst| B::dequantize_row(as_blocks(src)?, dst),
-        }
-    }
-
-    /// The codec of the decode-only blocks `B`.
-    fn decode_only<B: DecodeBlock>() -> Self {
-        Self {
-            quantize: None,
-            dequantize: |src, dst| B::decode_row(as_blocks(src)?, dst),
         }
     }
 
@@ -228,10 +185,10 @@ impl RowCodec {
             GgmlType::Q5_K => Ok(Self::of::<BlockQ5K>()),
             GgmlType::Q6_K => Ok(Self::of::<BlockQ6K>()),
             GgmlType::Q8_K => Ok(Self::of::<BlockQ8K>()),
-            GgmlType::Q2_K => Ok(Self::decode_only::<BlockQ2K>()),
-            GgmlType::Q3_K => Ok(Self::decode_only::<BlockQ3K>()),
-            GgmlType::IQ4_NL => Ok(Self::decode_only::<BlockIq4Nl>()),
-            GgmlType::IQ4_XS => Ok(Self::decode_only::<BlockIq4Xs>()),
+            GgmlType::Q2_K => Ok(Self::of::<BlockQ2K>()),
+            GgmlType::Q3_K => Ok(Self::of::<BlockQ3K>()),
+            GgmlType::IQ4_NL => Ok(Self::of::<BlockIq4Nl>()),
+            GgmlType::IQ4_XS => Ok(Self::of::<BlockIq4Xs>()),
             _ => Err(KernelError::Unsupported(ty)),
         }
     }
@@ -548,7 +505,7 @@ mod tests {
             .into_iter()
             .filter(|&t| can_quantize(t))
             .collect();
-        assert_eq!(quantizable.len(), 13, "{quantizable:?}");
+        assert_eq!(quantizable.len(), 17, "{quantizable:?}");
         for ty in quantizable {
             let mut bytes = vec![0u8; 768 / ty.block_size() * ty.block_bytes()];
             quantize_row(ty, &src, &mut bytes).unwrap();
@@ -572,6 +529,13 @@ mod tests {
                 GgmlType::Q4_K => 7.875 / 15.0 * 0.6,
                 GgmlType::Q5_K => 7.875 / 31.0 * 0.6,
                 GgmlType::Q6_K => 3.9375 / 32.0 * 0.6,
+                // Q2_K: 4 levels over a group of 16 (range up to 7.875): half a step of
+                // 7.875 / 3 plus the 4-bit scale rounding; Q3_K: 8 levels, 4-bit-ish scales;
+                // IQ4: the widest gap of the table (24 of 254) over the group's range.
+                GgmlType::Q2_K => 7.875 / 3.0 * 0.7,
+                // (a whole step where the side opposite the max clamps at level 3)
+                GgmlType::Q3_K => 3.9375 / 4.0 * 1.05,
+                GgmlType::IQ4_NL | GgmlType::IQ4_XS => 3.9375 * 24.0 / 127.0 * 0.7,
                 other => unreachable!("{other} has no quantizer"),
             };
             for (a, b) in src.iter().zip(&back) {

@@ -1,10 +1,10 @@
 //! Q2_K: 256 values in 16 groups of 16, each `d * sc * q - dmin * m` with 2-bit levels and
-//! 4-bit group scales and minimums (84 bytes). Read and multiplied here; the converter does
-//! not write it yet.
+//! 4-bit group scales and minimums (84 bytes).
 
-use super::k_common::lanes8;
-use super::q8_k::BlockQ8K;
-use super::{f16_le, Block, DecodeBlock};
+use super::k_common::{lanes8, make_qkx2_quants, nearest_int};
+use super::q4_k::check_k_scales;
+use super::q8_k::{super_values, super_values_mut, BlockQ8K};
+use super::{f16_le, to_f16_le, Block, RowBlock};
 use crate::types::QK_K;
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -55,11 +55,94 @@ impl BlockQ2K {
     }
 }
 
-impl DecodeBlock for BlockQ2K {
+impl BlockQ2K {
+    /// Quantizes one block exactly as ggml's reference does (no importance matrix).
+    // Port of `quantize_row_q2_K_ref`, ggml-org/llama.cpp ggml/src/ggml-quants.c @36491e4.
+    pub fn quantize(x: &[f32; QK_K]) -> Self {
+        const Q4SCALE: f32 = 15.0;
+        let mut l = [0u8; QK_K];
+        let mut weights = [0.0f32; 16];
+        let mut mins = [0.0f32; 16];
+        let mut scales = [0.0f32; 16];
+        let mut max_scale = 0.0f32;
+        let mut max_min = 0.0f32;
+        for j in 0..16 {
+            let xs = &x[16 * j..16 * j + 16];
+            for (w, &v) in weights.iter_mut().zip(xs) {
+                *w = v.abs();
+            }
+            let (s, m) = make_qkx2_quants(
+                3,
+                xs,
+                &weights,
+                &mut l[16 * j..16 * j + 16],
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
+            scales[j] = s;
+            mins[j] = m;
+            if s > max_scale {
+                max_scale = s;
+            }
+            if m > max_min {
+                max_min = m;
+            }
+        }
+        let mut y = Self {
+            scales: [0; QK_K / 16],
+            qs: [0; QK_K / 4],
+            d: to_f16_le(0.0),
+            dmin: to_f16_le(0.0),
+        };
+        if max_scale > 0.0 {
+            let iscale = Q4SCALE / max_scale;
+            for (o, &s) in y.scales.iter_mut().zip(&scales) {
+                *o = nearest_int(iscale * s) as u8;
+            }
+            y.d = to_f16_le(max_scale / Q4SCALE);
+        }
+        if max_min > 0.0 {
+            let iscale = Q4SCALE / max_min;
+            for (o, &m) in y.scales.iter_mut().zip(&mins) {
+                *o |= (nearest_int(iscale * m) << 4) as u8;
+            }
+            y.dmin = to_f16_le(max_min / Q4SCALE);
+        }
+        for j in 0..16 {
+            let d = f16_le(y.d) * f32::from(y.scales[j] & 0xF);
+            if d == 0.0 {
+                continue;
+            }
+            let dm = f16_le(y.dmin) * f32::from(y.scales[j] >> 4);
+            for ii in 0..16 {
+                let q = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3);
+                l[16 * j + ii] = q as u8;
+            }
+        }
+        for n in 0..2 {
+            for i in 0..32 {
+                let lv = |k: usize| l[128 * n + i + 32 * k];
+                y.qs[32 * n + i] = lv(0) | (lv(1) << 2) | (lv(2) << 4) | (lv(3) << 6);
+            }
+        }
+        y
+    }
+}
+
+// The f16 super-block scales must fit; otherwise the blocks are ggml's.
+impl RowBlock for BlockQ2K {
     const LEN: usize = QK_K;
 
-    fn decode(&self, out: &mut [f32]) -> Result<(), KernelError> {
-        self.dequantize(super::super_block_mut(out)?);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let b = Self::quantize(super_values::<Self>(x)?);
+        check_k_scales(GgmlType::Q2_K, first, b.d, b.dmin)?;
+        Ok(b)
+    }
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(super_values_mut::<Self>(out)?);
         Ok(())
     }
 }
@@ -91,7 +174,7 @@ pub fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> Result<f32, KernelEr
 mod tests {
     use super::*;
     use crate::quant::tests_common::*;
-    use crate::quant::{to_f16_le, RowBlock};
+    use crate::quant::to_f16_le;
 
     #[test]
     fn hand_computed_block_and_dot() {
@@ -140,7 +223,7 @@ mod tests {
         let mut by = vec![BlockQ8K::default(); nb];
         BlockQ8K::quantize_row(&ys, &mut by).unwrap();
         let (mut dx, mut dy) = (vec![0.0; nb * QK_K], vec![0.0; nb * QK_K]);
-        super::super::DecodeBlock::decode_row(&bx, &mut dx).unwrap();
+        BlockQ2K::dequantize_row(&bx, &mut dx).unwrap();
         BlockQ8K::dequantize_row(&by, &mut dy).unwrap();
         let exact = dot_f64(&dx, &dy);
         let got = vec_dot_q2_k_q8_k(&bx, &by).unwrap() as f64;

@@ -1,10 +1,10 @@
 //! Q3_K: 256 values in 16 groups of 16, each `d * (sc - 32) * q` with 3-bit signed levels
-//! (2 low bits plus a high-bit mask) and 6-bit group scales (110 bytes). Read and multiplied
-//! here; the converter does not write it yet.
+//! (2 low bits plus a high-bit mask) and 6-bit group scales (110 bytes).
 
-use super::k_common::{fold8, lanes8};
-use super::q8_k::BlockQ8K;
-use super::{f16_le, Block, DecodeBlock};
+use super::k_common::{fold8, lanes8, make_q3_quants, nearest_int};
+use super::q4_k::check_k_scales;
+use super::q8_k::{super_values, super_values_mut, BlockQ8K};
+use super::{f16_le, to_f16_le, Block, RowBlock};
 use crate::types::QK_K;
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -78,11 +78,95 @@ impl BlockQ3K {
     }
 }
 
-impl DecodeBlock for BlockQ3K {
+impl BlockQ3K {
+    /// Quantizes one block exactly as ggml's reference does (no importance matrix).
+    // Port of `quantize_row_q3_K_ref`, ggml-org/llama.cpp ggml/src/ggml-quants.c @36491e4.
+    pub fn quantize(x: &[f32; QK_K]) -> Self {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        let mut max_scale = 0.0f32;
+        let mut amax = 0.0f32;
+        for j in 0..16 {
+            scales[j] = make_q3_quants(
+                4,
+                &x[16 * j..16 * j + 16],
+                &mut l[16 * j..16 * j + 16],
+                true,
+            );
+            let scale = scales[j].abs();
+            if scale > amax {
+                amax = scale;
+                max_scale = scales[j];
+            }
+        }
+        let mut y = Self {
+            hmask: [0; QK_K / 8],
+            qs: [0; QK_K / 4],
+            scales: [0; 12],
+            d: to_f16_le(0.0),
+        };
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &s) in scales.iter().enumerate() {
+                // C: int8_t l = nearest_int(...) keeps the low byte, then MAX/MIN and + 32.
+                let q = i32::from(nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
+                let q = q as u8;
+                if j < 8 {
+                    y.scales[j] = q & 0xF;
+                } else {
+                    y.scales[j - 8] |= (q & 0xF) << 4;
+                }
+                y.scales[j % 4 + 8] |= (q >> 4) << (2 * (j / 4));
+            }
+            y.d = to_f16_le(1.0 / iscale);
+        }
+        let sc = y.scales();
+        let dall = f16_le(y.d);
+        for j in 0..16 {
+            let d = dall * sc[j] as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for ii in 0..16 {
+                let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
+                l[16 * j + ii] = (q + 4) as i8;
+            }
+        }
+        // The high bit of element j goes to bit j / 32 of hmask[j % 32].
+        let (mut m, mut hm) = (0usize, 1u8);
+        for lj in l.iter_mut() {
+            if *lj > 3 {
+                y.hmask[m] |= hm;
+                *lj -= 4;
+            }
+            m += 1;
+            if m == QK_K / 8 {
+                m = 0;
+                hm <<= 1;
+            }
+        }
+        for n in 0..2 {
+            for i in 0..32 {
+                let lv = |k: usize| l[128 * n + i + 32 * k] as u8;
+                y.qs[32 * n + i] = lv(0) | (lv(1) << 2) | (lv(2) << 4) | (lv(3) << 6);
+            }
+        }
+        y
+    }
+}
+
+// The f16 super-block scale must fit; otherwise the blocks are ggml's.
+impl RowBlock for BlockQ3K {
     const LEN: usize = QK_K;
 
-    fn decode(&self, out: &mut [f32]) -> Result<(), KernelError> {
-        self.dequantize(super::super_block_mut(out)?);
+    fn from_float(x: &[f32], first: usize) -> Result<Self, KernelError> {
+        let b = Self::quantize(super_values::<Self>(x)?);
+        check_k_scales(GgmlType::Q3_K, first, b.d, [0; 2])?;
+        Ok(b)
+    }
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        self.dequantize(super_values_mut::<Self>(out)?);
         Ok(())
     }
 }
@@ -104,7 +188,7 @@ pub fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32, KernelEr
 mod tests {
     use super::*;
     use crate::quant::tests_common::*;
-    use crate::quant::{to_f16_le, RowBlock};
+    use crate::quant::to_f16_le;
 
     fn zero() -> BlockQ3K {
         BlockQ3K {
@@ -167,10 +251,44 @@ mod tests {
         let mut by = vec![BlockQ8K::default(); nb];
         BlockQ8K::quantize_row(&ys, &mut by).unwrap();
         let (mut dx, mut dy) = (vec![0.0; nb * QK_K], vec![0.0; nb * QK_K]);
-        super::super::DecodeBlock::decode_row(&bx, &mut dx).unwrap();
+        BlockQ3K::dequantize_row(&bx, &mut dx).unwrap();
         BlockQ8K::dequantize_row(&by, &mut dy).unwrap();
         let exact = dot_f64(&dx, &dy);
         let got = vec_dot_q3_k_q8_k(&bx, &by).unwrap() as f64;
         assert!((got - exact).abs() <= sum_abs_products(&dx, &dy) * 16.0 * f32::EPSILON as f64);
+    }
+
+    #[test]
+    fn quantizer_edge_cases_and_round_trip() {
+        let b = BlockQ3K::quantize(&[0.0; QK_K]);
+        assert_eq!(f16_le(b.d), 0.0);
+        let mut out = [0.0f32; QK_K];
+        b.dequantize(&mut out);
+        assert!(out.iter().all(|&v| v == 0.0));
+        // Constant: the max maps to level -4 with the group scale; decodes within 1/8.
+        BlockQ3K::quantize(&[0.5; QK_K]).dequantize(&mut out);
+        assert!(
+            out.iter().all(|&v| (v - 0.5).abs() < 0.5 / 8.0),
+            "{:?}",
+            &out[..3]
+        );
+        let mut x = [0.0f32; QK_K];
+        x[200] = -1.0e4;
+        BlockQ3K::quantize(&x).dequantize(&mut out);
+        assert!((out[200] + 1.0e4).abs() < 1.0e4 / 8.0);
+        assert!(out.iter().enumerate().all(|(j, &v)| j == 200 || v == 0.0));
+        // Uniform [-1, 1): 8 levels over each group's range, RMS about 0.07; bound 0.085.
+        let x = Lcg(3131).uniform_vec(32 * QK_K, 1.0);
+        let mut blocks = vec![BlockQ3K::quantize(&[0.0; QK_K]); 32];
+        BlockQ3K::quantize_row(&x, &mut blocks).unwrap();
+        let mut back = vec![0.0f32; x.len()];
+        BlockQ3K::dequantize_row(&blocks, &mut back).unwrap();
+        let mse: f64 = x
+            .iter()
+            .zip(&back)
+            .map(|(&a, &b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / x.len() as f64;
+        assert!(mse.sqrt() < 0.085 && mse.sqrt() > 0.03, "{}", mse.sqrt());
     }
 }

@@ -4,8 +4,8 @@
 use crate::checkpoint::Checkpoint;
 use crate::error::ConvertError;
 use chatglm::build::{
-    build_plan, is_ignored_hf_tensor, write_model, BuildError, Progress, Summary, TensorPlan,
-    TensorSource, WriteOptions,
+    build_plan, is_ignored_hf_tensor, write_model_mix, BuildError, Mix, Progress, Summary,
+    TensorPlan, TensorSource, WriteOptions,
 };
 use chatglm::model::{Family, ModelConfig};
 use chatglm::tokenizer::{SpmModel, TokenizerParts};
@@ -52,14 +52,31 @@ fn check_checkpoint(ckpt: &Checkpoint, plan: &[TensorPlan]) -> Result<(), Conver
     Ok(())
 }
 
-/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `spm` and prompt
-/// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
+/// [`convert_mix`] with every matrix of `opts.matrix_type`.
 pub fn convert(
     ckpt: &Checkpoint,
     config: &ModelConfig,
     family: Family,
     spm: &SpmModel,
     opts: &WriteOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, ConvertError> {
+    let mix = Mix::from(opts.matrix_type);
+    convert_mix(ckpt, config, family, spm, opts, mix, progress, cancel)
+}
+
+/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `spm` and prompt
+/// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
+/// `mix` chooses each matrix's type (llama-quantize's rules for its named mixes).
+#[allow(clippy::too_many_arguments)]
+pub fn convert_mix(
+    ckpt: &Checkpoint,
+    config: &ModelConfig,
+    family: Family,
+    spm: &SpmModel,
+    opts: &WriteOptions,
+    mix: Mix,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, ConvertError> {
@@ -75,15 +92,16 @@ pub fn convert(
             },
         ));
     }
-    let plan = build_plan(config, opts.matrix_type, opts.portable).map_err(BuildError::from)?;
+    let plan = build_plan(config, mix, opts.portable).map_err(BuildError::from)?;
     check_checkpoint(ckpt, &plan)?;
     let tokenizer = TokenizerParts::from_spm(spm.clone(), family, Some(config.vocab_size))?;
-    Ok(write_model(
+    Ok(write_model_mix(
         config,
         &tokenizer,
         plan,
         &mut CheckpointSource(ckpt),
         opts,
+        mix,
         progress,
         cancel,
     )?)

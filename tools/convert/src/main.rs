@@ -7,11 +7,11 @@
 
 use chatglm::arch::Family;
 use chatglm::build::synthetic::{write_synthetic, Preset};
-use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
+use chatglm::build::{Mix, Progress, Summary, TensorPlan, WriteOptions};
 use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::config::HfConfig;
-use chatglm_convert::convert::convert;
+use chatglm_convert::convert::convert_mix;
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -35,7 +35,8 @@ struct Args {
     #[arg(short, long)]
     output: Option<PathBuf>,
 
-    /// Type of the weight matrices (norms and biases stay f32).
+    /// Type of the weight matrices (norms and biases stay f32): one type, or one of
+    /// llama-quantize's mixes (`q4_k_m` ...), whose per-tensor types follow llama.cpp's.
     #[arg(short = 'q', long = "type", value_enum, default_value_t = QType::Q4_0)]
     qtype: QType,
 
@@ -71,17 +72,47 @@ enum QType {
     Q4_0,
     #[value(name = "q4_1")]
     Q4_1,
+    Bf16,
+    #[value(name = "q5_0")]
+    Q5_0,
+    #[value(name = "q5_1")]
+    Q5_1,
+    #[value(name = "q4_k_s")]
+    Q4KS,
+    #[value(name = "q4_k_m")]
+    Q4KM,
+    #[value(name = "q5_k_s")]
+    Q5KS,
+    #[value(name = "q5_k_m")]
+    Q5KM,
+    #[value(name = "q6_k")]
+    Q6K,
 }
 
 impl QType {
-    fn ggml(self) -> GgmlType {
+    fn mix(self) -> Mix {
         match self {
-            QType::F32 => GgmlType::F32,
-            QType::F16 => GgmlType::F16,
-            QType::Q8_0 => GgmlType::Q8_0,
-            QType::Q4_0 => GgmlType::Q4_0,
-            QType::Q4_1 => GgmlType::Q4_1,
+            QType::F32 => Mix::Pure(GgmlType::F32),
+            QType::F16 => Mix::Pure(GgmlType::F16),
+            QType::Q8_0 => Mix::Pure(GgmlType::Q8_0),
+            QType::Q4_0 => Mix::Pure(GgmlType::Q4_0),
+            QType::Q4_1 => Mix::Pure(GgmlType::Q4_1),
+            QType::Bf16 => Mix::Pure(GgmlType::BF16),
+            QType::Q5_0 => Mix::Q5_0,
+            QType::Q5_1 => Mix::Q5_1,
+            QType::Q4KS => Mix::Q4KS,
+            QType::Q4KM => Mix::Q4KM,
+            QType::Q5KS => Mix::Q5KS,
+            QType::Q5KM => Mix::Q5KM,
+            QType::Q6K => Mix::Q6K,
         }
+    }
+
+    /// The name `-q` takes (and the output file's suffix).
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -114,7 +145,8 @@ impl Progress for Bar {
 }
 
 fn run(args: Args) -> Result<(), ConvertError> {
-    let ty = args.qtype.ggml();
+    let mix = args.qtype.mix();
+    let ty = mix.base();
     // One rule for the whole project: 0 or absent means one per CPU, capped at 256.
     let threads = chatglm::resolve_threads(args.threads.unwrap_or(0));
 
@@ -133,7 +165,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
         output: args
             .output
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name()))),
+            .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", args.qtype.name()))),
         matrix_type: ty,
         portable: args.portable,
         threads,
@@ -181,12 +213,13 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &opts,
         );
         let model = config.to_model_config(decision.family);
-        let result = convert(
+        let result = convert_mix(
             &ckpt,
             &model,
             decision.family,
             &spm,
             &opts,
+            mix,
             &mut bar,
             &cancel,
         );
