@@ -77,6 +77,10 @@ enum QType {
     Q5_0,
     #[value(name = "q5_1")]
     Q5_1,
+    #[value(name = "q2_k")]
+    Q2K,
+    #[value(name = "q3_k_m")]
+    Q3KM,
     #[value(name = "q4_k_s")]
     Q4KS,
     #[value(name = "q4_k_m")]
@@ -87,6 +91,8 @@ enum QType {
     Q5KM,
     #[value(name = "q6_k")]
     Q6K,
+    #[value(name = "iq4_nl")]
+    Iq4Nl,
 }
 
 impl QType {
@@ -100,11 +106,14 @@ impl QType {
             QType::Bf16 => Mix::Pure(GgmlType::BF16),
             QType::Q5_0 => Mix::Q5_0,
             QType::Q5_1 => Mix::Q5_1,
+            QType::Q2K => Mix::Q2K,
+            QType::Q3KM => Mix::Q3KM,
             QType::Q4KS => Mix::Q4KS,
             QType::Q4KM => Mix::Q4KM,
             QType::Q5KS => Mix::Q5KS,
             QType::Q5KM => Mix::Q5KM,
             QType::Q6K => Mix::Q6K,
+            QType::Iq4Nl => Mix::Iq4Nl,
         }
     }
 
