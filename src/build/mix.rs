@@ -3,10 +3,18 @@
 //! llama.cpp user expects tensor by tensor, and the `general.file_type` (`llama_ftype`) of
 //! the mix.
 //!
-//! Upstream: ggml-org/llama.cpp `src/llama-quant.cpp`, `llama_tensor_get_type` (no importance
-//! matrix, no `--pure`, no type overrides), restricted to the tensors of a ChatGLM file
-//! (`attn_qkv`, `attn_output`, `ffn_up`, `ffn_down`, `token_embd`, `output`; llama.cpp's
+//! Upstream: ggml-org/llama.cpp `src/llama-quant.cpp` at commit
+//! 8784689fee07c6daabf3487d24e1535534ef6e6b, `llama_tensor_get_type` (no importance matrix,
+//! no `--pure`, no type overrides), restricted to the tensors of a ChatGLM file (`attn_qkv`,
+//! `attn_output`, `ffn_up`, `ffn_down`, `token_embd`, `output`; llama.cpp's
 //! `attn_v`/`attn_k`/`ffn_gate` rules have no tensor here).
+//!
+//! Later llama.cpp (for example 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714) changed two rules
+//! that matter here: `attn_qkv` is treated like `attn_v` (Q4_K_M/Q5_K_M bump it to Q6_K on the
+//! "more bits" layers only, Q4_K_S to Q5_K on the first 4, Q3_K_M to Q5_K on the first 2,
+//! Q2_K and IQ4_NL up with grouped attention), and Q2_K/Q3_K rows of partial super-blocks fall
+//! back to Q4_0 instead of IQ4_NL. Files from such a llama-quantize differ in those tensors'
+//! types (and this runtime runs them all the same).
 
 use crate::arch::tensors::{self, TensorSpec};
 use chatglm_kernels::GgmlType;

@@ -6,7 +6,7 @@
 //! ```
 
 use chatglm::arch::Family;
-use chatglm::build::synthetic::{write_synthetic, Preset};
+use chatglm::build::synthetic::{write_synthetic_mix, Preset};
 use chatglm::build::{Mix, Progress, Summary, TensorPlan, WriteOptions};
 use chatglm::tokenizer::proto::SpmModel;
 use chatglm_convert::checkpoint::Checkpoint;
@@ -188,7 +188,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
             &format!("synthetic {} (seed {})", preset.name(), args.seed),
             &opts,
         );
-        let result = write_synthetic(preset, args.seed, &opts, &mut bar, &cancel);
+        let result = write_synthetic_mix(preset, args.seed, &opts, mix, &mut bar, &cancel);
         bar.0.finish_and_clear();
         (result?, opts.output)
     } else {
