@@ -944,7 +944,7 @@ mod new_type_tests {
             // And the result is close to the f64 product of the dequantized weights (the
             // activation rounding of 8-bit blocks: under 1% of the magnitude here).
             let mut deq = vec![0.0f32; cols];
-            for r in 0..rows {
+            for (r, &yr) in y.iter().enumerate().take(rows) {
                 dequantize_row(&w, r, &mut deq).unwrap();
                 let xi = &x[..cols];
                 let exact: f64 = deq.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -954,9 +954,8 @@ mod new_type_tests {
                     .map(|(&a, &b)| (a as f64 * b as f64).abs())
                     .sum();
                 assert!(
-                    (y[r] as f64 - exact).abs() <= 0.02 * mag,
-                    "{ty} row {r}: {} vs {exact}",
-                    y[r]
+                    (yr as f64 - exact).abs() <= 0.02 * mag,
+                    "{ty} row {r}: {yr} vs {exact}"
                 );
             }
         }

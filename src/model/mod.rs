@@ -265,33 +265,6 @@ impl Model {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::arch::tensors::{Place, TABLE};
-
-    /// The module docs' summary lists exactly the tensor table, in its order.
-    #[test]
-    fn doc_table_matches_the_tensor_table() {
-        let doc: Vec<String> = include_str!("mod.rs")
-            .lines()
-            .filter_map(|l| l.strip_prefix("//! | `"))
-            .filter(|l| !l.starts_with("name"))
-            .map(str::to_owned)
-            .collect();
-        let want: Vec<String> = TABLE
-            .iter()
-            .map(|t| {
-                let name = match t.place {
-                    Place::Layer => format!("blk.N.{}", t.gguf),
-                    _ => t.gguf.to_owned(),
-                };
-                format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
-            })
-            .collect();
-        assert_eq!(doc, want);
-    }
-}
-
 /// The text of [`ModelError::UnsupportedTypes`]: one tensor on one line, several as a list.
 fn unsupported_types_message(tensors: &[(String, GgmlType)]) -> String {
     let supported = weights::supported_matrix_types();
@@ -318,5 +291,32 @@ fn unsupported_types_message(tensors: &[(String, GgmlType)]) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::arch::tensors::{Place, TABLE};
+
+    /// The module docs' summary lists exactly the tensor table, in its order.
+    #[test]
+    fn doc_table_matches_the_tensor_table() {
+        let doc: Vec<String> = include_str!("mod.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .filter(|l| !l.starts_with("name"))
+            .map(str::to_owned)
+            .collect();
+        let want: Vec<String> = TABLE
+            .iter()
+            .map(|t| {
+                let name = match t.place {
+                    Place::Layer => format!("blk.N.{}", t.gguf),
+                    _ => t.gguf.to_owned(),
+                };
+                format!("{name}` | `{}` |", t.shape_doc.replace('|', "\\|"))
+            })
+            .collect();
+        assert_eq!(doc, want);
     }
 }

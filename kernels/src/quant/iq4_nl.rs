@@ -380,8 +380,10 @@ mod tests {
             (0.25 * 7.0 * 89.0, 0.25 * 7.0 * -127.0)
         );
         assert_eq!(out[0], 0.25 * -32.0 * -127.0);
-        let mut a = BlockQ8K::default();
-        a.d = 1.0f32.to_le_bytes();
+        let mut a = BlockQ8K {
+            d: 1.0f32.to_le_bytes(),
+            ..Default::default()
+        };
         a.qs[96] = 1;
         a.qs[0] = 1;
         assert_eq!(vec_dot_iq4_xs_q8_k(&[x], &[a]), Ok(out[0] + out[96]));

@@ -154,8 +154,11 @@ pub trait RowBlock: Block {
 
 /// The byte-level row functions of one type: [`RowBlock::quantize_row`] (if the type has a
 /// quantizer here) and [`RowBlock::dequantize_row`] over bytes viewed as its blocks.
+/// A row quantizer over bytes.
+type QuantizeBytes = fn(&[f32], &mut [u8]) -> Result<(), KernelError>;
+
 struct RowCodec {
-    quantize: Option<fn(&[f32], &mut [u8]) -> Result<(), KernelError>>,
+    quantize: Option<QuantizeBytes>,
     dequantize: fn(&[u8], &mut [f32]) -> Result<(), KernelError>,
 }
 

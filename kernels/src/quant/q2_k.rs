@@ -193,8 +193,10 @@ mod tests {
         assert_eq!(out[33], 0.5 * 6.0 * 3.0 - 0.25 * 3.0);
         assert_eq!(out[32], -0.75);
         assert_eq!(out[0], 0.0);
-        let mut a = BlockQ8K::default();
-        a.d = 1.0f32.to_le_bytes();
+        let mut a = BlockQ8K {
+            d: 1.0f32.to_le_bytes(),
+            ..Default::default()
+        };
         a.qs[33] = 2;
         a.qs[32] = -1;
         a.bsums[2] = 1i16.to_le_bytes();

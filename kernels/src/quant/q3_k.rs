@@ -218,8 +218,10 @@ mod tests {
         b.dequantize(&mut out);
         assert_eq!(out[147], 0.5 * 5.0 * 2.0);
         assert_eq!(out[0], 0.5 * -32.0 * -4.0);
-        let mut a = BlockQ8K::default();
-        a.d = 0.5f32.to_le_bytes();
+        let mut a = BlockQ8K {
+            d: 0.5f32.to_le_bytes(),
+            ..Default::default()
+        };
         a.qs[147] = 7;
         a.qs[0] = 1;
         assert_eq!(

@@ -218,9 +218,11 @@ mod tests {
     pub(crate) fn random_blocks(rng: &mut Lcg, nb: usize) -> Vec<BlockQ4K> {
         (0..nb)
             .map(|_| {
-                let mut b = BlockQ4K::default();
-                b.d = to_f16_le(0.001 + rng.next_f32() * 0.01);
-                b.dmin = to_f16_le(rng.next_f32() * 0.01);
+                let mut b = BlockQ4K {
+                    d: to_f16_le(0.001 + rng.next_f32() * 0.01),
+                    dmin: to_f16_le(rng.next_f32() * 0.01),
+                    ..Default::default()
+                };
                 for v in b.scales.iter_mut().chain(b.qs.iter_mut()) {
                     *v = (rng.next_f32() * 256.0) as u8;
                 }
@@ -257,8 +259,10 @@ mod tests {
         assert_eq!(out[162], 0.5 * 37.0 * 9.0 - 0.25 * 49.0);
         assert_eq!(out[160], -0.25 * 49.0);
         // The dot with activations 1 at element 1 and 2 at element 162 (d = 1/127 * ...):
-        let mut a = BlockQ8K::default();
-        a.d = 0.5f32.to_le_bytes();
+        let mut a = BlockQ8K {
+            d: 0.5f32.to_le_bytes(),
+            ..Default::default()
+        };
         a.qs[1] = 2;
         a.qs[162] = -4;
         a.bsums[0] = 2i16.to_le_bytes();

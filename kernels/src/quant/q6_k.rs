@@ -179,8 +179,10 @@ mod tests {
         assert_eq!(out[2], 0.25 * -3.0 * 10.0);
         assert_eq!(out[197], 0.25 * 5.0 * 19.0);
         assert_eq!(out[16], 0.0); // scale 0
-        let mut a = BlockQ8K::default();
-        a.d = 2.0f32.to_le_bytes();
+        let mut a = BlockQ8K {
+            d: 2.0f32.to_le_bytes(),
+            ..Default::default()
+        };
         a.qs[2] = 3;
         a.qs[197] = -1;
         assert_eq!(
