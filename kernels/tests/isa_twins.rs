@@ -7,8 +7,8 @@
 use chatglm_kernels::act::{ActQ8K, ActQ8_0, ActQ8_1};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
 use chatglm_kernels::quant::{
-    as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0,
-    BlockQ8_0x8, BlockQ8_1,
+    as_blocks, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
 };
 use chatglm_kernels::simd::{scalar, Kernels};
 use chatglm_kernels::{interleave, GgmlType, Isa, KernelError, Pool};
@@ -707,7 +707,7 @@ fn new_type_products_are_bit_identical_across_tables_and_threads() {
     }
 }
 
-/// The Q5_0, Q4_K and Q6_K row kernels of every table against the scalar reference, with
+/// The Q5_0, IQ4_NL, Q4_K, Q5_K and Q6_K row kernels of every table against the scalar reference, with
 /// random blocks (edge scales included) and activations whose blocks range from zero to the
 /// largest magnitudes; with `correlated`, the weights follow the activations' signs so that
 /// the integer sums are large.
@@ -765,10 +765,22 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
             }
         }
     }
+    let w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
+    let wnl = rng.blocks(GgmlType::IQ4_NL, rows * nb * 8);
+    let w5k: &[BlockQ5K] = as_blocks(&w5k).unwrap();
+    let wnl: &[BlockIq4Nl] = as_blocks(&wnl).unwrap();
     let w5: &[BlockQ5_0] = as_blocks(&w5).unwrap();
     let w4k: &[BlockQ4K] = as_blocks(&w4k).unwrap();
     let w6k: &[BlockQ6K] = as_blocks(&w6k).unwrap();
-    let mut want = [vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]];
+    let mut want = [
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+    ];
+    (s.rows_q5_k)(w5k, ak, &mut want[3]);
+    (s.rows_iq4_nl)(wnl, a0, &mut want[4]);
     (s.rows_q5_0)(w5, a0, &mut want[0]);
     (s.rows_q4_k)(w4k, ak, &mut want[1]);
     (s.rows_q6_k)(w6k, ak, &mut want[2]);
@@ -781,6 +793,10 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
         assert_same(&got, &want[1], &what("q4_k"));
         (k.rows_q6_k)(w6k, ak, &mut got);
         assert_same(&got, &want[2], &what("q6_k"));
+        (k.rows_q5_k)(w5k, ak, &mut got);
+        assert_same(&got, &want[3], &what("q5_k"));
+        (k.rows_iq4_nl)(wnl, a0, &mut got);
+        assert_same(&got, &want[4], &what("iq4_nl"));
     }
 }
 
@@ -866,5 +882,8 @@ fn pool_threads_do_not_change_matvec_at_6b_shapes() {
     let pools: Vec<Pool> = [2, 3].map(|t| Pool::new(t).unwrap()).into();
     check_matmul(7, GgmlType::Q4_0, 4608, 4096, 1, &pools);
     check_matmul(8, GgmlType::Q8_0, 512, 13696, 2, &pools);
+    check_matmul(9, GgmlType::Q4_K, 520, 4096, 1, &pools);
+    check_matmul(10, GgmlType::Q6_K, 260, 4096, 2, &pools);
+    check_matmul(11, GgmlType::Q5_0, 130, 13696, 1, &pools);
     let _ = row_bytes(GgmlType::Q4_0, 4096).unwrap();
 }

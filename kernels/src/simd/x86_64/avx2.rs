@@ -19,8 +19,8 @@
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    f16_le, to_f16_le, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    f16_le, to_f16_le, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
@@ -48,11 +48,11 @@ static KERNELS: Kernels = Kernels {
     rows_q4_1,
     rows_q5_0,
     rows_q5_1: crate::simd::scalar::rows_q5_1,
-    rows_iq4_nl: crate::simd::scalar::rows_iq4_nl,
+    rows_iq4_nl,
     rows_q2_k: crate::simd::scalar::rows_q2_k,
     rows_q3_k: crate::simd::scalar::rows_q3_k,
     rows_q4_k,
-    rows_q5_k: crate::simd::scalar::rows_q5_k,
+    rows_q5_k,
     rows_q6_k,
     rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
     rows_q4_0x8,
@@ -119,6 +119,16 @@ fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q4_k_rows(w, a, y) }
+}
+
+fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q5_k_rows(w, a, y) }
+}
+
+fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { iq4_nl_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
@@ -1098,4 +1108,96 @@ pub(super) fn bf16_dot(x: &[u8], y: &[f32]) -> f32 {
         sum += crate::quant::float::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * yv;
     }
     sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_k_rows(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let sm: [(u8, u8); 8] = std::array::from_fn(|g| bx.scale_min(g));
+            let sumi: i32 = (0..16).map(|j| by.bsum(j) * i32::from(sm[j / 2].1)).sum();
+            let qh = load_u8x32(&bx.qh);
+            let mut aux = _mm256_setzero_si256();
+            for (c, chunk) in bx.qs.as_chunks::<32>().0.iter().enumerate() {
+                let raw = load_u8x32(chunk);
+                let nibs = [
+                    _mm256_and_si256(raw, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+                ];
+                for (h, nib) in nibs.into_iter().enumerate() {
+                    let g = 2 * c + h;
+                    let Some(a8) = by.qs.as_chunks::<32>().0.get(g) else {
+                        continue;
+                    };
+                    // The fifth bit of group g is bit g of each qh byte (a shift within the
+                    // 16-bit lanes keeps bit g of each byte in that byte's bit 0).
+                    let bit =
+                        _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(g as i32)), one);
+                    let q = _mm256_or_si256(nib, _mm256_slli_epi16::<4>(bit));
+                    let av = load_i8x32(a8);
+                    // Levels 0..31 times activations: |p| <= 31 * 128; two added <= 7936.
+                    let p0 =
+                        products16(_mm256_castsi256_si128(q), _mm256_castsi256_si128(av), true);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(q),
+                        _mm256_extracti128_si256::<1>(av),
+                        true,
+                    );
+                    let t = fold_mod8(_mm256_add_epi16(p0, p1));
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(t, _mm256_set1_epi32(i32::from(sm[g].0))),
+                    );
+                }
+            }
+            // Reference (q5_k): as q4_k.
+            let d = bx.d() * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+            let dmin = bx.dmin() * by.d();
+            sumf -= dmin * sumi as f32;
+        }
+        *out = fold8_finish(sums, sumf);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn iq4_nl_rows(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    // The table in both 128-bit lanes, for `vpshufb` (indices 0..15).
+    let table = {
+        let t = crate::quant::iq4_nl::KVALUES_IQ4NL;
+        let b: [u8; 16] = t.map(|v| v as u8);
+        let lane = load_i128(&b);
+        _mm256_set_m128i(lane, lane)
+    };
+    let (ab, ad) = (a.blocks(), a.d());
+    by_eight(w, a.len(), y, |rows, b| {
+        let (Some(act), Some(&dy)) = (ab.get(b), ad.get(b)) else {
+            return _mm256_setzero_ps();
+        };
+        let av = load_i8x32(&act.qs);
+        let blocks: [&BlockIq4Nl; 8] = std::array::from_fn(|r| &rows[r][b]);
+        let p: [__m256i; 8] = std::array::from_fn(|r| {
+            // Table values (-127..=113) times activations as |v| * (a * sign(v)): pairs at
+            // most 2 * 127 * 127, no saturation.
+            let v = _mm256_shuffle_epi8(table, nibbles(&blocks[r].qs));
+            let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(av, v));
+            _mm256_madd_epi16(prod, ones)
+        });
+        // Reference (iq4_nl): (f16(y.d) * f16(x.d)) * sumi.
+        let d = _mm256_mul_ps(_mm256_set1_ps(dy), gather_f16(|r| blocks[r].d));
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(transpose_sum(&p)))
+    });
 }
