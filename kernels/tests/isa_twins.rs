@@ -8,7 +8,7 @@ use chatglm_kernels::act::{ActQ8K, ActQ8_0, ActQ8_1};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
 use chatglm_kernels::quant::{
     as_blocks, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0,
-    BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
+    BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
 };
 use chatglm_kernels::simd::{scalar, Kernels};
 use chatglm_kernels::{interleave, GgmlType, Isa, KernelError, Pool};
@@ -707,7 +707,7 @@ fn new_type_products_are_bit_identical_across_tables_and_threads() {
     }
 }
 
-/// The Q5_0, IQ4_NL, Q4_K, Q5_K and Q6_K row kernels of every table against the scalar reference, with
+/// The Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and Q6_K row kernels of every table against the scalar reference, with
 /// random blocks (edge scales included) and activations whose blocks range from zero to the
 /// largest magnitudes; with `correlated`, the weights follow the activations' signs so that
 /// the integer sums are large.
@@ -767,6 +767,12 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
     }
     let w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
     let wnl = rng.blocks(GgmlType::IQ4_NL, rows * nb * 8);
+    let w51 = rng.blocks(GgmlType::Q5_1, rows * nb * 8);
+    let w51: &[BlockQ5_1] = as_blocks(&w51).unwrap();
+    let mut a1 = ActQ8_1::new();
+    let x1 = rng.activations_q8_1(nb * 256);
+    a1.quantize(s, &x1, x1.len()).unwrap();
+    let a1 = a1.row(0).unwrap();
     let w5k: &[BlockQ5K] = as_blocks(&w5k).unwrap();
     let wnl: &[BlockIq4Nl] = as_blocks(&wnl).unwrap();
     let w5: &[BlockQ5_0] = as_blocks(&w5).unwrap();
@@ -778,7 +784,9 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
         vec![0f32; rows],
         vec![0f32; rows],
         vec![0f32; rows],
+        vec![0f32; rows],
     ];
+    (s.rows_q5_1)(w51, a1, &mut want[5]);
     (s.rows_q5_k)(w5k, ak, &mut want[3]);
     (s.rows_iq4_nl)(wnl, a0, &mut want[4]);
     (s.rows_q5_0)(w5, a0, &mut want[0]);
@@ -797,6 +805,8 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
         assert_same(&got, &want[3], &what("q5_k"));
         (k.rows_iq4_nl)(wnl, a0, &mut got);
         assert_same(&got, &want[4], &what("iq4_nl"));
+        (k.rows_q5_1)(w51, a1, &mut got);
+        assert_same(&got, &want[5], &what("q5_1"));
     }
 }
 

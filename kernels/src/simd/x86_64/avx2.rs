@@ -20,7 +20,7 @@ use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
     f16_le, to_f16_le, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
@@ -47,7 +47,7 @@ static KERNELS: Kernels = Kernels {
     rows_q8_0,
     rows_q4_1,
     rows_q5_0,
-    rows_q5_1: crate::simd::scalar::rows_q5_1,
+    rows_q5_1,
     rows_iq4_nl,
     rows_q2_k: crate::simd::scalar::rows_q2_k,
     rows_q3_k: crate::simd::scalar::rows_q3_k,
@@ -129,6 +129,11 @@ fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
 fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { iq4_nl_rows(w, a, y) }
+}
+
+fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q5_1_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
@@ -1199,5 +1204,27 @@ pub(super) fn iq4_nl_rows(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
         // Reference (iq4_nl): (f16(y.d) * f16(x.d)) * sumi.
         let d = _mm256_mul_ps(_mm256_set1_ps(dy), gather_f16(|r| blocks[r].d));
         _mm256_mul_ps(d, _mm256_cvtepi32_ps(transpose_sum(&p)))
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_1_rows(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    by_eight(w, a.len(), y, |rows, b| {
+        let Some(act) = a.get(b) else {
+            return _mm256_setzero_ps();
+        };
+        let av = load_i8x32(&act.qs);
+        let blocks: [&BlockQ5_1; 8] = std::array::from_fn(|r| &rows[r][b]);
+        // Levels 0..31 (unsigned) times activations, pairs <= 2 * 31 * 128.
+        let p: [__m256i; 8] = std::array::from_fn(|r| {
+            let q = _mm256_or_si256(nibbles(&blocks[r].qs), q5_high_bits(&blocks[r].qh));
+            _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), ones)
+        });
+        let sumi = _mm256_cvtepi32_ps(transpose_sum(&p));
+        // Reference (q5_1): (dx * dy) * sumi as f32 + m * s.
+        let dxy = _mm256_mul_ps(gather_f16(|r| blocks[r].d), _mm256_set1_ps(act.d()));
+        let ms = _mm256_mul_ps(gather_f16(|r| blocks[r].m), _mm256_set1_ps(act.s()));
+        _mm256_add_ps(_mm256_mul_ps(dxy, sumi), ms)
     });
 }
