@@ -187,6 +187,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
         announce(
             &format!("synthetic {} (seed {})", preset.name(), args.seed),
             &opts,
+            &args.qtype.name(),
         );
         let result = write_synthetic_mix(preset, args.seed, &opts, mix, &mut bar, &cancel);
         bar.0.finish_and_clear();
@@ -220,6 +221,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
                 decision.evidence
             ),
             &opts,
+            &args.qtype.name(),
         );
         let model = config.to_model_config(decision.family);
         let result = convert_mix(
@@ -239,11 +241,10 @@ fn run(args: Args) -> Result<(), ConvertError> {
     Ok(())
 }
 
-fn announce(source: &str, opts: &WriteOptions) {
+fn announce(source: &str, opts: &WriteOptions, qtype: &str) {
     eprintln!(
-        "converting {source} -> {} ({}, {} threads)",
+        "converting {source} -> {} ({qtype}, {} threads)",
         opts.output.display(),
-        opts.matrix_type,
         opts.threads
     );
 }
