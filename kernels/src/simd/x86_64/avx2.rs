@@ -19,8 +19,8 @@
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    f16_le, to_f16_le, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    f16_le, to_f16_le, BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
@@ -49,8 +49,8 @@ static KERNELS: Kernels = Kernels {
     rows_q5_0,
     rows_q5_1,
     rows_iq4_nl,
-    rows_q2_k: crate::simd::scalar::rows_q2_k,
-    rows_q3_k: crate::simd::scalar::rows_q3_k,
+    rows_q2_k,
+    rows_q3_k,
     rows_q4_k,
     rows_q5_k,
     rows_q6_k,
@@ -134,6 +134,16 @@ fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q5_1_rows(w, a, y) }
+}
+
+fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q3_k_rows(w, a, y) }
+}
+
+fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q2_k_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
@@ -1227,4 +1237,122 @@ pub(super) fn q5_1_rows(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
         let ms = _mm256_mul_ps(gather_f16(|r| blocks[r].m), _mm256_set1_ps(act.s()));
         _mm256_add_ps(_mm256_mul_ps(dxy, sumi), ms)
     });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q3_k_rows(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m2 = _mm256_set1_epi8(0x03);
+    let one = _mm256_set1_epi8(1);
+    let four = _mm256_set1_epi8(4);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        for (bx, by) in row.iter().zip(a) {
+            let sc = bx.scales();
+            let hm = load_u8x32(&bx.hmask);
+            let qs = bx.qs.as_chunks::<32>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            let mut aux = _mm256_setzero_si256();
+            for (n, q) in qs.iter().enumerate() {
+                let q = load_u8x32(q);
+                for s in 0..4 {
+                    let Some(av) = a8.get(4 * n + s) else {
+                        continue;
+                    };
+                    let av = load_i8x32(av);
+                    // Low 2 bits (shifts within 16-bit lanes keep each byte's own bits), the
+                    // high bit 4n + s of the mask: level = low - 4 + 4 * bit, in -4..=3.
+                    let shift = _mm_cvtsi32_si128(2 * s as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(q, shift), m2);
+                    let bit = _mm256_and_si256(
+                        _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + s) as i32)),
+                        one,
+                    );
+                    let lv =
+                        _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16::<2>(bit)), four);
+                    // Two groups of 16, each with its own scale; |p| <= 4 * 128.
+                    let g = 8 * n + 2 * s;
+                    let p0 = products16(
+                        _mm256_castsi256_si128(lv),
+                        _mm256_castsi256_si128(av),
+                        false,
+                    );
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(lv),
+                        _mm256_extracti128_si256::<1>(av),
+                        false,
+                    );
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(fold_mod8(p0), _mm256_set1_epi32(sc[g])),
+                    );
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(fold_mod8(p1), _mm256_set1_epi32(sc[g + 1])),
+                    );
+                }
+            }
+            // Reference (q3_k): sums += (f16(x.d) * y.d) * aux32.
+            let d = f16_le(bx.d) * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+        }
+        *out = fold8_finish(sums, 0.0);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q2_k_rows(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m2 = _mm256_set1_epi8(0x03);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let summs: i32 = (0..16)
+                .map(|j| by.bsum(j) * i32::from(bx.scales[j] >> 4))
+                .sum();
+            let qs = bx.qs.as_chunks::<32>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            let mut aux = _mm256_setzero_si256();
+            for (n, q) in qs.iter().enumerate() {
+                let q = load_u8x32(q);
+                for s in 0..4 {
+                    let Some(av) = a8.get(4 * n + s) else {
+                        continue;
+                    };
+                    let av = load_i8x32(av);
+                    let lv =
+                        _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * s as i32)), m2);
+                    let g = 8 * n + 2 * s;
+                    let s0 = _mm256_set1_epi32(i32::from(bx.scales[g] & 0xF));
+                    let s1 = _mm256_set1_epi32(i32::from(bx.scales[g + 1] & 0xF));
+                    let p0 =
+                        products16(_mm256_castsi256_si128(lv), _mm256_castsi256_si128(av), true);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(lv),
+                        _mm256_extracti128_si256::<1>(av),
+                        true,
+                    );
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p0), s0));
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p1), s1));
+                }
+            }
+            // Reference (q2_k): sumf += dall * isum - dmin * summs (isum exact).
+            let isum = hsum_i32(aux);
+            let dall = by.d() * f16_le(bx.d);
+            let dmin = by.d() * f16_le(bx.dmin);
+            sumf += dall * isum as f32 - dmin * summs as f32;
+        }
+        *out = sumf;
+    }
 }

@@ -19,8 +19,8 @@ use super::avx2;
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::Kernels;
 use crate::KernelError;
@@ -53,8 +53,8 @@ static KERNELS: Kernels = Kernels {
     rows_q5_0,
     rows_q5_1,
     rows_iq4_nl,
-    rows_q2_k: crate::simd::scalar::rows_q2_k,
-    rows_q3_k: crate::simd::scalar::rows_q3_k,
+    rows_q2_k,
+    rows_q3_k,
     rows_q4_k,
     rows_q5_k,
     rows_q6_k,
@@ -136,6 +136,16 @@ fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
     // SAFETY: as in `rows_q5_0`.
     unsafe { avx2::q5_1_rows(w, a, y) }
+}
+
+fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q3_k_rows(w, a, y) }
+}
+
+fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q2_k_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
