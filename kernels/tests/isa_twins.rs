@@ -707,7 +707,7 @@ fn new_type_products_are_bit_identical_across_tables_and_threads() {
     }
 }
 
-/// The Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K row kernels of every table against the scalar reference, with
+/// The Q5_0, Q5_1, IQ4_NL, IQ4_XS and k-quant row kernels of every table against the scalar reference, with
 /// random blocks (edge scales included) and activations whose blocks range from zero to the
 /// largest magnitudes; with `correlated`, the weights follow the activations' signs so that
 /// the integer sums are large.
@@ -767,6 +767,8 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
     }
     let w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
     let wnl = rng.blocks(GgmlType::IQ4_NL, rows * nb * 8);
+    let wxs = rng.blocks(GgmlType::IQ4_XS, rows * nb);
+    let wxs: &[chatglm_kernels::quant::BlockIq4Xs] = as_blocks(&wxs).unwrap();
     let w2k = rng.blocks(GgmlType::Q2_K, rows * nb);
     let w2k: &[chatglm_kernels::quant::BlockQ2K] = as_blocks(&w2k).unwrap();
     let w3k = rng.blocks(GgmlType::Q3_K, rows * nb);
@@ -791,7 +793,9 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
         vec![0f32; rows],
         vec![0f32; rows],
         vec![0f32; rows],
+        vec![0f32; rows],
     ];
+    (s.rows_iq4_xs)(wxs, ak, &mut want[8]);
     (s.rows_q2_k)(w2k, ak, &mut want[7]);
     (s.rows_q3_k)(w3k, ak, &mut want[6]);
     (s.rows_q5_1)(w51, a1, &mut want[5]);
@@ -819,6 +823,8 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
         assert_same(&got, &want[6], &what("q3_k"));
         (k.rows_q2_k)(w2k, ak, &mut got);
         assert_same(&got, &want[7], &what("q2_k"));
+        (k.rows_iq4_xs)(wxs, ak, &mut got);
+        assert_same(&got, &want[8], &what("iq4_xs"));
     }
 }
 

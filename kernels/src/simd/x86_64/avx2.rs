@@ -19,8 +19,9 @@
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    f16_le, to_f16_le, BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
-    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    f16_le, to_f16_le, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
@@ -54,7 +55,7 @@ static KERNELS: Kernels = Kernels {
     rows_q4_k,
     rows_q5_k,
     rows_q6_k,
-    rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
+    rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
@@ -144,6 +145,11 @@ fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
 fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q2_k_rows(w, a, y) }
+}
+
+fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { iq4_xs_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
@@ -1352,6 +1358,40 @@ pub(super) fn q2_k_rows(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
             let dall = by.d() * f16_le(bx.d);
             let dmin = by.d() * f16_le(bx.dmin);
             sumf += dall * isum as f32 - dmin * summs as f32;
+        }
+        *out = sumf;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn iq4_xs_rows(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let ones = _mm256_set1_epi16(1);
+    let table = {
+        let b: [u8; 16] = crate::quant::iq4_nl::KVALUES_IQ4NL.map(|v| v as u8);
+        let lane = load_i128(&b);
+        _mm256_set_m128i(lane, lane)
+    };
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let d4d8 = f16_le(bx.d) * by.d();
+            let qs = bx.qs.as_chunks::<16>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            for (g, (q, av)) in qs.iter().zip(a8).enumerate() {
+                // As iq4_nl_rows: table values times activations, exact.
+                let v = _mm256_shuffle_epi8(table, nibbles(q));
+                let av = load_i8x32(av);
+                let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(av, v));
+                let sumi = hsum_i32(_mm256_madd_epi16(prod, ones));
+                // Reference (iq4_xs): sumf += (d4d8 * (ls - 32)) * sumi, group by group.
+                let dl = d4d8 * (bx.scale(g) - 32) as f32;
+                sumf += dl * sumi as f32;
+            }
         }
         *out = sumf;
     }

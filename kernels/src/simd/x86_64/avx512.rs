@@ -19,8 +19,8 @@ use super::avx2;
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::Kernels;
 use crate::KernelError;
@@ -58,7 +58,7 @@ static KERNELS: Kernels = Kernels {
     rows_q4_k,
     rows_q5_k,
     rows_q6_k,
-    rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
+    rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
@@ -146,6 +146,11 @@ fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
 fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
     // SAFETY: as in `rows_q5_0`.
     unsafe { avx2::q2_k_rows(w, a, y) }
+}
+
+fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::iq4_xs_rows(w, a, y) }
 }
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
