@@ -44,6 +44,8 @@ pub enum Mix {
     Q5_1,
     /// `LLAMA_FTYPE_MOSTLY_IQ4_NL`.
     Iq4Nl,
+    /// `LLAMA_FTYPE_MOSTLY_IQ4_XS`.
+    Iq4Xs,
 }
 
 impl From<GgmlType> for Mix {
@@ -60,7 +62,7 @@ fn use_more_bits(i: usize, n: usize) -> bool {
 
 impl Mix {
     /// The names `-q` accepts for mixes, with their [`Mix`].
-    pub const NAMES: [(&'static str, Mix); 10] = [
+    pub const NAMES: [(&'static str, Mix); 11] = [
         ("q2_k", Mix::Q2K),
         ("q3_k_m", Mix::Q3KM),
         ("q4_k_s", Mix::Q4KS),
@@ -71,6 +73,7 @@ impl Mix {
         ("q5_0", Mix::Q5_0),
         ("q5_1", Mix::Q5_1),
         ("iq4_nl", Mix::Iq4Nl),
+        ("iq4_xs", Mix::Iq4Xs),
     ];
 
     /// The mix named `name` (case-insensitive), or a pure type of that name.
@@ -94,6 +97,7 @@ impl Mix {
             Mix::Q5_0 => GgmlType::Q5_0,
             Mix::Q5_1 => GgmlType::Q5_1,
             Mix::Iq4Nl => GgmlType::IQ4_NL,
+            Mix::Iq4Xs => GgmlType::IQ4_XS,
         }
     }
 
@@ -111,6 +115,7 @@ impl Mix {
             Mix::Q5_0 => Some(8),
             Mix::Q5_1 => Some(9),
             Mix::Iq4Nl => Some(25),
+            Mix::Iq4Xs => Some(30),
         }
     }
 
@@ -163,7 +168,7 @@ impl Mix {
                 // `arch != LLM_ARCH_FALCON || use_more_bits`: always, for ChatGLM.
                 Mix::Q3KM => GgmlType::Q4_K,
                 Mix::Q4KM if use_more_bits(i, n) => GgmlType::Q6_K,
-                Mix::Iq4Nl if i < n / 8 => GgmlType::Q5_K,
+                Mix::Iq4Nl | Mix::Iq4Xs if i < n / 8 => GgmlType::Q5_K,
                 Mix::Q5KM if use_more_bits(i, n) => GgmlType::Q6_K,
                 Mix::Q4KS if i < n / 8 => GgmlType::Q5_K,
                 _ => base,

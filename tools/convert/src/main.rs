@@ -93,6 +93,8 @@ enum QType {
     Q6K,
     #[value(name = "iq4_nl")]
     Iq4Nl,
+    #[value(name = "iq4_xs")]
+    Iq4Xs,
 }
 
 impl QType {
@@ -114,6 +116,7 @@ impl QType {
             QType::Q5KM => Mix::Q5KM,
             QType::Q6K => Mix::Q6K,
             QType::Iq4Nl => Mix::Iq4Nl,
+            QType::Iq4Xs => Mix::Iq4Xs,
         }
     }
 

@@ -209,6 +209,8 @@ fn glm2_small_runs_every_new_type() {
             (Mix::Iq4Nl, "iq4_nl", 25, 0.28, 0.6, 0.032),
             // 0.338, 50.3%, -1.20%
             (Mix::Q3KM, "q3_k_m", 12, 0.42, 0.45, 0.02),
+            // 0.214, 63.7%, +2.51%
+            (Mix::Iq4Xs, "iq4_xs", 30, 0.27, 0.58, 0.034),
             // 0.729, 18.9%, -8.15% (2 bits of random weights: little of the model is left)
             (Mix::Q2K, "q2_k", 10, 0.9, 0.14, 0.11),
         ],
