@@ -97,6 +97,7 @@ impl Error {
                         | M::MissingTensor(_)
                         | M::TensorShape { .. }
                         | M::TensorType { .. }
+                        | M::UnsupportedTypes(_)
                         | M::TensorSize { .. }
                         | M::RowNotBlocks { .. }
                         | M::TensorData { .. }

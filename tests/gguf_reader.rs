@@ -289,13 +289,18 @@ mod gguf_reader {
             u32::from_le_bytes(file[fields.ty..fields.ty + 4].try_into().unwrap()),
             2
         );
-        for id in [4u32, 5, 10, 99, u32::MAX] {
+        for id in [4u32, 5, 31, 38, 40, 99, u32::MAX] {
             let mut bad = file.clone();
             put_u32(&mut bad, fields.ty, id);
             let e = parse_err(&bad, &["\"w4\"", &format!("type id {id}")]);
             assert!(
                 matches!(e, GgufError::UnknownTensorType { ref tensor, id: i } if tensor == "w4" && i == id)
             );
+            // Removed ids are named.
+            let removed = [(4, "Q4_2"), (31, "Q4_0_4_4"), (38, "IQ4_NL_8_8")];
+            if let Some((_, name)) = removed.iter().find(|(i, _)| *i == id) {
+                assert!(e.to_string().contains(name), "{e}");
+            }
         }
     }
 

@@ -101,7 +101,54 @@ fn model_load_errors_name_the_tensor() {
     );
 
     let e = load_with(|e| e.get_mut("output.weight").unwrap().ty = GgmlType::Q8_1);
-    assert!(matches!(e, Err(ModelError::TensorType { ref name, .. }) if name == "output.weight"));
+    match e {
+        Err(ModelError::UnsupportedTypes(ref t)) => {
+            assert_eq!(t, &[("output.weight".to_string(), GgmlType::Q8_1)]);
+            let msg = e.unwrap_err().to_string();
+            assert!(
+                msg.starts_with(
+                    "tensor \"output.weight\" has type Q8_1 (9), which this runtime cannot run yet; supported: F32, F16, Q4_0"
+                ),
+                "{msg}"
+            );
+            assert!(msg.contains("Q4_K") && msg.contains("IQ4_XS"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Every unsupported matrix is named in one error, in file order.
+    let e = load_with(|e| {
+        e.get_mut("blk.1.ffn_up.weight").unwrap().ty = GgmlType::IQ2_XXS;
+        e.get_mut("blk.0.attn_qkv.weight").unwrap().ty = GgmlType::TQ1_0;
+        e.get_mut("output.weight").unwrap().ty = GgmlType::IQ2_XXS;
+    });
+    match e {
+        Err(ModelError::UnsupportedTypes(ref t)) => {
+            let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "blk.0.attn_qkv.weight",
+                    "blk.1.ffn_up.weight",
+                    "output.weight"
+                ]
+            );
+            let msg = e.unwrap_err().to_string();
+            assert!(
+                msg.starts_with("3 tensors have types this runtime cannot run yet"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("\n  tensor \"blk.1.ffn_up.weight\" has type IQ2_XXS (16)"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("tensor \"blk.0.attn_qkv.weight\" has type TQ1_0 (34)"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 
     let e = load_with(|e| {
         let r = &mut e.get_mut("output.weight").unwrap().range;

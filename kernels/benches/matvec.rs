@@ -43,8 +43,16 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 fn weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut data = random_bytes(rows * row_bytes(ty, cols).expect("whole blocks"), seed);
     let scale = half::f16::from_f32(0.002).to_le_bytes();
+    // Byte offsets of the f16 scale fields in a block (ggml's layouts).
+    let fields: &[usize] = match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q5_1 => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[0],
+    };
     for block in data.chunks_exact_mut(ty.block_bytes()) {
-        block[..2].copy_from_slice(&scale);
+        for &o in fields {
+            block[o..o + 2].copy_from_slice(&scale);
+        }
     }
     data
 }
@@ -70,8 +78,20 @@ fn bench_matvec(c: &mut Criterion) {
     }
     drop(plain);
 
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+    // The types of a Q4_K_M file too (portable layout only; the k-quants only at the shapes
+    // whose rows are whole super-blocks, as ffn_down's 13696 falls back to Q5_0/Q8_0).
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+    ] {
         for (rows, cols) in SHAPES {
+            if !cols.is_multiple_of(ty.block_size()) {
+                continue;
+            }
             let size = rows * row_bytes(ty, cols).expect("whole blocks");
             let copies = WORKING_SET.div_ceil(size);
             let portable: Vec<Vec<u8>> = (0..copies)
@@ -82,7 +102,12 @@ fn bench_matvec(c: &mut Criterion) {
                 .map(|&b| (b as f32 - 127.5) / 64.0)
                 .collect();
             let mut y = vec![0.0f32; rows];
-            for layout in ["portable", "x8"] {
+            let layouts: &[&str] = if ty.interleaved().is_some() {
+                &["portable", "x8"]
+            } else {
+                &["portable"]
+            };
+            for &layout in layouts {
                 let mats: Vec<(GgmlType, Vec<u8>)> = portable
                     .iter()
                     .map(|d| match layout {

@@ -5,8 +5,9 @@
 //! (nibbles, or int8 weights shifted by 128) by the signed activations and subtract
 //! `offset * sum`, and they read the f32 scale instead of converting it once per row group.
 
-use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
+use crate::quant::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK};
 use crate::simd::Kernels;
+use crate::types::QK_K;
 use crate::KernelError;
 
 /// `n` rows of activations quantized to Q8_0, with per-block f32 scales and sums.
@@ -156,6 +157,56 @@ impl ActQ8_1 {
 
     /// Row `i`'s blocks, if it exists.
     pub fn row(&self, i: usize) -> Option<&[BlockQ8_1]> {
+        let nb = self.row_blocks;
+        self.blocks
+            .get(i.checked_mul(nb)?..i.checked_add(1)?.checked_mul(nb)?)
+    }
+}
+
+/// `n` rows of activations quantized to Q8_K (for the k-quants and IQ4_XS), with ggml's
+/// reference quantizer (`quantize_row_q8_K_ref`) on every kernel path.
+#[derive(Debug, Clone, Default)]
+pub struct ActQ8K {
+    blocks: Vec<BlockQ8K>,
+    row_blocks: usize,
+}
+
+impl ActQ8K {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Quantizes the rows of `x` (`cols` a multiple of 256) as [`ActQ8_0::quantize`] does, to
+    /// Q8_K; errors name indices into `x`.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) -> Result<(), KernelError> {
+        if !cols.is_multiple_of(QK_K) {
+            return Err(KernelError::NotBlockMultiple {
+                ty: crate::GgmlType::Q8_K,
+                len: cols,
+                block: QK_K,
+            });
+        }
+        let nb = cols / QK_K;
+        let rows = x.len().checked_div(cols).unwrap_or(0);
+        crate::quant::check_len("activations", rows * cols, x.len())?;
+        self.blocks.resize(rows * nb, BlockQ8K::default());
+        self.row_blocks = nb;
+        if nb == 0 {
+            return Ok(());
+        }
+        for (i, (xi, b)) in x
+            .chunks_exact(cols)
+            .zip(self.blocks.chunks_exact_mut(nb))
+            .enumerate()
+        {
+            crate::quant::q8_k::quantize_row_q8_k(xi, b).map_err(|e| e.offset_index(i * cols))?;
+        }
+        Ok(())
+    }
+
+    /// Row `i`'s blocks, if it exists.
+    pub fn row(&self, i: usize) -> Option<&[BlockQ8K]> {
         let nb = self.row_blocks;
         self.blocks
             .get(i.checked_mul(nb)?..i.checked_add(1)?.checked_mul(nb)?)

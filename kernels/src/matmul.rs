@@ -13,10 +13,11 @@
 //! groups. Every output is computed by one thread with the same operations whatever the
 //! table or thread count (see [`crate::arch`]), so results are bit-identical across both.
 
-use crate::act::{ActQ8_0, ActQ8_1, Q8Row};
+use crate::act::{ActQ8K, ActQ8_0, ActQ8_1, Q8Row};
 use crate::pool::{share, ChunksMut, Pool};
 use crate::quant::{
-    self, as_blocks, Block, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, QK,
+    self, as_blocks, Block, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_0x8, QK,
 };
 use crate::simd::{GemmQ8, Kernels};
 use crate::types::GROUP_ROWS;
@@ -111,6 +112,35 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
+/// The weight types [`matmul`] multiplies (every other type is
+/// [`KernelError::Unsupported`]), in id order. The activations of each: f32 for the float
+/// types; Q8_0 for Q4_0, Q5_0, Q8_0, IQ4_NL and the interleaved types; Q8_1 for Q4_1 and
+/// Q5_1; Q8_K for the k-quants and IQ4_XS (ggml's pairings, `type_traits_cpu.vec_dot_type`).
+pub const MATRIX_TYPES: [GgmlType; 17] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::BF16,
+    GgmlType::Q4_0x8,
+    GgmlType::Q8_0x8,
+];
+
+/// Whether [`matmul`] multiplies weights of type `ty` ([`MATRIX_TYPES`]).
+pub fn can_multiply(ty: GgmlType) -> bool {
+    MATRIX_TYPES.contains(&ty)
+}
+
 /// Bytes of a row of `cols` elements of `ty`: [`GgmlType::row_bytes`].
 pub fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize, KernelError> {
     ty.row_bytes(cols)
@@ -156,8 +186,8 @@ pub fn matmul_with(
     n: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    if w.ty == GgmlType::Q8_1 {
-        return Err(KernelError::Unsupported(GgmlType::Q8_1));
+    if !can_multiply(w.ty) {
+        return Err(KernelError::Unsupported(w.ty));
     }
     check_len("activations", n.checked_mul(w.cols), x.len())?;
     check_len("outputs", n.checked_mul(w.rows), y.len())?;
@@ -171,10 +201,40 @@ pub fn matmul_with(
     }
     let threads = pool.map_or(1, Pool::threads);
     let mut plan = Plan::new(w, n, threads, y);
-    let nb = w.cols / QK;
+    let nb = w.cols / w.ty.block_size();
     match w.ty {
         GgmlType::F32 => plan.run_float(pool, w, x, k.dot_f32),
         GgmlType::F16 => plan.run_float(pool, w, x, k.dot_f16),
+        GgmlType::BF16 => plan.run_float(pool, w, x, k.dot_bf16),
+        GgmlType::Q5_0 => with_q8_0(k, x, w.cols, |act| {
+            plan.run_blocks::<BlockQ5_0, _>(pool, w, nb, |i| act.row(i), k.rows_q5_0)
+        }),
+        GgmlType::IQ4_NL => with_q8_0(k, x, w.cols, |act| {
+            plan.run_blocks::<BlockIq4Nl, _>(pool, w, nb, |i| act.row(i), k.rows_iq4_nl)
+        }),
+        GgmlType::Q5_1 => {
+            let mut act = ActQ8_1::new();
+            act.quantize(k, x, w.cols)?;
+            plan.run_blocks::<BlockQ5_1, _>(pool, w, nb, |i| act.row(i), k.rows_q5_1)
+        }
+        GgmlType::Q2_K => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockQ2K, _>(pool, w, nb, |i| act.row(i), k.rows_q2_k)
+        }),
+        GgmlType::Q3_K => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockQ3K, _>(pool, w, nb, |i| act.row(i), k.rows_q3_k)
+        }),
+        GgmlType::Q4_K => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockQ4K, _>(pool, w, nb, |i| act.row(i), k.rows_q4_k)
+        }),
+        GgmlType::Q5_K => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockQ5K, _>(pool, w, nb, |i| act.row(i), k.rows_q5_k)
+        }),
+        GgmlType::Q6_K => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockQ6K, _>(pool, w, nb, |i| act.row(i), k.rows_q6_k)
+        }),
+        GgmlType::IQ4_XS => with_q8_k(x, w.cols, |act| {
+            plan.run_blocks::<BlockIq4Xs, _>(pool, w, nb, |i| act.row(i), k.rows_iq4_xs)
+        }),
         GgmlType::Q4_0 => with_q8_0(k, x, w.cols, |act| {
             plan.run_blocks::<BlockQ4_0, _>(pool, w, nb, |i| act.row(i), k.rows_q4_0)
         }),
@@ -198,7 +258,7 @@ pub fn matmul_with(
             act.quantize(k, x, w.cols)?;
             plan.run_blocks::<BlockQ4_1, _>(pool, w, nb, |i| act.row(i), k.rows_q4_1)
         }
-        GgmlType::Q8_1 => Err(KernelError::Unsupported(GgmlType::Q8_1)), // refused above
+        other => Err(KernelError::Unsupported(other)), // refused above
     }
 }
 
@@ -209,6 +269,30 @@ const GEMM_ROWS: usize = 64 * GROUP_ROWS;
 thread_local! {
     /// The calling thread's activation buffer, reused across products.
     static ACT_Q8_0: RefCell<ActQ8_0> = RefCell::new(ActQ8_0::new());
+}
+
+thread_local! {
+    /// The calling thread's Q8_K activation buffer, reused across products.
+    static ACT_Q8_K: RefCell<ActQ8K> = RefCell::new(ActQ8K::new());
+}
+
+/// Quantizes `x` to Q8_K in this thread's buffer and runs `f` on it.
+fn with_q8_k(
+    x: &[f32],
+    cols: usize,
+    f: impl FnOnce(&ActQ8K) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    ACT_Q8_K.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut act) => {
+            act.quantize(x, cols)?;
+            f(&act)
+        }
+        Err(_) => {
+            let mut act = ActQ8K::new();
+            act.quantize(x, cols)?;
+            f(&act)
+        }
+    })
 }
 
 /// Quantizes `x` to Q8_0 in this thread's buffer and runs `f` on it.
@@ -631,7 +715,7 @@ mod tests {
             // cols = 0: every output is an empty sum.
             let w = WeightMatrix::new(ty, 3, 0, &[]).unwrap();
             let mut y = [f32::NAN; 6];
-            if ty == GgmlType::Q8_1 {
+            if !can_multiply(ty) {
                 assert_eq!(
                     matmul(&w, &[], 2, &mut y),
                     Err(KernelError::Unsupported(ty))
@@ -640,12 +724,13 @@ mod tests {
             }
             matmul(&w, &[], 2, &mut y).unwrap();
             assert_eq!(y, [0.0; 6]);
+            let cols = ty.block_size().max(32);
             // rows = 0: nothing to write.
-            let w = WeightMatrix::new(ty, 0, 32, &[]).unwrap();
-            matmul(&w, &[1.0; 64], 2, &mut []).unwrap();
+            let w = WeightMatrix::new(ty, 0, cols, &[]).unwrap();
+            matmul(&w, &vec![1.0; 2 * cols], 2, &mut []).unwrap();
             // n = 0.
-            let bytes = vec![0u8; row_bytes(ty, 32).unwrap()];
-            let w = WeightMatrix::new(ty, 1, 32, &bytes).unwrap();
+            let bytes = vec![0u8; row_bytes(ty, cols).unwrap()];
+            let w = WeightMatrix::new(ty, 1, cols, &bytes).unwrap();
             matmul(&w, &[], 0, &mut []).unwrap();
         }
     }
@@ -715,8 +800,11 @@ mod tests {
     #[test]
     fn dequantize_row_for_every_type() {
         let mut rng = Lcg(11);
-        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_interleaved()) {
-            let (rows, cols) = (3, 64);
+        for ty in GgmlType::ALL
+            .into_iter()
+            .filter(|&t| quant::can_quantize(t))
+        {
+            let (rows, cols) = (3, 256);
             let src = rng.uniform_vec(rows * cols, 2.0);
             let rb = row_bytes(ty, cols).unwrap();
             let mut bytes = vec![0u8; rows * rb];
@@ -733,12 +821,156 @@ mod tests {
                 let mut expected = vec![0.0f32; cols];
                 quant::dequantize_row(ty, &bytes[r * rb..(r + 1) * rb], &mut expected).unwrap();
                 assert_eq!(out, expected, "{ty}");
-                // And close to the source (half a step of the coarsest type, q4_1's 4/15,
-                // or a whole q4_0 step of 2/8 for its clamped values).
+                // And close to the source: half a step of the 4-bit types (q4_1's 4/15), or
+                // a whole q4_0 step of 2/8 for its clamped values; the 2- and 3-bit k-quants
+                // have 4 and 8 levels per group (a whole step for Q3_K's clamped side).
+                let tol = match ty {
+                    GgmlType::Q2_K => 4.0 / 3.0 * 0.75,
+                    GgmlType::Q3_K => 2.0 / 4.0 * 1.1,
+                    GgmlType::IQ4_NL | GgmlType::IQ4_XS => 2.0 * 24.0 / 127.0 * 0.75,
+                    _ => 0.25 * 1.001,
+                };
                 for (a, b) in out.iter().zip(&src[r * cols..(r + 1) * cols]) {
-                    assert!((a - b).abs() <= 0.25 * 1.001, "{ty}: {a} vs {b}");
+                    assert!((a - b).abs() <= tol, "{ty}: {a} vs {b}");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod new_type_tests {
+    use super::*;
+    use crate::quant::tests_common::Lcg;
+    use crate::quant::{iq4_nl, q2_k, q3_k, q4_k, q5_0, q5_1, q5_k, q6_k, quantize_row, RowBlock};
+    use crate::quant::{BlockQ8K, BlockQ8_1};
+
+    /// Random bytes for a type without a quantizer here, with small finite f16 scales at the
+    /// given byte offsets of each block.
+    fn random_bytes(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        f16_at: &[usize],
+        rng: &mut Lcg,
+    ) -> Vec<u8> {
+        let bb = ty.block_bytes();
+        let mut bytes: Vec<u8> = (0..rows * row_bytes(ty, cols).unwrap())
+            .map(|_| (rng.next_f32() * 256.0) as u8)
+            .collect();
+        for block in bytes.chunks_exact_mut(bb) {
+            for &o in f16_at {
+                let v = half::f16::from_f32(0.0005 + rng.next_f32() * 0.002).to_le_bytes();
+                block[o..o + 2].copy_from_slice(&v);
+            }
+        }
+        bytes
+    }
+
+    /// Every output of `matmul` equals the reference block dot of the row with the
+    /// activations quantized by the reference (bit for bit), for several activation rows.
+    #[test]
+    fn products_are_the_reference_dots_of_quantized_activations() {
+        let mut rng = Lcg(909);
+        let (rows, cols, n) = (5, 512, 3);
+        let x: Vec<f32> = rng.uniform_vec(n * cols, 2.0);
+        for ty in [
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::IQ4_NL,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::IQ4_XS,
+            GgmlType::BF16,
+        ] {
+            let bytes = if quant::can_quantize(ty) {
+                let src = rng.uniform_vec(rows * cols, 0.3);
+                let rb = row_bytes(ty, cols).unwrap();
+                let mut b = vec![0u8; rows * rb];
+                for (s, d) in src.chunks_exact(cols).zip(b.chunks_exact_mut(rb)) {
+                    quantize_row(ty, s, d).unwrap();
+                }
+                b
+            } else {
+                let scales: &[usize] = match ty {
+                    GgmlType::Q2_K => &[80, 82],
+                    GgmlType::Q3_K => &[108],
+                    GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+                    _ => unreachable!(),
+                };
+                random_bytes(ty, rows, cols, scales, &mut rng)
+            };
+            let w = WeightMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let mut y = vec![f32::NAN; n * rows];
+            matmul(&w, &x, n, &mut y).unwrap();
+            for i in 0..n {
+                let xi = &x[i * cols..(i + 1) * cols];
+                let mut a8_0 = vec![BlockQ8_0::default(); cols / 32];
+                BlockQ8_0::quantize_row(xi, &mut a8_0).unwrap();
+                let mut a8_1 = vec![BlockQ8_1::default(); cols / 32];
+                BlockQ8_1::quantize_row(xi, &mut a8_1).unwrap();
+                let mut a8_k = vec![BlockQ8K::default(); cols / 256];
+                BlockQ8K::quantize_row(xi, &mut a8_k).unwrap();
+                for r in 0..rows {
+                    let row = w.try_row(r).unwrap();
+                    let expected = match ty {
+                        GgmlType::Q5_0 => q5_0::vec_dot_q5_0_q8_0(as_blocks(row).unwrap(), &a8_0),
+                        GgmlType::Q5_1 => q5_1::vec_dot_q5_1_q8_1(as_blocks(row).unwrap(), &a8_1),
+                        GgmlType::IQ4_NL => {
+                            iq4_nl::vec_dot_iq4_nl_q8_0(as_blocks(row).unwrap(), &a8_0)
+                        }
+                        GgmlType::Q2_K => q2_k::vec_dot_q2_k_q8_k(as_blocks(row).unwrap(), &a8_k),
+                        GgmlType::Q3_K => q3_k::vec_dot_q3_k_q8_k(as_blocks(row).unwrap(), &a8_k),
+                        GgmlType::Q4_K => q4_k::vec_dot_q4_k_q8_k(as_blocks(row).unwrap(), &a8_k),
+                        GgmlType::Q5_K => q5_k::vec_dot_q5_k_q8_k(as_blocks(row).unwrap(), &a8_k),
+                        GgmlType::Q6_K => q6_k::vec_dot_q6_k_q8_k(as_blocks(row).unwrap(), &a8_k),
+                        GgmlType::IQ4_XS => {
+                            iq4_nl::vec_dot_iq4_xs_q8_k(as_blocks(row).unwrap(), &a8_k)
+                        }
+                        GgmlType::BF16 => quant::float::vec_dot_bf16_f32(row, xi),
+                        _ => unreachable!(),
+                    }
+                    .unwrap();
+                    assert_eq!(
+                        y[i * rows + r].to_bits(),
+                        expected.to_bits(),
+                        "{ty} ({i}, {r})"
+                    );
+                }
+            }
+            // And the result is close to the f64 product of the dequantized weights (the
+            // activation rounding of 8-bit blocks: under 1% of the magnitude here).
+            let mut deq = vec![0.0f32; cols];
+            for (r, &yr) in y.iter().enumerate().take(rows) {
+                dequantize_row(&w, r, &mut deq).unwrap();
+                let xi = &x[..cols];
+                let exact: f64 = deq.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = deq
+                    .iter()
+                    .zip(xi)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                assert!(
+                    (yr as f64 - exact).abs() <= 0.02 * mag,
+                    "{ty} row {r}: {yr} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_rows_must_be_whole_super_blocks() {
+        assert!(matches!(
+            WeightMatrix::new(GgmlType::Q4_K, 1, 13696, &[]),
+            Err(KernelError::NotBlockMultiple { block: 256, .. })
+        ));
+        let w = WeightMatrix::new(GgmlType::IQ2_XXS, 1, 256, &[0u8; 66]).unwrap();
+        assert_eq!(
+            matvec(&w, &[0.0; 256], &mut [0.0]),
+            Err(KernelError::Unsupported(GgmlType::IQ2_XXS))
+        );
     }
 }

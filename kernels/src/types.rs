@@ -20,6 +20,7 @@ use std::fmt;
 /// misreading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
+#[allow(non_camel_case_types)] // ggml's names: Q4_K, IQ2_XXS, ...
 pub enum GgmlType {
     /// IEEE 754 single precision.
     F32 = 0,
@@ -29,11 +30,64 @@ pub enum GgmlType {
     Q4_0 = 2,
     /// 32 weights as 4-bit values with an f16 scale and an f16 minimum.
     Q4_1 = 3,
+    /// 32 weights as 5-bit offsets from -16 (4 low bits plus a high-bit mask), one f16 scale.
+    Q5_0 = 6,
+    /// 32 weights as 5-bit values with an f16 scale and an f16 minimum.
+    Q5_1 = 7,
     /// 32 weights as signed bytes with one f16 scale.
     Q8_0 = 8,
     /// 32 signed bytes with an f16 scale and the f16 of `scale * sum(q)`; the activation
-    /// format paired with [`GgmlType::Q4_1`] weights.
+    /// format paired with [`GgmlType::Q4_1`] and [`GgmlType::Q5_1`] weights.
     Q8_1 = 9,
+    /// 256 weights: 16 groups of 16 2-bit values, 4-bit group scales and minimums.
+    Q2_K = 10,
+    /// 256 weights: 16 groups of 16 3-bit values, 6-bit signed group scales.
+    Q3_K = 11,
+    /// 256 weights: 8 groups of 32 4-bit values, 6-bit group scales and minimums.
+    Q4_K = 12,
+    /// 256 weights: 8 groups of 32 5-bit values, 6-bit group scales and minimums.
+    Q5_K = 13,
+    /// 256 weights: 16 groups of 16 6-bit values, 8-bit signed group scales.
+    Q6_K = 14,
+    /// 256 signed bytes, an f32 scale and the sums of each 16; the activation format of the
+    /// k-quants and IQ4_XS.
+    Q8_K = 15,
+    /// ggml's IQ2_XXS (read for `info`; this runtime cannot multiply it).
+    IQ2_XXS = 16,
+    /// ggml's IQ2_XS (read for `info`; not runnable).
+    IQ2_XS = 17,
+    /// ggml's IQ3_XXS (read for `info`; not runnable).
+    IQ3_XXS = 18,
+    /// ggml's IQ1_S (read for `info`; not runnable).
+    IQ1_S = 19,
+    /// 32 weights as 4-bit indices into a fixed non-linear table, one f16 scale.
+    IQ4_NL = 20,
+    /// ggml's IQ3_S (read for `info`; not runnable).
+    IQ3_S = 21,
+    /// ggml's IQ2_S (read for `info`; not runnable).
+    IQ2_S = 22,
+    /// 256 weights: IQ4_NL values in 8 groups of 32 with 6-bit group scales.
+    IQ4_XS = 23,
+    /// 8-bit integers (read for `info`; not runnable).
+    I8 = 24,
+    /// 16-bit integers (read for `info`; not runnable).
+    I16 = 25,
+    /// 32-bit integers (read for `info`; not runnable).
+    I32 = 26,
+    /// 64-bit integers (read for `info`; not runnable).
+    I64 = 27,
+    /// IEEE 754 double precision (read for `info`; not runnable).
+    F64 = 28,
+    /// ggml's IQ1_M (read for `info`; not runnable).
+    IQ1_M = 29,
+    /// bfloat16: the high half of an f32.
+    BF16 = 30,
+    /// ggml's TQ1_0 ternary type (read for `info`; not runnable).
+    TQ1_0 = 34,
+    /// ggml's TQ2_0 ternary type (read for `info`; not runnable).
+    TQ2_0 = 35,
+    /// ggml's MXFP4 (read for `info`; not runnable).
+    MXFP4 = 39,
     /// Q4_0 blocks of 8 rows interleaved block by block (this project's type, see above).
     Q4_0x8 = 1026,
     /// Q8_0 blocks of 8 rows interleaved block by block (this project's type, see above).
@@ -43,22 +97,75 @@ pub enum GgmlType {
 /// Rows per group of the row-interleaved types.
 pub const GROUP_ROWS: usize = 8;
 
+/// Elements per super-block of the k-quants and IQ4_XS (ggml's `QK_K`).
+pub const QK_K: usize = 256;
+
+/// ggml type ids that ggml has removed (no block geometry is defined for them any more), with
+/// their former names, so that an error can name them.
+pub const REMOVED_IDS: [(u32, &str); 8] = [
+    (4, "Q4_2"),
+    (5, "Q4_3"),
+    (31, "Q4_0_4_4"),
+    (32, "Q4_0_4_8"),
+    (33, "Q4_0_8_8"),
+    (36, "IQ4_NL_4_4"),
+    (37, "IQ4_NL_4_8"),
+    (38, "IQ4_NL_8_8"),
+];
+
 impl GgmlType {
     /// Every type this crate knows, in id order.
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 34] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
         GgmlType::Q8_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ3_S,
+        GgmlType::IQ2_S,
+        GgmlType::IQ4_XS,
+        GgmlType::I8,
+        GgmlType::I16,
+        GgmlType::I32,
+        GgmlType::I64,
+        GgmlType::F64,
+        GgmlType::IQ1_M,
+        GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
         GgmlType::Q4_0x8,
         GgmlType::Q8_0x8,
     ];
 
-    /// The type with ggml id `id`, if this crate supports it.
+    /// The type with ggml id `id`, if this crate knows its geometry.
     pub fn from_id(id: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    /// A name for any type id: the type's [`GgmlType::ggml_name`], the former name of an id
+    /// ggml removed ([`REMOVED_IDS`]), or `None` for an id ggml never defined.
+    pub fn name_of_id(id: u32) -> Option<&'static str> {
+        Self::from_id(id).map(Self::ggml_name).or_else(|| {
+            REMOVED_IDS
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, name)| *name)
+        })
     }
 
     /// The ggml / GGUF type id.
@@ -66,17 +173,84 @@ impl GgmlType {
         self as u32
     }
 
-    /// The lower-case name used on the command line and by ggml (`q4_0`, `f16`, ...).
+    /// The lower-case name used on the command line (`q4_0`, `q4_k`, `bf16`, ...).
     pub fn name(self) -> &'static str {
         match self {
             GgmlType::F32 => "f32",
             GgmlType::F16 => "f16",
             GgmlType::Q4_0 => "q4_0",
             GgmlType::Q4_1 => "q4_1",
+            GgmlType::Q5_0 => "q5_0",
+            GgmlType::Q5_1 => "q5_1",
             GgmlType::Q8_0 => "q8_0",
             GgmlType::Q8_1 => "q8_1",
+            GgmlType::Q2_K => "q2_k",
+            GgmlType::Q3_K => "q3_k",
+            GgmlType::Q4_K => "q4_k",
+            GgmlType::Q5_K => "q5_k",
+            GgmlType::Q6_K => "q6_k",
+            GgmlType::Q8_K => "q8_k",
+            GgmlType::IQ2_XXS => "iq2_xxs",
+            GgmlType::IQ2_XS => "iq2_xs",
+            GgmlType::IQ3_XXS => "iq3_xxs",
+            GgmlType::IQ1_S => "iq1_s",
+            GgmlType::IQ4_NL => "iq4_nl",
+            GgmlType::IQ3_S => "iq3_s",
+            GgmlType::IQ2_S => "iq2_s",
+            GgmlType::IQ4_XS => "iq4_xs",
+            GgmlType::I8 => "i8",
+            GgmlType::I16 => "i16",
+            GgmlType::I32 => "i32",
+            GgmlType::I64 => "i64",
+            GgmlType::F64 => "f64",
+            GgmlType::IQ1_M => "iq1_m",
+            GgmlType::BF16 => "bf16",
+            GgmlType::TQ1_0 => "tq1_0",
+            GgmlType::TQ2_0 => "tq2_0",
+            GgmlType::MXFP4 => "mxfp4",
             GgmlType::Q4_0x8 => "q4_0x8",
             GgmlType::Q8_0x8 => "q8_0x8",
+        }
+    }
+
+    /// The upper-case name gguf-py and llama.cpp's tools print (`Q4_K`, `IQ2_XXS`, `BF16`;
+    /// this project's own types as `Q4_0x8`, `Q8_0x8`).
+    pub fn ggml_name(self) -> &'static str {
+        match self {
+            GgmlType::F32 => "F32",
+            GgmlType::F16 => "F16",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q8_1 => "Q8_1",
+            GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
+            GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q6_K => "Q6_K",
+            GgmlType::Q8_K => "Q8_K",
+            GgmlType::IQ2_XXS => "IQ2_XXS",
+            GgmlType::IQ2_XS => "IQ2_XS",
+            GgmlType::IQ3_XXS => "IQ3_XXS",
+            GgmlType::IQ1_S => "IQ1_S",
+            GgmlType::IQ4_NL => "IQ4_NL",
+            GgmlType::IQ3_S => "IQ3_S",
+            GgmlType::IQ2_S => "IQ2_S",
+            GgmlType::IQ4_XS => "IQ4_XS",
+            GgmlType::I8 => "I8",
+            GgmlType::I16 => "I16",
+            GgmlType::I32 => "I32",
+            GgmlType::I64 => "I64",
+            GgmlType::F64 => "F64",
+            GgmlType::IQ1_M => "IQ1_M",
+            GgmlType::BF16 => "BF16",
+            GgmlType::TQ1_0 => "TQ1_0",
+            GgmlType::TQ2_0 => "TQ2_0",
+            GgmlType::MXFP4 => "MXFP4",
+            GgmlType::Q4_0x8 => "Q4_0x8",
+            GgmlType::Q8_0x8 => "Q8_0x8",
         }
     }
 
@@ -87,28 +261,48 @@ impl GgmlType {
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
-    /// Number of elements in one block (1 for the float types).
+    /// Number of elements in one block (1 for the scalar types). ggml's `blck_size`.
     pub fn block_size(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q8_0
-            | GgmlType::Q8_1
-            | GgmlType::Q4_0x8
-            | GgmlType::Q8_0x8 => 32,
-        }
+        self.geometry().0
     }
 
-    /// Number of bytes in one block.
+    /// Number of bytes in one block. ggml's `type_size`.
     pub fn block_bytes(self) -> usize {
+        self.geometry().1
+    }
+
+    /// (elements, bytes) of one block, ggml's `type_traits` (ggml/src/ggml.c; the struct
+    /// sizes are pinned in ggml-common.h, and for the types with blocks here by the
+    /// `size_of` assertions of `crate::quant`).
+    fn geometry(self) -> (usize, usize) {
         match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 => 2,
-            GgmlType::Q4_0 | GgmlType::Q4_0x8 => 18,
-            GgmlType::Q4_1 => 20,
-            GgmlType::Q8_0 | GgmlType::Q8_0x8 => 34,
-            GgmlType::Q8_1 => 36,
+            GgmlType::F32 | GgmlType::I32 => (1, 4),
+            GgmlType::F16 | GgmlType::BF16 | GgmlType::I16 => (1, 2),
+            GgmlType::I8 => (1, 1),
+            GgmlType::I64 | GgmlType::F64 => (1, 8),
+            GgmlType::Q4_0 | GgmlType::Q4_0x8 | GgmlType::IQ4_NL => (32, 18),
+            GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
+            GgmlType::Q8_0 | GgmlType::Q8_0x8 => (32, 34),
+            GgmlType::Q8_1 => (32, 36),
+            GgmlType::MXFP4 => (32, 17),
+            GgmlType::Q2_K => (QK_K, 84),
+            GgmlType::Q3_K => (QK_K, 110),
+            GgmlType::Q4_K => (QK_K, 144),
+            GgmlType::Q5_K => (QK_K, 176),
+            GgmlType::Q6_K => (QK_K, 210),
+            GgmlType::Q8_K => (QK_K, 292),
+            GgmlType::IQ2_XXS => (QK_K, 66),
+            GgmlType::IQ2_XS => (QK_K, 74),
+            GgmlType::IQ3_XXS => (QK_K, 98),
+            GgmlType::IQ1_S => (QK_K, 50),
+            GgmlType::IQ3_S => (QK_K, 110),
+            GgmlType::IQ2_S => (QK_K, 82),
+            GgmlType::IQ4_XS => (QK_K, 136),
+            GgmlType::IQ1_M => (QK_K, 56),
+            GgmlType::TQ1_0 => (QK_K, 54),
+            GgmlType::TQ2_0 => (QK_K, 66),
         }
     }
 
@@ -213,7 +407,15 @@ mod tests {
                 assert_eq!(i.id(), 0x400 + t.id());
             }
         }
-        assert_eq!(GgmlType::from_name("q5_0"), None);
+        assert_eq!(GgmlType::from_name("q5_0"), Some(GgmlType::Q5_0));
+        assert_eq!(GgmlType::from_name("q4_z"), None);
+        // Every id ggml defines below 40 has a name, known or removed.
+        for id in 0..40 {
+            assert!(GgmlType::name_of_id(id).is_some(), "{id}");
+        }
+        assert_eq!(GgmlType::name_of_id(16), Some("IQ2_XXS"));
+        assert_eq!(GgmlType::name_of_id(31), Some("Q4_0_4_4"));
+        assert_eq!(GgmlType::name_of_id(40), None);
     }
 
     #[test]
@@ -224,6 +426,24 @@ mod tests {
         assert_eq!(GgmlType::Q8_0x8.bytes_for(64), Some(68));
         assert_eq!(GgmlType::F16.bytes_for(3), Some(6));
         assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
+        // ggml's type sizes (ggml-common.h static_asserts).
+        for (t, bs, bytes) in [
+            (GgmlType::Q5_0, 32, 22),
+            (GgmlType::Q5_1, 32, 24),
+            (GgmlType::Q2_K, 256, 84),
+            (GgmlType::Q3_K, 256, 110),
+            (GgmlType::Q4_K, 256, 144),
+            (GgmlType::Q5_K, 256, 176),
+            (GgmlType::Q6_K, 256, 210),
+            (GgmlType::Q8_K, 256, 292),
+            (GgmlType::IQ4_NL, 32, 18),
+            (GgmlType::IQ4_XS, 256, 136),
+            (GgmlType::BF16, 1, 2),
+        ] {
+            assert_eq!((t.block_size(), t.block_bytes()), (bs, bytes), "{t}");
+        }
+        assert_eq!(GgmlType::Q4_K.bytes_for(4096), Some(16 * 144));
+        assert_eq!(GgmlType::Q6_K.bytes_for(13696), None);
         assert_eq!(GgmlType::Q8_1.row_bytes(64), Ok(72));
         assert_eq!(
             GgmlType::Q4_1.row_bytes(48),

@@ -4,10 +4,11 @@
 //! counts, large), zero blocks, extreme f16 scales (largest normal, smallest subnormal, zero,
 //! negative) and random data. Then the same through `matmul_with`, for every thread count.
 
-use chatglm_kernels::act::{ActQ8_0, ActQ8_1};
+use chatglm_kernels::act::{ActQ8K, ActQ8_0, ActQ8_1};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
 use chatglm_kernels::quant::{
-    as_blocks, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
+    as_blocks, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
 };
 use chatglm_kernels::simd::{scalar, Kernels};
 use chatglm_kernels::{interleave, GgmlType, Isa, KernelError, Pool};
@@ -109,6 +110,28 @@ impl Rng {
                 qs: std::array::from_fn(|_| self.next_u32() as u8 as i8),
             })
             .collect()
+    }
+
+    /// `n` blocks of `ty` of random bytes, with every f16 scale field an edge or ordinary
+    /// scale ([`Rng::scale`]).
+    fn blocks(&mut self, ty: GgmlType, n: usize) -> Vec<u8> {
+        let scale_fields: &[usize] = match ty {
+            GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+            GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q2_K => &[80, 82],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q6_K => &[208],
+            other => unreachable!("{other}"),
+        };
+        let bb = ty.block_bytes();
+        let mut bytes: Vec<u8> = (0..n * bb).map(|_| self.next_u32() as u8).collect();
+        for block in bytes.chunks_exact_mut(bb) {
+            for &o in scale_fields {
+                let s = self.scale();
+                block[o..o + 2].copy_from_slice(&s);
+            }
+        }
+        bytes
     }
 
     fn q4_1(&mut self, n: usize) -> Vec<BlockQ4_1> {
@@ -616,14 +639,17 @@ fn matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         GgmlType::F16 => (0..rows * cols)
             .flat_map(|_| half::f16::from_f32(rng.unit()).to_le_bytes())
             .collect(),
-        other => unreachable!("{other}"),
+        GgmlType::BF16 => (0..rows * cols)
+            .flat_map(|_| ((rng.unit().to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
+        other => rng.blocks(other, rows * cols / other.block_size()),
     }
 }
 
 fn check_matmul(seed: u64, ty: GgmlType, rows: usize, cols: usize, n: usize, pools: &[Pool]) {
     let mut rng = Rng(seed);
     let data = matrix(&mut rng, ty, rows, cols);
-    let x: Vec<f32> = if ty == GgmlType::Q4_1 {
+    let x: Vec<f32> = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
         rng.activations_q8_1(n * cols)
     } else {
         rng.activations(n * cols)
@@ -631,7 +657,11 @@ fn check_matmul(seed: u64, ty: GgmlType, rows: usize, cols: usize, n: usize, poo
     let w = WeightMatrix::new(ty, rows, cols, &data).unwrap();
     let mut want = vec![0f32; n * rows];
     matmul_with(&scalar::KERNELS, None, &w, &x, n, &mut want).unwrap();
-    let (ity, idata) = interleave(ty, rows, cols, &data).unwrap();
+    let (ity, idata) = if ty.interleaved().is_some() {
+        interleave(ty, rows, cols, &data).unwrap()
+    } else {
+        (ty, data.clone())
+    };
     let wi = WeightMatrix::new(ity, rows, cols, &idata).unwrap();
     let tables = std::iter::once(&scalar::KERNELS).chain(simd_tables());
     for k in tables {
@@ -647,6 +677,165 @@ fn check_matmul(seed: u64, ty: GgmlType, rows: usize, cols: usize, n: usize, poo
                 );
                 assert_same(&got, &want, &what);
             }
+        }
+    }
+}
+
+#[test]
+fn new_type_products_are_bit_identical_across_tables_and_threads() {
+    let pools: Vec<Pool> = [2, 3].map(|t| Pool::new(t).unwrap()).into();
+    let mut seed = 5000;
+    for ty in [
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
+        GgmlType::BF16,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+    ] {
+        let bs = ty.block_size().max(32);
+        for (rows, nb) in [(1, 1), (8, 2), (13, 3), (40, 1), (17, 16)] {
+            for n in [1, 2, 5] {
+                seed += 1;
+                check_matmul(seed, ty, rows, nb * bs, n, &pools);
+            }
+        }
+    }
+}
+
+/// The Q5_0, Q5_1, IQ4_NL, IQ4_XS and k-quant row kernels of every table against the scalar reference, with
+/// random blocks (edge scales included) and activations whose blocks range from zero to the
+/// largest magnitudes; with `correlated`, the weights follow the activations' signs so that
+/// the integer sums are large.
+fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
+    let mut rng = Rng(seed);
+    let s = &scalar::KERNELS;
+    let x = rng.activations(nb * 256);
+    let a0 = act_q8_0(s, &x);
+    let a0 = a0.row(0).unwrap();
+    let mut ak = ActQ8K::new();
+    ak.quantize(&x, x.len()).unwrap();
+    let ak = ak.row(0).unwrap();
+    let mut w5 = rng.blocks(GgmlType::Q5_0, rows * nb * 8);
+    let mut w4k = rng.blocks(GgmlType::Q4_K, rows * nb);
+    let mut w6k = rng.blocks(GgmlType::Q6_K, rows * nb);
+    if correlated && nb > 0 {
+        // Q5_0: levels 31 / 0 where the activation is positive / negative (qs nibbles and
+        // the fifth bits); Q4_K: nibbles 15 / 0 and the largest group scales; Q6_K: levels
+        // 63 / 0 (q - 32 = 31 / -32) and scales +-127.
+        for (i, b) in w5.chunks_exact_mut(22).enumerate() {
+            let q = &a0.blocks()[i % (nb * 8)].qs;
+            let mut qh = 0u32;
+            for j in 0..16 {
+                let (p0, p1) = (q[j] >= 0, q[j + 16] >= 0);
+                b[6 + j] = if p0 { 0x0F } else { 0 } | if p1 { 0xF0 } else { 0 };
+                qh |= u32::from(p0) << j | u32::from(p1) << (j + 16);
+            }
+            b[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+        for (i, b) in w4k.chunks_exact_mut(144).enumerate() {
+            let q = &ak[i % nb].qs;
+            for c in 0..4 {
+                for l in 0..32 {
+                    let lo = if q[64 * c + l] >= 0 { 0x0F } else { 0 };
+                    let hi = if q[64 * c + 32 + l] >= 0 { 0xF0 } else { 0 };
+                    b[16 + 32 * c + l] = lo | hi;
+                }
+            }
+            b[4..16].fill(0xFF);
+        }
+        for (i, b) in w6k.chunks_exact_mut(210).enumerate() {
+            let q = &ak[i % nb].qs;
+            for n in 0..2 {
+                for l in 0..32 {
+                    let up = |k: usize| q[128 * n + 32 * k + l] >= 0;
+                    let nib = |k: usize| if up(k) { 0x0F } else { 0 };
+                    b[64 * n + l] = nib(0) | (nib(2) << 4);
+                    b[64 * n + 32 + l] = nib(1) | (nib(3) << 4);
+                    let hb = |k: usize| if up(k) { 3u8 << (2 * k) } else { 0 };
+                    b[128 + 32 * n + l] = hb(0) | hb(1) | hb(2) | hb(3);
+                }
+            }
+            for (j, sc) in b[192..208].iter_mut().enumerate() {
+                *sc = if j % 2 == 0 { 127 } else { 0x81 };
+            }
+        }
+    }
+    let w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
+    let wnl = rng.blocks(GgmlType::IQ4_NL, rows * nb * 8);
+    let wxs = rng.blocks(GgmlType::IQ4_XS, rows * nb);
+    let wxs: &[chatglm_kernels::quant::BlockIq4Xs] = as_blocks(&wxs).unwrap();
+    let w2k = rng.blocks(GgmlType::Q2_K, rows * nb);
+    let w2k: &[chatglm_kernels::quant::BlockQ2K] = as_blocks(&w2k).unwrap();
+    let w3k = rng.blocks(GgmlType::Q3_K, rows * nb);
+    let w3k: &[chatglm_kernels::quant::BlockQ3K] = as_blocks(&w3k).unwrap();
+    let w51 = rng.blocks(GgmlType::Q5_1, rows * nb * 8);
+    let w51: &[BlockQ5_1] = as_blocks(&w51).unwrap();
+    let mut a1 = ActQ8_1::new();
+    let x1 = rng.activations_q8_1(nb * 256);
+    a1.quantize(s, &x1, x1.len()).unwrap();
+    let a1 = a1.row(0).unwrap();
+    let w5k: &[BlockQ5K] = as_blocks(&w5k).unwrap();
+    let wnl: &[BlockIq4Nl] = as_blocks(&wnl).unwrap();
+    let w5: &[BlockQ5_0] = as_blocks(&w5).unwrap();
+    let w4k: &[BlockQ4K] = as_blocks(&w4k).unwrap();
+    let w6k: &[BlockQ6K] = as_blocks(&w6k).unwrap();
+    let mut want = [
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+        vec![0f32; rows],
+    ];
+    (s.rows_iq4_xs)(wxs, ak, &mut want[8]);
+    (s.rows_q2_k)(w2k, ak, &mut want[7]);
+    (s.rows_q3_k)(w3k, ak, &mut want[6]);
+    (s.rows_q5_1)(w51, a1, &mut want[5]);
+    (s.rows_q5_k)(w5k, ak, &mut want[3]);
+    (s.rows_iq4_nl)(wnl, a0, &mut want[4]);
+    (s.rows_q5_0)(w5, a0, &mut want[0]);
+    (s.rows_q4_k)(w4k, ak, &mut want[1]);
+    (s.rows_q6_k)(w6k, ak, &mut want[2]);
+    for k in simd_tables() {
+        let what = |t: &str| format!("{} {t} rows {rows} nb {nb} seed {seed}", k.isa);
+        let mut got = vec![f32::NAN; rows];
+        (k.rows_q5_0)(w5, a0, &mut got);
+        assert_same(&got, &want[0], &what("q5_0"));
+        (k.rows_q4_k)(w4k, ak, &mut got);
+        assert_same(&got, &want[1], &what("q4_k"));
+        (k.rows_q6_k)(w6k, ak, &mut got);
+        assert_same(&got, &want[2], &what("q6_k"));
+        (k.rows_q5_k)(w5k, ak, &mut got);
+        assert_same(&got, &want[3], &what("q5_k"));
+        (k.rows_iq4_nl)(wnl, a0, &mut got);
+        assert_same(&got, &want[4], &what("iq4_nl"));
+        (k.rows_q5_1)(w51, a1, &mut got);
+        assert_same(&got, &want[5], &what("q5_1"));
+        (k.rows_q3_k)(w3k, ak, &mut got);
+        assert_same(&got, &want[6], &what("q3_k"));
+        (k.rows_q2_k)(w2k, ak, &mut got);
+        assert_same(&got, &want[7], &what("q2_k"));
+        (k.rows_iq4_xs)(wxs, ak, &mut got);
+        assert_same(&got, &want[8], &what("iq4_xs"));
+    }
+}
+
+#[test]
+fn new_row_kernels_equal_the_reference() {
+    for (seed, (rows, nb)) in [(0, 0), (1, 1), (3, 1), (8, 2), (9, 3), (17, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        for correlated in [false, true] {
+            check_new_rows(seed as u64 + 77, rows, nb, correlated);
         }
     }
 }
@@ -705,6 +894,11 @@ proptest! {
     }
 
     #[test]
+    fn random_new_rows(seed in any::<u64>(), rows in 0usize..20, nb in 0usize..6, correlated in any::<bool>()) {
+        check_new_rows(seed, rows, nb, correlated);
+    }
+
+    #[test]
     fn random_quantizer_inputs(seed in any::<u64>(), nb in 0usize..20) {
         check_quantizers(&Rng(seed).activations(nb * 32));
     }
@@ -716,5 +910,8 @@ fn pool_threads_do_not_change_matvec_at_6b_shapes() {
     let pools: Vec<Pool> = [2, 3].map(|t| Pool::new(t).unwrap()).into();
     check_matmul(7, GgmlType::Q4_0, 4608, 4096, 1, &pools);
     check_matmul(8, GgmlType::Q8_0, 512, 13696, 2, &pools);
+    check_matmul(9, GgmlType::Q4_K, 520, 4096, 1, &pools);
+    check_matmul(10, GgmlType::Q6_K, 260, 4096, 2, &pools);
+    check_matmul(11, GgmlType::Q5_0, 130, 13696, 1, &pools);
     let _ = row_bytes(GgmlType::Q4_0, 4096).unwrap();
 }

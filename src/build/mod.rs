@@ -4,11 +4,13 @@
 //! checkpoint; [`synthetic`] feeds it seeded random weights (benchmarks, `chatglm demo`).
 
 mod metadata;
+pub mod mix;
 pub mod plan;
 mod quantize;
 pub mod synthetic;
 
-pub use metadata::{file_type, general_metadata};
+pub use metadata::{file_type, general_metadata, general_metadata_ftype};
+pub use mix::Mix;
 pub use plan::{build_plan, interleaved_layout, is_ignored_hf_tensor, Role, TensorPlan};
 pub use quantize::encode_rows;
 
@@ -165,13 +167,32 @@ pub fn write_model(
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
+    let mix = Mix::from(opts.matrix_type);
+    write_model_mix(config, tokenizer, plan, source, opts, mix, progress, cancel)
+}
+
+/// [`write_model`] for a plan of the mix `mix` (see [`build_plan`]): its `general.file_type`
+/// is the mix's ([`Mix::file_type`]) rather than that of `opts.matrix_type`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_model_mix(
+    config: &ModelConfig,
+    tokenizer: &dyn GgufVocabulary,
+    plan: Vec<TensorPlan>,
+    source: &mut dyn TensorSource,
+    opts: &WriteOptions,
+    mix: Mix,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, BuildError> {
     let mut metadata = Metadata::new();
-    general_metadata(
-        &mut metadata,
-        config.architecture(),
-        opts.matrix_type,
-        &opts.name,
-    )?;
+    // An interleaved layout is this project's own: no standard file type for it.
+    let interleaved = plan.iter().any(|t| t.ty.is_interleaved());
+    let ftype = if interleaved && !matches!(mix, Mix::Pure(_)) {
+        None
+    } else {
+        mix.file_type()
+    };
+    general_metadata_ftype(&mut metadata, config.architecture(), ftype, &opts.name)?;
     config.to_gguf(&mut metadata)?;
     metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family().name())?;
     tokenizer.write_gguf(&mut metadata)?;

@@ -1,6 +1,7 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
+use super::mix::Mix;
 use crate::arch::tensors::{self, Table};
 use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
@@ -66,9 +67,10 @@ impl TensorPlan {
 /// [`tensors::max_layers`]).
 pub fn build_plan(
     shape: &ModelConfig,
-    matrix_type: GgmlType,
+    matrix_type: impl Into<Mix>,
     portable: bool,
 ) -> Result<Vec<TensorPlan>, ConfigError> {
+    let mix = matrix_type.into();
     shape.validate()?;
     Table::of(shape)
         .in_file_order(shape.num_layers)
@@ -80,17 +82,7 @@ pub fn build_plan(
                 Role::Norm | Role::Bias => (GgmlType::F32, None),
                 Role::Matrix => {
                     let cols = dims.last().copied().unwrap_or(0);
-                    if cols % matrix_type.block_size() == 0 {
-                        (matrix_type, None)
-                    } else {
-                        (
-                            GgmlType::F16,
-                            Some(format!(
-                                "rows of {cols} are not a multiple of the {matrix_type} block size {}",
-                                matrix_type.block_size()
-                            )),
-                        )
-                    }
+                    mix.type_for(spec, layer, shape.num_layers, cols)
                 }
             };
             if !portable && spec.role == Role::Matrix && spec.gguf != tensors::TOKEN_EMBD.gguf {

@@ -2,7 +2,7 @@
 //! for benchmarks and demos (real weights cannot be downloaded everywhere).
 
 use super::plan::{build_plan, Role, TensorPlan};
-use super::{write_model, BuildError, Progress, Summary, TensorSource, WriteOptions};
+use super::{BuildError, Progress, Summary, TensorSource, WriteOptions};
 use crate::arch::Family;
 use crate::model::{Block, Glm1Params, ModelConfig, RopeScaling};
 use crate::tokenizer::proto::{
@@ -341,11 +341,25 @@ impl TensorSource for SyntheticSource {
     }
 }
 
-/// Writes the synthetic model `preset` with seed `seed` (see [`write_model`]).
+/// Writes the synthetic model `preset` with seed `seed` (see [`super::write_model`]).
 pub fn write_synthetic(
     preset: Preset,
     seed: u64,
     opts: &WriteOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, BuildError> {
+    let mix = super::Mix::from(opts.matrix_type);
+    write_synthetic_mix(preset, seed, opts, mix, progress, cancel)
+}
+
+/// [`write_synthetic`] with each matrix's type chosen by `mix` (llama-quantize's rules for
+/// its named mixes, see [`super::Mix`]) and the mix's `general.file_type`.
+pub fn write_synthetic_mix(
+    preset: Preset,
+    seed: u64,
+    opts: &WriteOptions,
+    mix: super::Mix,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
@@ -363,13 +377,14 @@ pub fn write_synthetic(
         )?;
         &spm
     };
-    let plan = build_plan(&config, opts.matrix_type, opts.portable)?;
-    write_model(
+    let plan = build_plan(&config, mix, opts.portable)?;
+    super::write_model_mix(
         &config,
         tokenizer,
         plan,
         &mut SyntheticSource { seed },
         opts,
+        mix,
         progress,
         cancel,
     )

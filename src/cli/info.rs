@@ -102,6 +102,12 @@ fn scaled(n: u64, units: &[&str]) -> String {
     format!("{value:.digits$}{}", units[unit])
 }
 
+/// Whether the runtime can use a tensor of type `ty` (the kernels multiply it; norms and
+/// biases are F32, which they do too).
+fn can_run(ty: chatglm_kernels::GgmlType) -> bool {
+    chatglm_kernels::matmul::can_multiply(ty)
+}
+
 /// Runs `chatglm info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     let file = GgufFile::open(&args.model).map_err(|source| chatglm::Error::File {
@@ -129,6 +135,7 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
                 serde_json::json!({
                     "name": t.name, "type": t.ty.name(), "dims": t.dims,
                     "offset": t.offset, "bytes": t.size_bytes,
+                    "runs_here": can_run(t.ty),
                 })
             })
             .collect();
@@ -196,11 +203,34 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
         writeln!(
             out,
-            "  {:<28} {:<6} {:>22} {:>14}",
+            "  {:<28} {:<6} {:>22} {:>14}{}",
             t.name,
             t.ty.name(),
             dims.join(" x "),
-            t.size_bytes
+            t.size_bytes,
+            if can_run(t.ty) {
+                ""
+            } else {
+                "  (cannot run here yet)"
+            }
+        )?;
+    }
+    let cannot: Vec<&str> = file
+        .tensors()
+        .iter()
+        .filter(|t| !can_run(t.ty))
+        .map(|t| t.name.as_str())
+        .collect();
+    if !cannot.is_empty() {
+        writeln!(
+            out,
+            "\n{} tensors have types this runtime cannot run yet (it runs {})",
+            cannot.len(),
+            chatglm_kernels::matmul::MATRIX_TYPES
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
     }
     writeln!(

@@ -204,8 +204,9 @@ pub enum GgufError {
         dims: Vec<u64>,
     },
 
-    /// A tensor type id that this crate does not know.
-    #[error("tensor \"{tensor}\": unknown ggml type id {id}")]
+    /// A tensor type id whose block geometry this crate does not know (an id ggml removed,
+    /// named in the message, or one it never defined), so the tensor's size is unknown.
+    #[error("tensor \"{tensor}\": {}", unknown_type_text(*.id))]
     UnknownTensorType {
         /// The tensor.
         tensor: String,
@@ -294,5 +295,16 @@ fn version_hint(version: u32) -> &'static str {
         "this looks like a big-endian GGUF file; only little-endian files are supported"
     } else {
         "this reader reads GGUF versions 2 and 3"
+    }
+}
+
+/// `ggml type id 31 (Q4_0_4_4, removed from ggml; convert the file again)` or `unknown ggml
+/// type id 99`.
+fn unknown_type_text(id: u32) -> String {
+    match GgmlType::name_of_id(id) {
+        Some(name) => format!(
+            "ggml type id {id} ({name}, removed from ggml; convert the file again with a current tool)"
+        ),
+        None => format!("unknown ggml type id {id}"),
     }
 }

@@ -99,6 +99,11 @@ pub enum ModelError {
         /// Dims found, ggml order.
         got: Vec<u64>,
     },
+    /// Matrices whose types the kernels cannot multiply (every such tensor of the file, in
+    /// file order): `tensor "blk.3.ffn_up.weight" has type IQ2_XXS (16), which this runtime
+    /// cannot run yet; supported: ...`.
+    #[error("{}", unsupported_types_message(.0))]
+    UnsupportedTypes(Vec<(String, GgmlType)>),
     /// A tensor has a type this position does not accept.
     #[error("tensor `{name}` has type {ty}, expected {expected}")]
     TensorType {
@@ -303,6 +308,35 @@ impl Model {
     /// A fresh run state (activation buffers and an empty KV cache) for this model.
     pub fn new_state(&self, options: StateOptions) -> Result<RunState, ModelError> {
         RunState::new(self.config(), options)
+    }
+}
+
+/// The text of [`ModelError::UnsupportedTypes`]: one tensor on one line, several as a list.
+fn unsupported_types_message(tensors: &[(String, GgmlType)]) -> String {
+    let supported = weights::supported_matrix_types();
+    let one = |(name, ty): &(String, GgmlType)| {
+        format!(
+            "tensor \"{name}\" has type {} ({})",
+            ty.ggml_name(),
+            ty.id()
+        )
+    };
+    match tensors {
+        [t] => format!(
+            "{}, which this runtime cannot run yet; supported: {supported}",
+            one(t)
+        ),
+        _ => {
+            let mut s = format!(
+                "{} tensors have types this runtime cannot run yet (supported: {supported}):",
+                tensors.len()
+            );
+            for t in tensors {
+                s.push_str("\n  ");
+                s.push_str(&one(t));
+            }
+            s
+        }
     }
 }
 

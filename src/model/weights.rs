@@ -30,16 +30,17 @@ pub struct TensorEntry {
     pub range: Range<usize>,
 }
 
-/// Element types a 2-D weight may have.
-const MATRIX_TYPES: [GgmlType; 7] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0x8,
-    GgmlType::Q8_0x8,
-];
+/// Element types a 2-D weight may have: every type the kernels multiply.
+use chatglm_kernels::matmul::MATRIX_TYPES;
+
+/// The names of [`MATRIX_TYPES`], for error messages (`F32, F16, Q4_0, ...`).
+pub fn supported_matrix_types() -> String {
+    MATRIX_TYPES
+        .iter()
+        .map(|t| t.ggml_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A 2-D weight: `rows x cols` elements of `ty` at `range` in the storage.
 #[derive(Debug, Clone)]
@@ -159,6 +160,18 @@ impl ModelWeights {
         lookup: impl Fn(&str) -> Option<TensorEntry>,
     ) -> Result<Self, ModelError> {
         let bytes: &[u8] = (*storage).as_ref();
+        // Every matrix of a type the kernels cannot multiply, named in one error.
+        let unsupported: Vec<(String, GgmlType)> = tensors::in_file_order(config.num_layers)
+            .filter(|(spec, _)| spec.role == Role::Matrix)
+            .filter_map(|(spec, layer)| {
+                let name = spec.gguf_name(layer);
+                let e = lookup(&name)?;
+                (!MATRIX_TYPES.contains(&e.ty)).then_some((name, e.ty))
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(ModelError::UnsupportedTypes(unsupported));
+        }
         let loader = Loader {
             bytes,
             lookup: &lookup,
@@ -360,7 +373,7 @@ impl<F: Fn(&str) -> Option<TensorEntry>> Loader<'_, F> {
             &name,
             &[cols as u64, rows as u64],
             &MATRIX_TYPES,
-            "f32, f16, q4_0, q4_1, q8_0, q4_0x8 or q8_0x8",
+            "a type the kernels multiply",
         )?;
         if rows % e.ty.row_group() != 0 {
             return Err(ModelError::Kernel {

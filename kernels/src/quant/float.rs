@@ -66,6 +66,58 @@ impl RowBlock for BlockF16 {
     }
 }
 
+/// One bfloat16 value, ggml's `BF16` element: the high 16 bits of an f32, little-endian.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(transparent)]
+pub struct BlockBf16 {
+    /// The value's bytes, little-endian.
+    pub v: [u8; 2],
+}
+
+const _: () = assert!(size_of::<BlockBf16>() == 2 && align_of::<BlockBf16>() == 1);
+
+impl Block for BlockBf16 {
+    const TYPE: GgmlType = GgmlType::BF16;
+}
+
+/// f32 to bf16 as ggml does: round to nearest even on the bits, NaN made quiet, subnormals
+/// kept; a finite value that rounds beyond the bf16 range becomes an infinity (as in ggml,
+/// which only f32 values within 2^-8 of f32::MAX do).
+// Port of `ggml_compute_fp32_to_bf16`, ggml-org/llama.cpp ggml/src/ggml-impl.h (the version
+// without the subnormal flush, as in the ggml-quants.c commit 36491e4 era).
+pub fn f32_to_bf16(s: f32) -> u16 {
+    let u = s.to_bits();
+    if (u & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 to f32 (exact).
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+// Rounded as ggml rounds (see [`f32_to_bf16`]); inputs are finite (checked by the row
+// quantizer).
+impl RowBlock for BlockBf16 {
+    const LEN: usize = 1;
+
+    fn from_float(x: &[f32], _first: usize) -> Result<Self, KernelError> {
+        let v = single_value::<Self>(x)?;
+        Ok(Self {
+            v: f32_to_bf16(v).to_le_bytes(),
+        })
+    }
+
+    fn to_float(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        *single_value_mut::<Self>(out)? = bf16_to_f32(u16::from_le_bytes(self.v));
+        Ok(())
+    }
+}
+
 /// Lanes of the float dot products' summation order: see [`dot_in_lanes`].
 pub const DOT_LANES: usize = 16;
 
@@ -116,6 +168,22 @@ pub fn vec_dot_f32(x: &[u8], y: &[f32]) -> Result<f32, KernelError> {
 pub fn vec_dot_f16_f32(x: &[u8], y: &[f32]) -> Result<f32, KernelError> {
     check_len("f16 row bytes", y.len().saturating_mul(2), x.len())?;
     Ok(dot_in_lanes(y.len(), |i| f16_at(x, i), y))
+}
+
+/// `sum_i x[i] * y[i]` for a row `x` of little-endian bf16 bytes and f32 activations `y`:
+/// each weight widened to f32 (exactly), summed in the order of [`dot_in_lanes`]. (ggml
+/// rounds the activations to bf16 first; the model keeps them in f32, as for F16.)
+pub fn vec_dot_bf16_f32(x: &[u8], y: &[f32]) -> Result<f32, KernelError> {
+    check_len("bf16 row bytes", y.len().saturating_mul(2), x.len())?;
+    Ok(dot_in_lanes(y.len(), |i| bf16_at(x, i), y))
+}
+
+/// The bf16 at element `i` of little-endian bytes, widened (0 past the end).
+fn bf16_at(x: &[u8], i: usize) -> f32 {
+    match x.get(2 * i..2 * i + 2) {
+        Some(&[a, b]) => bf16_to_f32(u16::from_le_bytes([a, b])),
+        _ => 0.0,
+    }
 }
 
 /// `y[i] += a * x[i]` for a row `x` of little-endian f32 bytes (product rounded, then sum).
@@ -237,6 +305,28 @@ mod tests {
         axpy_f32(-1.0, &w32, &mut y).unwrap();
         assert_eq!(y, [2.5, -1.0, 1.25]);
         assert!(axpy_f32(1.0, &w32[..8], &mut y).is_err());
+    }
+
+    #[test]
+    fn bf16_by_hand() {
+        // 1.0 = 0x3F80; 1 + 2^-8 ties to even -> 1.0; 1 + 3 * 2^-8 -> 1 + 2^-6 = 0x3F82;
+        // -2.5 = 0xC020; NaN stays NaN (quiet); 1e-40 (subnormal) is kept: 0x0001.
+        assert_eq!(f32_to_bf16(1.0), 0x3F80);
+        assert_eq!(f32_to_bf16(1.0 + 2f32.powi(-8)), 0x3F80);
+        assert_eq!(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3F82);
+        assert_eq!(f32_to_bf16(-2.5), 0xC020);
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+        assert_eq!(f32_to_bf16(1e-40), 0x0001);
+        let mut dst = [0u8; 6];
+        quantize_row(GgmlType::BF16, &[1.0, -2.5, 3.0e38], &mut dst).unwrap();
+        assert_eq!(dst[..4], [0x80, 0x3F, 0x20, 0xC0]);
+        let mut back = [0.0f32; 3];
+        dequantize_row(GgmlType::BF16, &dst, &mut back).unwrap();
+        assert_eq!(&back[..2], &[1.0, -2.5]);
+        assert!((back[2] - 3.0e38).abs() < 3.0e38 / 256.0);
+        // 1 * 2 + -2.5 * 1 = -0.5
+        assert_eq!(vec_dot_bf16_f32(&dst[..4], &[2.0, 1.0]), Ok(-0.5));
+        assert!(vec_dot_bf16_f32(&dst[..4], &[2.0]).is_err());
     }
 
     #[test]

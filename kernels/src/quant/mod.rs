@@ -36,22 +36,41 @@ use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub mod float;
+pub mod iq4_nl;
+pub(crate) mod k_common;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_0x8;
 pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_0x8;
 pub mod q8_1;
+pub mod q8_k;
 #[cfg(test)]
 pub(crate) mod tests_common;
 
-pub use float::{BlockF16, BlockF32, FloatBlock};
+pub use float::{BlockBf16, BlockF16, BlockF32, FloatBlock};
+pub use iq4_nl::{BlockIq4Nl, BlockIq4Xs};
+pub use q2_k::BlockQ2K;
+pub use q3_k::BlockQ3K;
 pub use q4_0::BlockQ4_0;
 pub use q4_0x8::BlockQ4_0x8;
 pub use q4_1::BlockQ4_1;
+pub use q4_k::BlockQ4K;
+pub use q5_0::BlockQ5_0;
+pub use q5_1::BlockQ5_1;
+pub use q5_k::BlockQ5K;
+pub use q6_k::BlockQ6K;
 pub use q8_0::BlockQ8_0;
 pub use q8_0x8::BlockQ8_0x8;
 pub use q8_1::BlockQ8_1;
+pub use q8_k::BlockQ8K;
 
 /// Elements per block of every quantized type here (ggml's `QK4_0`, `QK4_1`, `QK8_0`, `QK8_1`).
 pub const QK: usize = 32;
@@ -133,10 +152,13 @@ pub trait RowBlock: Block {
     }
 }
 
-/// The byte-level row functions of one type: [`RowBlock::quantize_row`] and
-/// [`RowBlock::dequantize_row`] over bytes viewed as its blocks.
+/// The byte-level row functions of one type: [`RowBlock::quantize_row`] (if the type has a
+/// quantizer here) and [`RowBlock::dequantize_row`] over bytes viewed as its blocks.
+/// A row quantizer over bytes.
+type QuantizeBytes = fn(&[f32], &mut [u8]) -> Result<(), KernelError>;
+
 struct RowCodec {
-    quantize: fn(&[f32], &mut [u8]) -> Result<(), KernelError>,
+    quantize: Option<QuantizeBytes>,
     dequantize: fn(&[u8], &mut [f32]) -> Result<(), KernelError>,
 }
 
@@ -144,23 +166,45 @@ impl RowCodec {
     /// The codec of the blocks `B`.
     fn of<B: RowBlock>() -> Self {
         Self {
-            quantize: |src, dst| B::quantize_row(src, as_blocks_mut(dst)?),
+            quantize: Some(|src, dst| B::quantize_row(src, as_blocks_mut(dst)?)),
             dequantize: |src, dst| B::dequantize_row(as_blocks(src)?, dst),
         }
     }
 
-    /// The codec of `ty`, or [`KernelError::Unsupported`] for the row-interleaved types.
+    /// The codec of `ty`, or [`KernelError::Unsupported`] for the row-interleaved types and
+    /// the ggml types this crate only knows the geometry of.
     fn for_type(ty: GgmlType) -> Result<Self, KernelError> {
         match ty {
             GgmlType::F32 => Ok(Self::of::<BlockF32>()),
             GgmlType::F16 => Ok(Self::of::<BlockF16>()),
+            GgmlType::BF16 => Ok(Self::of::<BlockBf16>()),
             GgmlType::Q4_0 => Ok(Self::of::<BlockQ4_0>()),
             GgmlType::Q4_1 => Ok(Self::of::<BlockQ4_1>()),
+            GgmlType::Q5_0 => Ok(Self::of::<BlockQ5_0>()),
+            GgmlType::Q5_1 => Ok(Self::of::<BlockQ5_1>()),
             GgmlType::Q8_0 => Ok(Self::of::<BlockQ8_0>()),
             GgmlType::Q8_1 => Ok(Self::of::<BlockQ8_1>()),
-            GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => Err(KernelError::Unsupported(ty)),
+            GgmlType::Q4_K => Ok(Self::of::<BlockQ4K>()),
+            GgmlType::Q5_K => Ok(Self::of::<BlockQ5K>()),
+            GgmlType::Q6_K => Ok(Self::of::<BlockQ6K>()),
+            GgmlType::Q8_K => Ok(Self::of::<BlockQ8K>()),
+            GgmlType::Q2_K => Ok(Self::of::<BlockQ2K>()),
+            GgmlType::Q3_K => Ok(Self::of::<BlockQ3K>()),
+            GgmlType::IQ4_NL => Ok(Self::of::<BlockIq4Nl>()),
+            GgmlType::IQ4_XS => Ok(Self::of::<BlockIq4Xs>()),
+            _ => Err(KernelError::Unsupported(ty)),
         }
     }
+}
+
+/// Whether [`quantize_row`] can write `ty` (ggml's reference quantizer is ported).
+pub fn can_quantize(ty: GgmlType) -> bool {
+    RowCodec::for_type(ty).is_ok_and(|c| c.quantize.is_some())
+}
+
+/// Whether [`dequantize_row`] can read `ty`.
+pub fn can_dequantize(ty: GgmlType) -> bool {
+    RowCodec::for_type(ty).is_ok()
 }
 
 /// Quantizes the f32 row `src` into `dst`, the bytes of type `ty` (ggml's layout, little
@@ -170,7 +214,10 @@ impl RowCodec {
 /// portable type and use [`crate::interleave()`] ([`KernelError::Unsupported`] here).
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
     check_len("quantized row bytes", ty.row_bytes(src.len())?, dst.len())?;
-    (RowCodec::for_type(ty)?.quantize)(src, dst)
+    let quantize = RowCodec::for_type(ty)?
+        .quantize
+        .ok_or(KernelError::Unsupported(ty))?;
+    quantize(src, dst)
 }
 
 /// Dequantizes the bytes `src` of type `ty` into `dst`: [`RowBlock::dequantize_row`] of the
@@ -437,11 +484,11 @@ mod tests {
 
     #[test]
     fn non_finite_inputs_are_errors_for_every_type() {
-        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_interleaved()) {
+        for ty in GgmlType::ALL.into_iter().filter(|&t| can_quantize(t)) {
             for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                let mut src = [0.5f32; 64];
+                let mut src = [0.5f32; 512];
                 src[37] = bad;
-                let mut dst = vec![0u8; 64 / ty.block_size() * ty.block_bytes()];
+                let mut dst = vec![0u8; 512 / ty.block_size() * ty.block_bytes()];
                 match quantize_row(ty, &src, &mut dst) {
                     Err(KernelError::NonFinite { index: 37, value }) => {
                         assert_eq!(value.to_bits(), bad.to_bits(), "{ty}")
@@ -454,13 +501,18 @@ mod tests {
 
     #[test]
     fn every_type_round_trips_through_the_dispatcher() {
-        let src: Vec<f32> = (0..96)
+        let src: Vec<f32> = (0..768)
             .map(|i| ((i * 37 % 64) as f32 - 31.5) / 8.0)
             .collect();
-        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_interleaved()) {
-            let mut bytes = vec![0u8; 96 / ty.block_size() * ty.block_bytes()];
+        let quantizable: Vec<GgmlType> = GgmlType::ALL
+            .into_iter()
+            .filter(|&t| can_quantize(t))
+            .collect();
+        assert_eq!(quantizable.len(), 17, "{quantizable:?}");
+        for ty in quantizable {
+            let mut bytes = vec![0u8; 768 / ty.block_size() * ty.block_bytes()];
             quantize_row(ty, &src, &mut bytes).unwrap();
-            let mut back = vec![0.0f32; 96];
+            let mut back = vec![0.0f32; 768];
             dequantize_row(ty, &bytes, &mut back).unwrap();
             // Largest step: q4_1 (range 7.875 / 15) and q4_0 (4 / 8); half a step each, or a
             // whole one for the clamped top value of q4_0.
@@ -470,7 +522,24 @@ mod tests {
                 GgmlType::Q8_0 | GgmlType::Q8_1 => 4.0 / 127.0 * 0.6,
                 GgmlType::Q4_1 => 7.875 / 15.0 * 0.6,
                 GgmlType::Q4_0 => 0.5 * 1.01,
-                GgmlType::Q4_0x8 | GgmlType::Q8_0x8 => unreachable!("filtered out"),
+                GgmlType::BF16 => 4.0 / 256.0,
+                GgmlType::Q5_0 => 0.25 * 1.01,
+                GgmlType::Q5_1 => 7.875 / 31.0 * 0.6,
+                GgmlType::Q8_K => 4.0 / 127.0 * 0.6,
+                // Groups of 32 spanning [-3.9, 3.9]: half a step of 7.875 / 15 (Q4_K) or
+                // / 31 (Q5_K), plus the 6-bit rounding of the scale; Q6_K groups of 16 with
+                // 32 steps per side.
+                GgmlType::Q4_K => 7.875 / 15.0 * 0.6,
+                GgmlType::Q5_K => 7.875 / 31.0 * 0.6,
+                GgmlType::Q6_K => 3.9375 / 32.0 * 0.6,
+                // Q2_K: 4 levels over a group of 16 (range up to 7.875): half a step of
+                // 7.875 / 3 plus the 4-bit scale rounding; Q3_K: 8 levels, 4-bit-ish scales;
+                // IQ4: the widest gap of the table (24 of 254) over the group's range.
+                GgmlType::Q2_K => 7.875 / 3.0 * 0.7,
+                // (a whole step where the side opposite the max clamps at level 3)
+                GgmlType::Q3_K => 3.9375 / 4.0 * 1.05,
+                GgmlType::IQ4_NL | GgmlType::IQ4_XS => 3.9375 * 24.0 / 127.0 * 0.7,
+                other => unreachable!("{other} has no quantizer"),
             };
             for (a, b) in src.iter().zip(&back) {
                 assert!((a - b).abs() <= tol, "{ty}: {a} -> {b}");

@@ -18,7 +18,10 @@
 
 use crate::act::Q8Row;
 use crate::isa::Isa;
-use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+use crate::quant::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
+};
 use crate::KernelError;
 use zerocopy::IntoBytes;
 
@@ -83,6 +86,24 @@ pub struct Kernels {
     pub rows_q8_0: fn(&[BlockQ8_0], Q8Row<'_>, &mut [f32]),
     /// `y[r] = dot(row r of w, a)` for Q4_1 rows and Q8_1 activations.
     pub rows_q4_1: fn(&[BlockQ4_1], &[BlockQ8_1], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q5_0 rows and Q8_0 activations.
+    pub rows_q5_0: fn(&[BlockQ5_0], Q8Row<'_>, &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q5_1 rows and Q8_1 activations.
+    pub rows_q5_1: fn(&[BlockQ5_1], &[BlockQ8_1], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for IQ4_NL rows and Q8_0 activations.
+    pub rows_iq4_nl: fn(&[BlockIq4Nl], Q8Row<'_>, &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q2_K rows and Q8_K activations.
+    pub rows_q2_k: fn(&[BlockQ2K], &[BlockQ8K], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q3_K rows and Q8_K activations.
+    pub rows_q3_k: fn(&[BlockQ3K], &[BlockQ8K], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q4_K rows and Q8_K activations.
+    pub rows_q4_k: fn(&[BlockQ4K], &[BlockQ8K], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q5_K rows and Q8_K activations.
+    pub rows_q5_k: fn(&[BlockQ5K], &[BlockQ8K], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for Q6_K rows and Q8_K activations.
+    pub rows_q6_k: fn(&[BlockQ6K], &[BlockQ8K], &mut [f32]),
+    /// `y[r] = dot(row r of w, a)` for IQ4_XS rows and Q8_K activations.
+    pub rows_iq4_xs: fn(&[BlockIq4Xs], &[BlockQ8K], &mut [f32]),
     /// `y[8g + r] = dot(row r of group g, a)` for groups of `a.len()` Q4_0x8 blocks.
     pub rows_q4_0x8: fn(&[BlockQ4_0x8], Q8Row<'_>, &mut [f32]),
     /// `y[8g + r] = dot(row r of group g, a)` for groups of `a.len()` Q8_0x8 blocks.
@@ -97,6 +118,9 @@ pub struct Kernels {
     pub dot_f32: fn(&[u8], &[f32]) -> f32,
     /// `dot(x, y)` for a row of little-endian f16 bytes (`min(x.len() / 2, y.len())` elements).
     pub dot_f16: fn(&[u8], &[f32]) -> f32,
+    /// `dot(x, y)` for a row of little-endian bf16 bytes (`min(x.len() / 2, y.len())`
+    /// elements).
+    pub dot_bf16: fn(&[u8], &[f32]) -> f32,
     /// `y[i] += a * x[i]` for a row of little-endian f32 bytes.
     pub axpy_f32: fn(f32, &[u8], &mut [f32]),
     /// `y[i] += a * x[i]` for a row of little-endian f16 bytes.

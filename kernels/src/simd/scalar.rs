@@ -5,8 +5,10 @@ use super::Kernels;
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    float, q4_0, q4_0x8, q4_1, q8_0, q8_0x8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0,
-    BlockQ8_0x8, BlockQ8_1, RowBlock,
+    float, iq4_nl, q2_k, q3_k, q4_0, q4_0x8, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_0x8,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
+    RowBlock,
 };
 use crate::types::GROUP_ROWS;
 use crate::KernelError;
@@ -19,12 +21,22 @@ pub static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
+    rows_q5_0,
+    rows_q5_1,
+    rows_iq4_nl,
+    rows_q2_k,
+    rows_q3_k,
+    rows_q4_k,
+    rows_q5_k,
+    rows_q6_k,
+    rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
+    dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -95,6 +107,65 @@ fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
     each_row(w, a.len(), a, y, |row, a| {
         q4_1::vec_dot_q4_1_q8_1(row, a).unwrap_or(f32::NAN)
     });
+}
+
+pub(crate) fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
+    each_row(w, a.len(), a.blocks(), y, |row, a| {
+        q5_0::vec_dot_q5_0_q8_0(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q5_1::vec_dot_q5_1_q8_1(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    each_row(w, a.len(), a.blocks(), y, |row, a| {
+        iq4_nl::vec_dot_iq4_nl_q8_0(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q2_k::vec_dot_q2_k_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q3_k::vec_dot_q3_k_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q4_k::vec_dot_q4_k_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q5_k::vec_dot_q5_k_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        q6_k::vec_dot_q6_k_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    each_row(w, a.len(), a, y, |row, a| {
+        iq4_nl::vec_dot_iq4_xs_q8_k(row, a).unwrap_or(f32::NAN)
+    });
+}
+
+pub(crate) fn dot_bf16(x: &[u8], y: &[f32]) -> f32 {
+    let n = (x.len() / 2).min(y.len());
+    float::vec_dot_bf16_f32(&x[..2 * n], &y[..n]).unwrap_or(f32::NAN)
 }
 
 /// Applies `dot` to each group of `nb` interleaved blocks, writing 8 outputs per group.

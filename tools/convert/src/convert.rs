@@ -6,8 +6,8 @@ use crate::config_glm1::{permute_qkv_rows, TIED_LM_HEAD};
 use crate::error::ConvertError;
 use chatglm::arch::tensors::{glm1, Table};
 use chatglm::build::{
-    build_plan, is_ignored_hf_tensor, write_model, BuildError, Progress, Summary, TensorPlan,
-    TensorSource, WriteOptions,
+    build_plan, is_ignored_hf_tensor, write_model_mix, BuildError, Mix, Progress, Summary,
+    TensorPlan, TensorSource, WriteOptions,
 };
 use chatglm::model::{Block, Family, ModelConfig};
 use chatglm::tokenizer::{ByteLevelParts, SpmModel, Tokenizer, TokenizerParts};
@@ -144,14 +144,31 @@ fn check_checkpoint(
     Ok(())
 }
 
-/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `tokenizer` and prompt
-/// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
+/// [`convert_mix`] with every matrix of `opts.matrix_type`.
 pub fn convert(
     ckpt: &Checkpoint,
     config: &ModelConfig,
     family: Family,
     tokenizer: &TokenizerSource,
     opts: &WriteOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary, ConvertError> {
+    let mix = Mix::from(opts.matrix_type);
+    convert_mix(ckpt, config, family, tokenizer, opts, mix, progress, cancel)
+}
+
+/// Converts the checkpoint `ckpt` of the model `config` with tokenizer `tokenizer` and prompt
+/// format `family` into a GGUF file at `opts.output` (nothing appears under that name unless the conversion completes).
+/// `mix` chooses each matrix's type (llama-quantize's rules for its named mixes).
+#[allow(clippy::too_many_arguments)]
+pub fn convert_mix(
+    ckpt: &Checkpoint,
+    config: &ModelConfig,
+    family: Family,
+    tokenizer: &TokenizerSource,
+    opts: &WriteOptions,
+    mix: Mix,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary, ConvertError> {
@@ -167,7 +184,7 @@ pub fn convert(
             },
         ));
     }
-    let plan = build_plan(config, opts.matrix_type, opts.portable).map_err(BuildError::from)?;
+    let plan = build_plan(config, mix, opts.portable).map_err(BuildError::from)?;
     check_checkpoint(ckpt, config, &plan)?;
     let padded = Some(config.vocab_size);
     let spm_parts;
@@ -187,12 +204,13 @@ pub fn convert(
             &byte_parts
         }
     };
-    Ok(write_model(
+    Ok(write_model_mix(
         config,
         vocabulary,
         plan,
         &mut CheckpointSource(ckpt, config),
         opts,
+        mix,
         progress,
         cancel,
     )?)

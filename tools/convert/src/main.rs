@@ -6,10 +6,10 @@
 //! ```
 
 use chatglm::arch::Family;
-use chatglm::build::synthetic::{write_synthetic, Preset};
-use chatglm::build::{Progress, Summary, TensorPlan, WriteOptions};
+use chatglm::build::synthetic::{write_synthetic_mix, Preset};
+use chatglm::build::{Mix, Progress, Summary, TensorPlan, WriteOptions};
 use chatglm_convert::checkpoint::Checkpoint;
-use chatglm_convert::convert::{convert, describe};
+use chatglm_convert::convert::{convert_mix, describe};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
@@ -33,7 +33,8 @@ struct Args {
     #[arg(short, long)]
     output: Option<PathBuf>,
 
-    /// Type of the weight matrices (norms and biases stay f32).
+    /// Type of the weight matrices (norms and biases stay f32): one type, or one of
+    /// llama-quantize's mixes (`q4_k_m` ...), whose per-tensor types follow llama.cpp's.
     #[arg(short = 'q', long = "type", value_enum, default_value_t = QType::Q4_0)]
     qtype: QType,
 
@@ -70,17 +71,59 @@ enum QType {
     Q4_0,
     #[value(name = "q4_1")]
     Q4_1,
+    Bf16,
+    #[value(name = "q5_0")]
+    Q5_0,
+    #[value(name = "q5_1")]
+    Q5_1,
+    #[value(name = "q2_k")]
+    Q2K,
+    #[value(name = "q3_k_m")]
+    Q3KM,
+    #[value(name = "q4_k_s")]
+    Q4KS,
+    #[value(name = "q4_k_m")]
+    Q4KM,
+    #[value(name = "q5_k_s")]
+    Q5KS,
+    #[value(name = "q5_k_m")]
+    Q5KM,
+    #[value(name = "q6_k")]
+    Q6K,
+    #[value(name = "iq4_nl")]
+    Iq4Nl,
+    #[value(name = "iq4_xs")]
+    Iq4Xs,
 }
 
 impl QType {
-    fn ggml(self) -> GgmlType {
+    fn mix(self) -> Mix {
         match self {
-            QType::F32 => GgmlType::F32,
-            QType::F16 => GgmlType::F16,
-            QType::Q8_0 => GgmlType::Q8_0,
-            QType::Q4_0 => GgmlType::Q4_0,
-            QType::Q4_1 => GgmlType::Q4_1,
+            QType::F32 => Mix::Pure(GgmlType::F32),
+            QType::F16 => Mix::Pure(GgmlType::F16),
+            QType::Q8_0 => Mix::Pure(GgmlType::Q8_0),
+            QType::Q4_0 => Mix::Pure(GgmlType::Q4_0),
+            QType::Q4_1 => Mix::Pure(GgmlType::Q4_1),
+            QType::Bf16 => Mix::Pure(GgmlType::BF16),
+            QType::Q5_0 => Mix::Q5_0,
+            QType::Q5_1 => Mix::Q5_1,
+            QType::Q2K => Mix::Q2K,
+            QType::Q3KM => Mix::Q3KM,
+            QType::Q4KS => Mix::Q4KS,
+            QType::Q4KM => Mix::Q4KM,
+            QType::Q5KS => Mix::Q5KS,
+            QType::Q5KM => Mix::Q5KM,
+            QType::Q6K => Mix::Q6K,
+            QType::Iq4Nl => Mix::Iq4Nl,
+            QType::Iq4Xs => Mix::Iq4Xs,
         }
+    }
+
+    /// The name `-q` takes (and the output file's suffix).
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -126,7 +169,8 @@ impl Progress for Bar {
 }
 
 fn run(args: Args) -> Result<(), ConvertError> {
-    let ty = args.qtype.ggml();
+    let mix = args.qtype.mix();
+    let ty = mix.base();
     // One rule for the whole project: 0 or absent means one per CPU, capped at 256.
     let threads = chatglm::resolve_threads(args.threads.unwrap_or(0));
 
@@ -149,7 +193,7 @@ fn run(args: Args) -> Result<(), ConvertError> {
         output: args
             .output
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", ty.name()))),
+            .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", args.qtype.name()))),
         matrix_type: ty,
         portable: args.portable,
         threads,
@@ -162,8 +206,9 @@ fn run(args: Args) -> Result<(), ConvertError> {
         announce(
             &format!("synthetic {} (seed {})", preset.name(), args.seed),
             &opts,
+            &args.qtype.name(),
         );
-        let result = write_synthetic(preset, args.seed, &opts, &mut bar, &cancel);
+        let result = write_synthetic_mix(preset, args.seed, &opts, mix, &mut bar, &cancel);
         bar.bar.finish_and_clear();
         (result?, opts.output)
     } else {
@@ -194,13 +239,15 @@ fn run(args: Args) -> Result<(), ConvertError> {
                 decision.evidence
             ),
             &opts,
+            &args.qtype.name(),
         );
-        let result = convert(
+        let result = convert_mix(
             &ckpt,
             &decision.config,
             decision.family,
             &decision.tokenizer,
             &opts,
+            mix,
             &mut bar,
             &cancel,
         );
@@ -211,11 +258,10 @@ fn run(args: Args) -> Result<(), ConvertError> {
     Ok(())
 }
 
-fn announce(source: &str, opts: &WriteOptions) {
+fn announce(source: &str, opts: &WriteOptions, qtype: &str) {
     eprintln!(
-        "converting {source} -> {} ({}, {} threads)",
+        "converting {source} -> {} ({qtype}, {} threads)",
         opts.output.display(),
-        opts.matrix_type,
         opts.threads
     );
 }

@@ -19,7 +19,9 @@
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{
-    f16_le, to_f16_le, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+    f16_le, to_f16_le, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_0x8, BlockQ8_1, QK,
 };
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
@@ -45,12 +47,22 @@ static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
+    rows_q5_0,
+    rows_q5_1,
+    rows_iq4_nl,
+    rows_q2_k,
+    rows_q3_k,
+    rows_q4_k,
+    rows_q5_k,
+    rows_q6_k,
+    rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
+    dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -98,6 +110,56 @@ fn rows_q8_0(w: &[BlockQ8_0], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { q4_1_rows(w, a, y) }
+}
+
+fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q5_0_rows(w, a, y) }
+}
+
+fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q4_k_rows(w, a, y) }
+}
+
+fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q5_k_rows(w, a, y) }
+}
+
+fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { iq4_nl_rows(w, a, y) }
+}
+
+fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q5_1_rows(w, a, y) }
+}
+
+fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q3_k_rows(w, a, y) }
+}
+
+fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q2_k_rows(w, a, y) }
+}
+
+fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { iq4_xs_rows(w, a, y) }
+}
+
+fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { q6_k_rows(w, a, y) }
+}
+
+fn dot_bf16(x: &[u8], y: &[f32]) -> f32 {
+    // SAFETY: as in `quantize_q8_0`.
+    unsafe { bf16_dot(x, y) }
 }
 
 fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
@@ -838,5 +900,499 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
             }
         }
         *o = acc;
+    }
+}
+
+// ---- Q5_0 (Q8_0 activations), Q4_K and Q6_K (Q8_K activations), bf16 rows.
+
+/// The 32 fifth bits of a Q5_0 block as bytes `0x10` (set) or 0, in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_high_bits(qh: &[u8; 4]) -> __m256i {
+    let v = _mm256_set1_epi32(i32::from_le_bytes(*qh));
+    // Byte j of the result takes byte j / 8 of qh (each 128-bit lane holds all 4 bytes).
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let bytes = _mm256_and_si256(_mm256_shuffle_epi8(v, pick), bit);
+    _mm256_and_si256(_mm256_cmpeq_epi8(bytes, bit), _mm256_set1_epi8(0x10))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_0_rows(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    let (ab, ad, asum) = (a.blocks(), a.d(), a.sum());
+    by_eight(w, a.len(), y, |rows, b| {
+        let (Some(act), Some(&dy), Some(&s)) = (ab.get(b), ad.get(b), asum.get(b)) else {
+            return _mm256_setzero_ps();
+        };
+        let av = load_i8x32(&act.qs);
+        let blocks: [&BlockQ5_0; 8] = std::array::from_fn(|r| &rows[r][b]);
+        // Per row: levels 0..31 (unsigned) times activations, pairs <= 2 * 31 * 128 = 7936.
+        let p: [__m256i; 8] = std::array::from_fn(|r| {
+            let q = _mm256_or_si256(nibbles(&blocks[r].qs), q5_high_bits(&blocks[r].qh));
+            _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), ones)
+        });
+        let sumi = _mm256_sub_epi32(transpose_sum(&p), _mm256_set1_epi32(16 * s));
+        // Reference (q5_0): (dx * dy) * sumi as f32.
+        let dxy = _mm256_mul_ps(gather_f16(|r| blocks[r].d), _mm256_set1_ps(dy));
+        _mm256_mul_ps(dxy, _mm256_cvtepi32_ps(sumi))
+    });
+}
+
+/// 16 signed byte products `a[i] * b[i]` (each |.| <= 128 * 128) as i16: `a`, `b` the
+/// 16-byte halves, widened (`a` unsigned if `unsigned_a`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn products16(a: __m128i, b: __m128i, unsigned_a: bool) -> __m256i {
+    let aw = if unsigned_a {
+        _mm256_cvtepu8_epi16(a)
+    } else {
+        _mm256_cvtepi8_epi16(a)
+    };
+    _mm256_mullo_epi16(aw, _mm256_cvtepi8_epi16(b))
+}
+
+/// The i32 lanes `l` (0..8) of 16 i16 lanes `m`: lane `m` and lane `m + 8` added, so that
+/// lane `l` holds the elements `e` with `e % 8 == l` (the lanes of ggml's generic k-quant
+/// dot).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fold_mod8(v: __m256i) -> __m256i {
+    _mm256_add_epi32(
+        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)),
+        _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(v)),
+    )
+}
+
+/// The float part of the k-quant dots, as `k_common::fold8`: `sums += d * aux32` per block,
+/// `sumf -= min_term` per block, then the 8 lanes added to `sumf` in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fold8_finish(sums: __m256, sumf: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    store_f32x8(&mut lanes, sums);
+    let mut s = sumf;
+    for l in lanes {
+        s += l;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_k_rows(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let sm: [(u8, u8); 8] = std::array::from_fn(|g| bx.scale_min(g));
+            let sumi: i32 = (0..16).map(|j| by.bsum(j) * i32::from(sm[j / 2].1)).sum();
+            let mut aux = _mm256_setzero_si256();
+            for (c, chunk) in bx.qs.as_chunks::<32>().0.iter().enumerate() {
+                let raw = load_u8x32(chunk);
+                let halves = [
+                    _mm256_and_si256(raw, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+                ];
+                for (h, q) in halves.into_iter().enumerate() {
+                    let g = 2 * c + h;
+                    let Some(a8) = by.qs.as_chunks::<32>().0.get(g) else {
+                        continue;
+                    };
+                    let av = load_i8x32(a8);
+                    // Levels 0..15 times activations: |p| <= 15 * 128; two added <= 3840.
+                    let p0 =
+                        products16(_mm256_castsi256_si128(q), _mm256_castsi256_si128(av), true);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(q),
+                        _mm256_extracti128_si256::<1>(av),
+                        true,
+                    );
+                    let t = fold_mod8(_mm256_add_epi16(p0, p1));
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(t, _mm256_set1_epi32(i32::from(sm[g].0))),
+                    );
+                }
+            }
+            // Reference (q4_k): sums += (f16(x.d) * y.d) * aux32; sumf -= dmin * sumi.
+            let d = bx.d() * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+            let dmin = bx.dmin() * by.d();
+            sumf -= dmin * sumi as f32;
+        }
+        *out = fold8_finish(sums, sumf);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6_k_rows(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x03);
+    let off = _mm256_set1_epi8(32);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        for (bx, by) in row.iter().zip(a) {
+            let mut aux = _mm256_setzero_si256();
+            let ql = bx.ql.as_chunks::<32>().0;
+            let qh = bx.qh.as_chunks::<32>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            for n in 0..2 {
+                let (Some(l0), Some(l1), Some(h)) = (ql.get(2 * n), ql.get(2 * n + 1), qh.get(n))
+                else {
+                    continue;
+                };
+                let (l0, l1, h) = (load_u8x32(l0), load_u8x32(l1), load_u8x32(h));
+                let nibs = [
+                    _mm256_and_si256(l0, m4),
+                    _mm256_and_si256(l1, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                ];
+                let highs = [
+                    _mm256_and_si256(h, m2),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(h), m2),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(h), m2),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(h), m2),
+                ];
+                for k in 0..4 {
+                    let Some(av) = a8.get(4 * n + k) else {
+                        continue;
+                    };
+                    let av = load_i8x32(av);
+                    // q - 32 in -32..=31 (the high bits, <= 3, shifted within each byte).
+                    let q = _mm256_sub_epi8(
+                        _mm256_or_si256(nibs[k], _mm256_slli_epi16::<4>(highs[k])),
+                        off,
+                    );
+                    // Two groups of 16, each with its own scale; |p| <= 32 * 128.
+                    let g = 8 * n + 2 * k;
+                    let p0 =
+                        products16(_mm256_castsi256_si128(q), _mm256_castsi256_si128(av), false);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(q),
+                        _mm256_extracti128_si256::<1>(av),
+                        false,
+                    );
+                    let s0 = _mm256_set1_epi32(i32::from(bx.scales[g]));
+                    let s1 = _mm256_set1_epi32(i32::from(bx.scales[g + 1]));
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p0), s0));
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p1), s1));
+                }
+            }
+            // Reference (q6_k): sums += (f16(x.d) * y.d) * aux32.
+            let d = bx.d() * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+        }
+        *out = fold8_finish(sums, 0.0);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn bf16_dot(x: &[u8], y: &[f32]) -> f32 {
+    let n = (x.len() / 2).min(y.len());
+    let full = n - n % 16;
+    let (xs, ys) = (
+        x[..2 * full].as_chunks::<16>().0,
+        y[..full].as_chunks::<8>().0,
+    );
+    // bf16 -> f32: the 16 bits shifted to the top of a 32-bit lane (exact).
+    let widen = |c: &[u8; 16]| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load_i128(c))))
+    };
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (xc, yc) in xs.chunks_exact(2).zip(ys.chunks_exact(2)) {
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(widen(&xc[0]), load_f32x8(&yc[0])));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(widen(&xc[1]), load_f32x8(&yc[1])));
+    }
+    let mut sum = fold16(lo, hi);
+    for (b, &yv) in x[2 * full..2 * n].chunks_exact(2).zip(&y[full..n]) {
+        sum += crate::quant::float::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * yv;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_k_rows(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let sm: [(u8, u8); 8] = std::array::from_fn(|g| bx.scale_min(g));
+            let sumi: i32 = (0..16).map(|j| by.bsum(j) * i32::from(sm[j / 2].1)).sum();
+            let qh = load_u8x32(&bx.qh);
+            let mut aux = _mm256_setzero_si256();
+            for (c, chunk) in bx.qs.as_chunks::<32>().0.iter().enumerate() {
+                let raw = load_u8x32(chunk);
+                let nibs = [
+                    _mm256_and_si256(raw, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+                ];
+                for (h, nib) in nibs.into_iter().enumerate() {
+                    let g = 2 * c + h;
+                    let Some(a8) = by.qs.as_chunks::<32>().0.get(g) else {
+                        continue;
+                    };
+                    // The fifth bit of group g is bit g of each qh byte (a shift within the
+                    // 16-bit lanes keeps bit g of each byte in that byte's bit 0).
+                    let bit =
+                        _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(g as i32)), one);
+                    let q = _mm256_or_si256(nib, _mm256_slli_epi16::<4>(bit));
+                    let av = load_i8x32(a8);
+                    // Levels 0..31 times activations: |p| <= 31 * 128; two added <= 7936.
+                    let p0 =
+                        products16(_mm256_castsi256_si128(q), _mm256_castsi256_si128(av), true);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(q),
+                        _mm256_extracti128_si256::<1>(av),
+                        true,
+                    );
+                    let t = fold_mod8(_mm256_add_epi16(p0, p1));
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(t, _mm256_set1_epi32(i32::from(sm[g].0))),
+                    );
+                }
+            }
+            // Reference (q5_k): as q4_k.
+            let d = bx.d() * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+            let dmin = bx.dmin() * by.d();
+            sumf -= dmin * sumi as f32;
+        }
+        *out = fold8_finish(sums, sumf);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn iq4_nl_rows(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    // The table in both 128-bit lanes, for `vpshufb` (indices 0..15).
+    let table = {
+        let t = crate::quant::iq4_nl::KVALUES_IQ4NL;
+        let b: [u8; 16] = t.map(|v| v as u8);
+        let lane = load_i128(&b);
+        _mm256_set_m128i(lane, lane)
+    };
+    let (ab, ad) = (a.blocks(), a.d());
+    by_eight(w, a.len(), y, |rows, b| {
+        let (Some(act), Some(&dy)) = (ab.get(b), ad.get(b)) else {
+            return _mm256_setzero_ps();
+        };
+        let av = load_i8x32(&act.qs);
+        let blocks: [&BlockIq4Nl; 8] = std::array::from_fn(|r| &rows[r][b]);
+        let p: [__m256i; 8] = std::array::from_fn(|r| {
+            // Table values (-127..=113) times activations as |v| * (a * sign(v)): pairs at
+            // most 2 * 127 * 127, no saturation.
+            let v = _mm256_shuffle_epi8(table, nibbles(&blocks[r].qs));
+            let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(av, v));
+            _mm256_madd_epi16(prod, ones)
+        });
+        // Reference (iq4_nl): (f16(y.d) * f16(x.d)) * sumi.
+        let d = _mm256_mul_ps(_mm256_set1_ps(dy), gather_f16(|r| blocks[r].d));
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(transpose_sum(&p)))
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_1_rows(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    by_eight(w, a.len(), y, |rows, b| {
+        let Some(act) = a.get(b) else {
+            return _mm256_setzero_ps();
+        };
+        let av = load_i8x32(&act.qs);
+        let blocks: [&BlockQ5_1; 8] = std::array::from_fn(|r| &rows[r][b]);
+        // Levels 0..31 (unsigned) times activations, pairs <= 2 * 31 * 128.
+        let p: [__m256i; 8] = std::array::from_fn(|r| {
+            let q = _mm256_or_si256(nibbles(&blocks[r].qs), q5_high_bits(&blocks[r].qh));
+            _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), ones)
+        });
+        let sumi = _mm256_cvtepi32_ps(transpose_sum(&p));
+        // Reference (q5_1): (dx * dy) * sumi as f32 + m * s.
+        let dxy = _mm256_mul_ps(gather_f16(|r| blocks[r].d), _mm256_set1_ps(act.d()));
+        let ms = _mm256_mul_ps(gather_f16(|r| blocks[r].m), _mm256_set1_ps(act.s()));
+        _mm256_add_ps(_mm256_mul_ps(dxy, sumi), ms)
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q3_k_rows(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m2 = _mm256_set1_epi8(0x03);
+    let one = _mm256_set1_epi8(1);
+    let four = _mm256_set1_epi8(4);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sums = _mm256_setzero_ps();
+        for (bx, by) in row.iter().zip(a) {
+            let sc = bx.scales();
+            let hm = load_u8x32(&bx.hmask);
+            let qs = bx.qs.as_chunks::<32>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            let mut aux = _mm256_setzero_si256();
+            for (n, q) in qs.iter().enumerate() {
+                let q = load_u8x32(q);
+                for s in 0..4 {
+                    let Some(av) = a8.get(4 * n + s) else {
+                        continue;
+                    };
+                    let av = load_i8x32(av);
+                    // Low 2 bits (shifts within 16-bit lanes keep each byte's own bits), the
+                    // high bit 4n + s of the mask: level = low - 4 + 4 * bit, in -4..=3.
+                    let shift = _mm_cvtsi32_si128(2 * s as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(q, shift), m2);
+                    let bit = _mm256_and_si256(
+                        _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + s) as i32)),
+                        one,
+                    );
+                    let lv =
+                        _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16::<2>(bit)), four);
+                    // Two groups of 16, each with its own scale; |p| <= 4 * 128.
+                    let g = 8 * n + 2 * s;
+                    let p0 = products16(
+                        _mm256_castsi256_si128(lv),
+                        _mm256_castsi256_si128(av),
+                        false,
+                    );
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(lv),
+                        _mm256_extracti128_si256::<1>(av),
+                        false,
+                    );
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(fold_mod8(p0), _mm256_set1_epi32(sc[g])),
+                    );
+                    aux = _mm256_add_epi32(
+                        aux,
+                        _mm256_mullo_epi32(fold_mod8(p1), _mm256_set1_epi32(sc[g + 1])),
+                    );
+                }
+            }
+            // Reference (q3_k): sums += (f16(x.d) * y.d) * aux32.
+            let d = f16_le(bx.d) * by.d();
+            sums = _mm256_add_ps(
+                sums,
+                _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+            );
+        }
+        *out = fold8_finish(sums, 0.0);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q2_k_rows(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let m2 = _mm256_set1_epi8(0x03);
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let summs: i32 = (0..16)
+                .map(|j| by.bsum(j) * i32::from(bx.scales[j] >> 4))
+                .sum();
+            let qs = bx.qs.as_chunks::<32>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            let mut aux = _mm256_setzero_si256();
+            for (n, q) in qs.iter().enumerate() {
+                let q = load_u8x32(q);
+                for s in 0..4 {
+                    let Some(av) = a8.get(4 * n + s) else {
+                        continue;
+                    };
+                    let av = load_i8x32(av);
+                    let lv =
+                        _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * s as i32)), m2);
+                    let g = 8 * n + 2 * s;
+                    let s0 = _mm256_set1_epi32(i32::from(bx.scales[g] & 0xF));
+                    let s1 = _mm256_set1_epi32(i32::from(bx.scales[g + 1] & 0xF));
+                    let p0 =
+                        products16(_mm256_castsi256_si128(lv), _mm256_castsi256_si128(av), true);
+                    let p1 = products16(
+                        _mm256_extracti128_si256::<1>(lv),
+                        _mm256_extracti128_si256::<1>(av),
+                        true,
+                    );
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p0), s0));
+                    aux = _mm256_add_epi32(aux, _mm256_mullo_epi32(fold_mod8(p1), s1));
+                }
+            }
+            // Reference (q2_k): sumf += dall * isum - dmin * summs (isum exact).
+            let isum = hsum_i32(aux);
+            let dall = by.d() * f16_le(bx.d);
+            let dmin = by.d() * f16_le(bx.dmin);
+            sumf += dall * isum as f32 - dmin * summs as f32;
+        }
+        *out = sumf;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn iq4_xs_rows(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    let nb = a.len();
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let ones = _mm256_set1_epi16(1);
+    let table = {
+        let b: [u8; 16] = crate::quant::iq4_nl::KVALUES_IQ4NL.map(|v| v as u8);
+        let lane = load_i128(&b);
+        _mm256_set_m128i(lane, lane)
+    };
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut sumf = 0.0f32;
+        for (bx, by) in row.iter().zip(a) {
+            let d4d8 = f16_le(bx.d) * by.d();
+            let qs = bx.qs.as_chunks::<16>().0;
+            let a8 = by.qs.as_chunks::<32>().0;
+            for (g, (q, av)) in qs.iter().zip(a8).enumerate() {
+                // As iq4_nl_rows: table values times activations, exact.
+                let v = _mm256_shuffle_epi8(table, nibbles(q));
+                let av = load_i8x32(av);
+                let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(av, v));
+                let sumi = hsum_i32(_mm256_madd_epi16(prod, ones));
+                // Reference (iq4_xs): sumf += (d4d8 * (ls - 32)) * sumi, group by group.
+                let dl = d4d8 * (bx.scale(g) - 32) as f32;
+                sumf += dl * sumi as f32;
+            }
+        }
+        *out = sumf;
     }
 }

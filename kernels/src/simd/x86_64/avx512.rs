@@ -18,7 +18,10 @@
 use super::avx2;
 use crate::act::Q8Row;
 use crate::isa::Isa;
-use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK};
+use crate::quant::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
+};
 use crate::simd::Kernels;
 use crate::KernelError;
 use core::arch::x86_64::*;
@@ -47,12 +50,22 @@ static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
+    rows_q5_0,
+    rows_q5_1,
+    rows_iq4_nl,
+    rows_q2_k,
+    rows_q3_k,
+    rows_q4_k,
+    rows_q5_k,
+    rows_q6_k,
+    rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
+    dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -98,6 +111,56 @@ fn rows_q8_0(w: &[BlockQ8_0], a: Q8Row<'_>, y: &mut [f32]) {
 fn rows_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], y: &mut [f32]) {
     // SAFETY: as in `quantize_q8_0`.
     unsafe { avx2::q4_1_rows(w, a, y) }
+}
+
+fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `quantize_q8_0` (the AVX2 kernel; this path has AVX2, FMA, F16C).
+    unsafe { avx2::q5_0_rows(w, a, y) }
+}
+
+fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q4_k_rows(w, a, y) }
+}
+
+fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q5_k_rows(w, a, y) }
+}
+
+fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::iq4_nl_rows(w, a, y) }
+}
+
+fn rows_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q5_1_rows(w, a, y) }
+}
+
+fn rows_q3_k(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q3_k_rows(w, a, y) }
+}
+
+fn rows_q2_k(w: &[BlockQ2K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q2_k_rows(w, a, y) }
+}
+
+fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::iq4_xs_rows(w, a, y) }
+}
+
+fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::q6_k_rows(w, a, y) }
+}
+
+fn dot_bf16(x: &[u8], y: &[f32]) -> f32 {
+    // SAFETY: as in `rows_q5_0`.
+    unsafe { avx2::bf16_dot(x, y) }
 }
 
 fn rows_q4_0x8(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
