@@ -3,21 +3,30 @@
 //! llama.cpp user expects tensor by tensor, and the `general.file_type` (`llama_ftype`) of
 //! the mix.
 //!
-//! Upstream: ggml-org/llama.cpp `src/llama-quant.cpp` at commit
-//! 8784689fee07c6daabf3487d24e1535534ef6e6b, `llama_tensor_get_type` (no importance matrix,
-//! no `--pure`, no type overrides), restricted to the tensors of a ChatGLM file (`attn_qkv`,
-//! `attn_output`, `ffn_up`, `ffn_down`, `token_embd`, `output`; llama.cpp's
-//! `attn_v`/`attn_k`/`ffn_gate` rules have no tensor here).
-//!
-//! Later llama.cpp (for example 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714) changed two rules
-//! that matter here: `attn_qkv` is treated like `attn_v` (Q4_K_M/Q5_K_M bump it to Q6_K on the
-//! "more bits" layers only, Q4_K_S to Q5_K on the first 4, Q3_K_M to Q5_K on the first 2,
-//! Q2_K and IQ4_NL up with grouped attention), and Q2_K/Q3_K rows of partial super-blocks fall
-//! back to Q4_0 instead of IQ4_NL. Files from such a llama-quantize differ in those tensors'
-//! types (and this runtime runs them all the same).
+//! Upstream: ggml-org/llama.cpp `src/llama-quant.cpp`, `llama_tensor_get_type` (no importance
+//! matrix, no `--pure`, no type overrides), as in commit 0c1e570 (the llama.cpp that
+//! llama-cpp-python 0.3.36 vendors, the one `../shared/peer/` measures), restricted to the
+//! tensors of a ChatGLM file (`attn_qkv`, `attn_output`, `ffn_up`, `ffn_down`, `token_embd`,
+//! `output`). There `attn_qkv` follows the `attn_v` rules (Q4_K_M/Q5_K_M bump it to Q6_K on
+//! the "more bits" layers, Q4_K_S to Q5_K on the first 4, Q3_K_M to Q5_K on the first 2, Q2_K
+//! and IQ4_NL/XS up with 4 or more query heads per key/value head). Checked against that
+//! llama-quantize on glm2-small at every mix: the same type and the same bytes for every tensor.
+//! Older llama.cpp (8784689) had a separate `attn_qkv` rule (Q3_K_M → Q4_K, Q4_K_M → Q5_K,
+//! Q5_K_M → Q6_K); its files differ in those tensors' types and run here all the same.
 
 use crate::arch::tensors::{self, TensorSpec};
 use chatglm_kernels::GgmlType;
+
+/// Where a matrix sits, as far as the mixes' rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Its layer (0 for the embedding and output).
+    pub layer: usize,
+    /// The model's layers.
+    pub n_layers: usize,
+    /// Query heads per key/value head (llama.cpp's `n_gqa()`; 1 without grouping).
+    pub gqa: usize,
+}
 
 /// What `-q` asks for: one ggml type for every matrix, or one of llama-quantize's mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,20 +128,14 @@ impl Mix {
         }
     }
 
-    /// The type of matrix `spec` of layer `layer` (of `n_layers`) with rows of `cols`
-    /// elements, and why it is not the one the rules chose when it had to fall back.
+    /// The type of matrix `spec` at `at` with rows of `cols` elements, and why it is not the
+    /// one the rules chose when it had to fall back.
     // Port of `llama_tensor_get_type`, ggml-org/llama.cpp src/llama-quant.cpp (see the
     // module docs for what applies here).
-    pub fn type_for(
-        self,
-        spec: &TensorSpec,
-        layer: usize,
-        n_layers: usize,
-        cols: usize,
-    ) -> (GgmlType, Option<String>) {
+    pub fn type_for(self, spec: &TensorSpec, at: Place, cols: usize) -> (GgmlType, Option<String>) {
         let base = self.base();
         let Mix::Pure(_) = self else {
-            return self.fallback(self.chosen(spec, layer, n_layers, cols), cols);
+            return self.fallback(self.chosen(spec, at, cols), cols);
         };
         // A pure type: f16 where rows are not whole blocks (this project's rule since Q4_0).
         if cols.is_multiple_of(base.block_size()) {
@@ -149,7 +152,12 @@ impl Mix {
     }
 
     /// The type the mix's rules choose, before the fallback for rows of partial blocks.
-    fn chosen(self, spec: &TensorSpec, layer: usize, n_layers: usize, cols: usize) -> GgmlType {
+    fn chosen(self, spec: &TensorSpec, at: Place, cols: usize) -> GgmlType {
+        let Place {
+            layer,
+            n_layers,
+            gqa,
+        } = at;
         let base = self.base();
         let name = spec.gguf;
         if name == tensors::OUTPUT.gguf {
@@ -182,10 +190,16 @@ impl Mix {
             };
         }
         if name == tensors::ATTN_QKV.gguf {
+            // The `attn_v` rules: the fused QKV is llama.cpp's value tensor here, one a layer
+            // (`i_attention_wv` = the layer, `n_attention_wv` = the layers).
             return match self {
+                Mix::Q2K if gqa >= 4 => GgmlType::Q4_K,
+                Mix::Q2K => GgmlType::Q3_K,
+                Mix::Q3KM if i < 2 => GgmlType::Q5_K,
                 Mix::Q3KM => GgmlType::Q4_K,
-                Mix::Q4KM => GgmlType::Q5_K,
-                Mix::Q5KM => GgmlType::Q6_K,
+                Mix::Iq4Nl | Mix::Iq4Xs if gqa >= 4 => GgmlType::Q5_K,
+                Mix::Q4KM | Mix::Q5KM if use_more_bits(i, n) => GgmlType::Q6_K,
+                Mix::Q4KS if i < 4 => GgmlType::Q5_K,
                 _ => base,
             };
         }
@@ -224,6 +238,15 @@ mod tests {
     use super::*;
     use crate::arch::tensors::{ATTN_OUTPUT, ATTN_QKV, FFN_DOWN, FFN_UP, OUTPUT, TOKEN_EMBD};
 
+    /// Layer `layer` of `n_layers` of a 6B model (32 query heads over 2 groups).
+    fn at(layer: usize, n_layers: usize) -> Place {
+        Place {
+            layer,
+            n_layers,
+            gqa: 16,
+        }
+    }
+
     #[test]
     fn more_bits_layers_of_28() {
         // n = 28: n/8 = 3, 7n/8 = 24; in between (i - 3) % 3 == 2: 5, 8, ..., 23.
@@ -235,54 +258,104 @@ mod tests {
     fn q4_k_m_of_chatglm3_6b() {
         // Hidden 4096, ffn 13696 (not a multiple of 256), 28 layers.
         let m = Mix::Q4KM;
-        assert_eq!(m.type_for(&OUTPUT, 0, 28, 4096).0, GgmlType::Q6_K);
-        assert_eq!(m.type_for(&TOKEN_EMBD, 0, 28, 4096).0, GgmlType::Q4_K);
-        assert_eq!(m.type_for(&ATTN_QKV, 3, 28, 4096).0, GgmlType::Q5_K);
-        assert_eq!(m.type_for(&ATTN_OUTPUT, 3, 28, 4096).0, GgmlType::Q4_K);
-        assert_eq!(m.type_for(&FFN_UP, 3, 28, 4096).0, GgmlType::Q4_K);
+        assert_eq!(m.type_for(&OUTPUT, at(0, 28), 4096).0, GgmlType::Q6_K);
+        assert_eq!(m.type_for(&TOKEN_EMBD, at(0, 28), 4096).0, GgmlType::Q4_K);
+        // The fused QKV follows llama.cpp's `attn_v` rules: Q6_K on the more-bits layers.
+        assert_eq!(m.type_for(&ATTN_QKV, at(3, 28), 4096).0, GgmlType::Q4_K);
+        assert_eq!(m.type_for(&ATTN_QKV, at(0, 28), 4096).0, GgmlType::Q6_K);
+        assert_eq!(m.type_for(&ATTN_QKV, at(27, 28), 4096).0, GgmlType::Q6_K);
+        assert_eq!(m.type_for(&ATTN_OUTPUT, at(3, 28), 4096).0, GgmlType::Q4_K);
+        assert_eq!(m.type_for(&FFN_UP, at(3, 28), 4096).0, GgmlType::Q4_K);
         // ffn_down rows of 13696: Q6_K -> Q8_0 on the more-bits layers, Q4_K -> Q5_0 else.
-        let (t, why) = m.type_for(&FFN_DOWN, 0, 28, 13696);
+        let (t, why) = m.type_for(&FFN_DOWN, at(0, 28), 13696);
         assert_eq!(t, GgmlType::Q8_0);
         assert!(why.unwrap().contains("13696"));
-        assert_eq!(m.type_for(&FFN_DOWN, 3, 28, 13696).0, GgmlType::Q5_0);
+        assert_eq!(m.type_for(&FFN_DOWN, at(3, 28), 13696).0, GgmlType::Q5_0);
         assert_eq!(m.file_type(), Some(15));
         // The same with rows of 4096 (a model whose ffn is a multiple of 256).
-        assert_eq!(m.type_for(&FFN_DOWN, 5, 28, 4096).0, GgmlType::Q6_K);
-        assert_eq!(m.type_for(&FFN_DOWN, 6, 28, 4096).0, GgmlType::Q4_K);
+        assert_eq!(m.type_for(&FFN_DOWN, at(5, 28), 4096).0, GgmlType::Q6_K);
+        assert_eq!(m.type_for(&FFN_DOWN, at(6, 28), 4096).0, GgmlType::Q4_K);
+    }
+
+    #[test]
+    fn qkv_follows_the_attn_v_rules() {
+        let no_groups = Place {
+            layer: 0,
+            n_layers: 28,
+            gqa: 1,
+        };
+        let qkv = |m: Mix, at: Place| m.type_for(&ATTN_QKV, at, 4096).0;
+        assert_eq!(qkv(Mix::Q2K, at(5, 28)), GgmlType::Q4_K);
+        assert_eq!(qkv(Mix::Q2K, no_groups), GgmlType::Q3_K);
+        assert_eq!(qkv(Mix::Iq4Nl, at(5, 28)), GgmlType::Q5_K);
+        assert_eq!(qkv(Mix::Iq4Nl, no_groups), GgmlType::IQ4_NL);
+        assert_eq!(qkv(Mix::Q3KM, at(1, 28)), GgmlType::Q5_K);
+        assert_eq!(qkv(Mix::Q3KM, at(2, 28)), GgmlType::Q4_K);
+        assert_eq!(qkv(Mix::Q4KS, at(3, 28)), GgmlType::Q5_K);
+        assert_eq!(qkv(Mix::Q4KS, at(4, 28)), GgmlType::Q4_K);
+        assert_eq!(qkv(Mix::Q5KM, at(4, 28)), GgmlType::Q5_K);
+        assert_eq!(qkv(Mix::Q5KS, at(0, 28)), GgmlType::Q5_K);
     }
 
     #[test]
     fn other_mixes() {
-        assert_eq!(Mix::Q5KM.type_for(&ATTN_QKV, 0, 28, 4096).0, GgmlType::Q6_K);
-        assert_eq!(Mix::Q5KS.type_for(&FFN_DOWN, 0, 28, 4096).0, GgmlType::Q5_K);
         assert_eq!(
-            Mix::Q5KS.type_for(&FFN_DOWN, 0, 28, 13696).0,
-            GgmlType::Q5_1
+            Mix::Q5KM.type_for(&ATTN_QKV, at(0, 28), 4096).0,
+            GgmlType::Q6_K
         );
-        assert_eq!(Mix::Q4KS.type_for(&FFN_DOWN, 2, 28, 4096).0, GgmlType::Q5_K);
-        assert_eq!(Mix::Q4KS.type_for(&FFN_DOWN, 3, 28, 4096).0, GgmlType::Q4_K);
-        assert_eq!(Mix::Q3KM.type_for(&FFN_DOWN, 0, 28, 4096).0, GgmlType::Q5_K);
-        assert_eq!(Mix::Q3KM.type_for(&FFN_DOWN, 5, 28, 4096).0, GgmlType::Q4_K);
-        assert_eq!(Mix::Q3KM.type_for(&FFN_UP, 5, 28, 4096).0, GgmlType::Q3_K);
         assert_eq!(
-            Mix::Q2K.type_for(&ATTN_OUTPUT, 5, 28, 4096).0,
-            GgmlType::Q3_K
-        );
-        assert_eq!(Mix::Q2K.type_for(&FFN_UP, 5, 28, 64).0, GgmlType::IQ4_NL);
-        assert_eq!(Mix::Q5_0.type_for(&OUTPUT, 0, 28, 4096).0, GgmlType::Q6_K);
-        assert_eq!(Mix::Q5_0.type_for(&OUTPUT, 0, 28, 64).0, GgmlType::Q8_0);
-        assert_eq!(Mix::Q5_0.type_for(&FFN_UP, 0, 28, 64).0, GgmlType::Q5_0);
-        assert_eq!(
-            Mix::Iq4Nl.type_for(&FFN_DOWN, 0, 28, 4096).0,
+            Mix::Q5KS.type_for(&FFN_DOWN, at(0, 28), 4096).0,
             GgmlType::Q5_K
         );
-        assert_eq!(Mix::Q6K.type_for(&FFN_DOWN, 0, 2, 64).0, GgmlType::Q8_0);
         assert_eq!(
-            Mix::Pure(GgmlType::Q4_0).type_for(&OUTPUT, 0, 2, 64).0,
+            Mix::Q5KS.type_for(&FFN_DOWN, at(0, 28), 13696).0,
+            GgmlType::Q5_1
+        );
+        assert_eq!(
+            Mix::Q4KS.type_for(&FFN_DOWN, at(2, 28), 4096).0,
+            GgmlType::Q5_K
+        );
+        assert_eq!(
+            Mix::Q4KS.type_for(&FFN_DOWN, at(3, 28), 4096).0,
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            Mix::Q3KM.type_for(&FFN_DOWN, at(0, 28), 4096).0,
+            GgmlType::Q5_K
+        );
+        assert_eq!(
+            Mix::Q3KM.type_for(&FFN_DOWN, at(5, 28), 4096).0,
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            Mix::Q3KM.type_for(&FFN_UP, at(5, 28), 4096).0,
+            GgmlType::Q3_K
+        );
+        assert_eq!(
+            Mix::Q2K.type_for(&ATTN_OUTPUT, at(5, 28), 4096).0,
+            GgmlType::Q3_K
+        );
+        assert_eq!(
+            Mix::Q2K.type_for(&FFN_UP, at(5, 28), 64).0,
+            GgmlType::IQ4_NL
+        );
+        assert_eq!(
+            Mix::Q5_0.type_for(&OUTPUT, at(0, 28), 4096).0,
+            GgmlType::Q6_K
+        );
+        assert_eq!(Mix::Q5_0.type_for(&OUTPUT, at(0, 28), 64).0, GgmlType::Q8_0);
+        assert_eq!(Mix::Q5_0.type_for(&FFN_UP, at(0, 28), 64).0, GgmlType::Q5_0);
+        assert_eq!(
+            Mix::Iq4Nl.type_for(&FFN_DOWN, at(0, 28), 4096).0,
+            GgmlType::Q5_K
+        );
+        assert_eq!(Mix::Q6K.type_for(&FFN_DOWN, at(0, 2), 64).0, GgmlType::Q8_0);
+        assert_eq!(
+            Mix::Pure(GgmlType::Q4_0).type_for(&OUTPUT, at(0, 2), 64).0,
             GgmlType::Q4_0
         );
         assert_eq!(
-            Mix::Pure(GgmlType::Q4_0).type_for(&OUTPUT, 0, 2, 48).0,
+            Mix::Pure(GgmlType::Q4_0).type_for(&OUTPUT, at(0, 2), 48).0,
             GgmlType::F16
         );
         assert_eq!(Mix::from_name("Q4_K_M"), Some(Mix::Q4KM));

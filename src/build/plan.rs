@@ -1,7 +1,7 @@
 //! What the output file holds: the model's shape, and for each GGUF tensor its name, shape,
 //! type and where its values come from.
 
-use super::mix::Mix;
+use super::mix::{Mix, Place};
 use crate::arch::tensors::{self, Table};
 use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
@@ -82,7 +82,12 @@ pub fn build_plan(
                 Role::Norm | Role::Bias => (GgmlType::F32, None),
                 Role::Matrix => {
                     let cols = dims.last().copied().unwrap_or(0);
-                    mix.type_for(spec, layer, shape.num_layers, cols)
+                    let at = Place {
+                        layer,
+                        n_layers: shape.num_layers,
+                        gqa: shape.num_heads / shape.num_kv_groups.max(1),
+                    };
+                    mix.type_for(spec, at, cols)
                 }
             };
             if !portable && spec.role == Role::Matrix && spec.gguf != tensors::TOKEN_EMBD.gguf {

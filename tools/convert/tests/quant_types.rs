@@ -158,7 +158,9 @@ fn mixes_choose_llama_quantize_types() {
     let t = types(&convert_as(name, Mix::Q4KM, "q4_k_m-types"));
     assert_eq!(ty_of(&t, "output.weight"), GgmlType::Q6_K);
     assert_eq!(ty_of(&t, "token_embd.weight"), GgmlType::Q4_K);
-    assert_eq!(ty_of(&t, "blk.0.attn_qkv.weight"), GgmlType::Q5_K);
+    // The fused QKV follows the attn_v rules: Q6_K on the more-bits layer only.
+    assert_eq!(ty_of(&t, "blk.0.attn_qkv.weight"), GgmlType::Q4_K);
+    assert_eq!(ty_of(&t, "blk.2.attn_qkv.weight"), GgmlType::Q6_K);
     assert_eq!(ty_of(&t, "blk.1.attn_output.weight"), GgmlType::Q4_K);
     assert_eq!(ty_of(&t, "blk.1.ffn_up.weight"), GgmlType::Q4_K);
     // ffn_down rows of 688: Q6_K -> Q8_0 (layer 2) and Q4_K -> Q5_0 (0, 1) need whole blocks
@@ -244,4 +246,49 @@ fn glm3_tiny_runs_every_new_type() {
             (Mix::Q2K, "q2_k", 10, 0.28, 0.55, 0.012),
         ],
     );
+}
+
+/// The bytes of every tensor, at every mix the converter writes, equal those of llama.cpp's own
+/// `llama-quantize` from the same f32 values: `data/llama_quantize_glm2_small.json` holds the
+/// type and SHA-256 of each tensor of the files llama.cpp 0c1e570 (vendored by
+/// llama-cpp-python 0.3.36, `llama_model_quantize`, default parameters) wrote from
+/// `chatglm-convert ../shared/golden/glm2-small -q f32 --portable`, and its `general.file_type`.
+#[test]
+fn quant_types_bytes_equal_llama_quantize() {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/llama_quantize_glm2_small.json"
+    ))
+    .unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mixes = want["mixes"].as_object().unwrap();
+    assert_eq!(mixes.len(), 12);
+    for (name, expected) in mixes {
+        let mix = Mix::from_name(name).unwrap();
+        let path = convert_as("glm2-small", mix, &format!("llama-{name}"));
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(
+            file.metadata().get_u32("general.file_type").unwrap(),
+            expected["file_type"].as_u64().unwrap() as u32,
+            "{name}"
+        );
+        let tensors = expected["tensors"].as_object().unwrap();
+        assert_eq!(file.tensors().len(), tensors.len(), "{name}");
+        for t in file.tensors() {
+            let e = &tensors[&t.name];
+            assert_eq!(
+                t.ty.ggml_name(),
+                e["type"].as_str().unwrap(),
+                "{name} {}",
+                t.name
+            );
+            let digest: String = Sha256::digest(file.tensor_data(t))
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(digest, e["sha256"].as_str().unwrap(), "{name} {}", t.name);
+        }
+        std::fs::remove_file(&path).ok();
+    }
 }
