@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 mod cli;
 
-/// Run ChatGLM2/ChatGLM3 models on the CPU from a GGUF file (see `chatglm-convert`).
+/// Run ChatGLM-family models (ChatGLM-6B, ChatGLM2/3, CodeGeeX2, GLM-4) on the CPU from a GGUF
+/// file (see `chatglm-convert`).
 #[derive(clap::Parser, Debug)]
 #[command(version, about, long_about = None, propagate_version = true)]
 struct Cli {
