@@ -290,8 +290,11 @@ fn chat_prompt(
                 .map_err(|e| ApiError::field("messages", e.to_string()))?;
             Ok((ids, None))
         }
-        Family::ChatGlm3 => {
-            let format = ToolFormat::ChatGlm3;
+        family @ (Family::ChatGlm3 | Family::Glm4) => {
+            let format = match family {
+                Family::Glm4 => ToolFormat::Glm4,
+                _ => ToolFormat::ChatGlm3,
+            };
             if !matches!(last.role, InRole::User | InRole::Tool) {
                 return Err(ApiError::field(
                     &format!("messages[{}].role", msgs.len() - 1),
@@ -301,81 +304,24 @@ fn chat_prompt(
             let mut history = Vec::new();
             let mut start = 0;
             if !functions.is_empty() {
-                // The tools ride on the first system message (or the demo's sentence).
-                let mut system = ChatMessage::new(Role::System, CHATGLM3_TOOLS_SYSTEM);
+                // The tools ride on the first system message; without one, on ChatGLM3's
+                // demo sentence, or for GLM-4 (whose template renders a message's tools before
+                // it, as its openai_api_server adds them) on an empty system message.
+                let (default, tools) = match format {
+                    ToolFormat::ChatGlm3 => (CHATGLM3_TOOLS_SYSTEM, functions),
+                    ToolFormat::Glm4 => (
+                        "",
+                        functions
+                            .into_iter()
+                            .map(|f| serde_json::json!({"type": "function", "function": f}))
+                            .collect(),
+                    ),
+                };
+                let mut system = ChatMessage::new(Role::System, default);
                 if matches!(msgs[0].role, InRole::System | InRole::Developer) {
                     system.content = text(0)?;
                     start = 1;
                 }
-                system.tools = Some(Value::Array(functions));
-                history.push(system);
-            }
-            for (i, m) in msgs.iter().enumerate().skip(start) {
-                let content = text(i)?;
-                match m.role {
-                    InRole::System | InRole::Developer => {
-                        history.push(ChatMessage::new(Role::System, content))
-                    }
-                    InRole::User => history.push(ChatMessage::new(Role::User, content)),
-                    InRole::Tool => history.push(ChatMessage::new(Role::Observation, content)),
-                    InRole::Assistant => {
-                        let calls = m.tool_calls.as_deref().unwrap_or_default();
-                        if calls.is_empty() || !content.trim().is_empty() {
-                            history.push(ChatMessage::new(Role::Assistant, content));
-                        }
-                        for (j, call) in calls.iter().enumerate() {
-                            let rendered = format
-                                .render_call(&call.function.arguments)
-                                .ok_or_else(|| {
-                                    ApiError::field(
-                                        &format!(
-                                            "messages[{i}].tool_calls[{j}].function.arguments"
-                                        ),
-                                        "arguments must be a JSON object (as text)",
-                                    )
-                                })?;
-                            let mut msg = ChatMessage::new(Role::Assistant, rendered);
-                            msg.metadata = call.function.name.clone();
-                            history.push(msg);
-                        }
-                    }
-                }
-            }
-            let mut ids = tok.prompt_prefix().to_vec();
-            for m in &history {
-                tok.encode_chatglm3_message(m, &mut ids)
-                    .map_err(|e| ApiError::field("messages", e.to_string()))?;
-            }
-            let roles = tok
-                .special_ids()
-                .roles
-                .ok_or_else(|| ApiError::internal("a ChatGLM3 tokenizer without role tokens"))?;
-            ids.push(roles.assistant);
-            let tools = (!names.is_empty()).then_some((format, names));
-            Ok((ids, tools))
-        }
-        Family::Glm4 => {
-            let format = ToolFormat::Glm4;
-            if !matches!(last.role, InRole::User | InRole::Tool) {
-                return Err(ApiError::field(
-                    &format!("messages[{}].role", msgs.len() - 1),
-                    "the last message must be a user or tool message",
-                ));
-            }
-            let mut history = Vec::new();
-            let mut start = 0;
-            if !functions.is_empty() {
-                // The template renders the tools of a message first (GLM-4's openai_api_server
-                // hangs them on the system message, adding an empty one if there is none).
-                let mut system = ChatMessage::new(Role::System, String::new());
-                if matches!(msgs[0].role, InRole::System | InRole::Developer) {
-                    system.content = text(0)?;
-                    start = 1;
-                }
-                let tools = functions
-                    .into_iter()
-                    .map(|f| serde_json::json!({"type": "function", "function": f}))
-                    .collect();
                 system.tools = Some(Value::Array(tools));
                 history.push(system);
             }
@@ -410,11 +356,30 @@ fn chat_prompt(
                     }
                 }
             }
-            let ids = tok
-                .apply_glm4_template(&history, true)
-                .map_err(|e| ApiError::field("messages", e.to_string()))?;
+            let ids = match format {
+                ToolFormat::Glm4 => tok.apply_glm4_template(&history, true),
+                ToolFormat::ChatGlm3 => chatglm3_ids(tok, &history),
+            }
+            .map_err(|e| ApiError::field("messages", e.to_string()))?;
             let tools = (!names.is_empty()).then_some((format, names));
             Ok((ids, tools))
         }
     }
+}
+
+/// ChatGLM3's prompt for a whole history: `[gMASK] sop`, every message, then `<|assistant|>`.
+fn chatglm3_ids(
+    tok: &Tokenizer,
+    history: &[ChatMessage],
+) -> Result<Vec<u32>, chatglm::tokenizer::TokenizerError> {
+    let roles = tok
+        .special_ids()
+        .roles
+        .ok_or(chatglm::tokenizer::TokenizerError::NoRoleTokens)?;
+    let mut ids = tok.prompt_prefix().to_vec();
+    for m in history {
+        tok.encode_chatglm3_message(m, &mut ids)?;
+    }
+    ids.push(roles.assistant);
+    Ok(ids)
 }
