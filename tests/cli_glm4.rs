@@ -23,9 +23,18 @@ fn golden(file: &str) -> PathBuf {
 fn model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL.get_or_init(|| {
+        let text = std::fs::read_to_string(golden("tokenizer.model")).unwrap();
+        tiny_model("glm4", &text)
+    })
+}
+
+/// A tiny GLM-4-shaped model with seeded random weights and the vocabulary of the tiktoken
+/// `text` (padded to 2048 ids), written once per test process under the name `name`.
+fn tiny_model(name: &str, text: &str) -> PathBuf {
+    {
         let dir = std::env::temp_dir().join(format!("chatglm-cli-glm4-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("glm4.gguf");
+        let out = dir.join(format!("{name}.gguf"));
         let config = ModelConfig {
             vocab_size: 2048,
             hidden_size: 64,
@@ -40,8 +49,7 @@ fn model() -> &'static Path {
             rope_scaling: RopeScaling::MultiplyBase(500.0),
             block: chatglm::model::Block::Glm2,
         };
-        let text = std::fs::read_to_string(golden("tokenizer.model")).unwrap();
-        let vocab = ByteLevelParts::glm4_from_tiktoken(&text, Some(2048)).unwrap();
+        let vocab = ByteLevelParts::glm4_from_tiktoken(text, Some(2048)).unwrap();
         let opts = WriteOptions {
             output: out.clone(),
             matrix_type: GgmlType::Q8_0,
@@ -60,7 +68,7 @@ fn model() -> &'static Path {
         )
         .unwrap();
         out
-    })
+    }
 }
 
 fn chatglm(args: &[&str]) -> Output {
@@ -177,4 +185,29 @@ fn run_messages_uses_the_chat_template() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["prompt_ids"], serde_json::json!(want));
+}
+
+/// `bench` picks its prompt among the ordinary tokens: with a vocabulary of only the 256
+/// single bytes (the synthetic GLM-4 placeholder's) it once drew ids far outside it.
+#[test]
+fn bench_runs_on_a_vocabulary_of_bytes_only() {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let text: String = (0..=255u8)
+        .map(|b| {
+            let (c0, c1) = (B64[usize::from(b >> 2)], B64[usize::from((b & 3) << 4)]);
+            format!("{}{}== {b}\n", c0 as char, c1 as char)
+        })
+        .collect();
+    let path = tiny_model("bytes-only", &text);
+    let o = chatglm(&[
+        "bench",
+        "-m",
+        path.to_str().unwrap(),
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -76,15 +76,17 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         .map(|t| t.size_bytes)
         .sum();
 
-    // A fixed pseudo-random prompt of ordinary pieces.
-    let sp = engine.tokenizer().sp_vocab_size() as u64;
+    // A fixed pseudo-random prompt of ordinary pieces (past the byte pieces when the
+    // vocabulary has more than those: a byte-level placeholder has only its 256 bytes).
+    let sp = (engine.tokenizer().sp_vocab_size() as u64).max(1);
+    let lo = if sp > 512 { 259 } else { 0 };
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut prompt: Vec<u32> = (0..args.n_prompt.max(1))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (259 + x % (sp - 259).max(1)) as u32
+            (lo + x % (sp - lo)) as u32
         })
         .collect();
     // A ChatGLM-6B prompt ends its bidirectional context with `[gMASK] <sop>`.
