@@ -23,6 +23,9 @@ pub mod keys {
     /// `general.file_type` (u32, llama.cpp's `llama_ftype`: 0 all f32, 1 mostly f16, 2 q4_0,
     /// 3 q4_1, 7 q8_0).
     pub const GENERAL_FILE_TYPE: &str = "general.file_type";
+    /// Our own, in files with row-interleaved tensors (which claim no `general.file_type`):
+    /// the `general.file_type` of the file's portable form (u32), which `repack` writes.
+    pub const PORTABLE_FILE_TYPE: &str = "chatglm.portable_file_type";
     /// `general.quantization_version` (u32, 2 as in current ggml).
     pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
 
@@ -84,6 +87,9 @@ pub mod keys {
     pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
     /// End-of-turn id (u32; ChatGLM3's `<|user|>`).
     pub const TOKENIZER_EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+    /// The Jinja chat template other runtimes format chats with (string;
+    /// `crate::tokenizer::chat_template`).
+    pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
     /// Padding id (u32).
     pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
     /// Whether to add BOS (bool; false: ChatGLM prompts start with `[gMASK] sop` instead).

@@ -7,11 +7,14 @@ mod metadata;
 pub mod mix;
 pub mod plan;
 mod quantize;
+pub mod repack;
 pub mod synthetic;
 
 pub use metadata::{file_type, general_metadata, general_metadata_ftype};
 pub use mix::Mix;
-pub use plan::{build_plan, interleaved_layout, is_ignored_hf_tensor, Role, TensorPlan};
+pub use plan::{
+    build_plan, interleaved_layout, is_ignored_hf_tensor, stored_type, Role, TensorPlan,
+};
 pub use quantize::encode_rows;
 
 use crate::arch::keys;
@@ -41,6 +44,9 @@ pub enum BuildError {
     /// The metadata or a tensor could not be encoded as GGUF.
     #[error("gguf: {0}")]
     Gguf(#[from] GgufError),
+    /// The input file of a repack is not a model this runtime reads.
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
     /// The vocabulary is inconsistent.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
@@ -172,7 +178,8 @@ pub fn write_model(
 }
 
 /// [`write_model`] for a plan of the mix `mix` (see [`build_plan`]): its `general.file_type`
-/// is the mix's ([`Mix::file_type`]) rather than that of `opts.matrix_type`.
+/// is the mix's ([`Mix::file_type`]) rather than that of `opts.matrix_type`; a file with
+/// interleaved tensors has none, and [`keys::PORTABLE_FILE_TYPE`] instead.
 #[allow(clippy::too_many_arguments)]
 pub fn write_model_mix(
     config: &ModelConfig,
@@ -185,52 +192,81 @@ pub fn write_model_mix(
     cancel: &AtomicBool,
 ) -> Result<Summary, BuildError> {
     let mut metadata = Metadata::new();
-    // An interleaved layout is this project's own: no standard file type for it.
+    // An interleaved layout is this project's own: the file claims no standard file type,
+    // and keeps the one its portable form has for `repack` to give back.
     let interleaved = plan.iter().any(|t| t.ty.is_interleaved());
-    let ftype = if interleaved && !matches!(mix, Mix::Pure(_)) {
-        None
-    } else {
-        mix.file_type()
+    let (ftype, portable_ftype) = match interleaved {
+        true => (None, mix.file_type()),
+        false => (mix.file_type(), None),
     };
     general_metadata_ftype(&mut metadata, config.architecture(), ftype, &opts.name)?;
+    if let Some(ft) = portable_ftype {
+        metadata.push_u32(keys::PORTABLE_FILE_TYPE, ft)?;
+    }
     config.to_gguf(&mut metadata)?;
     metadata.push_str(keys::PROMPT_FORMAT, tokenizer.family().name())?;
     tokenizer.write_gguf(&mut metadata)?;
+    if let Some(template) = crate::tokenizer::chat_template(tokenizer.family()) {
+        metadata.push_str(keys::TOKENIZER_CHAT_TEMPLATE, template)?;
+    }
+    let mut values = Vec::new();
+    write_file(
+        &opts.output,
+        &metadata,
+        plan,
+        progress,
+        cancel,
+        |index, t, bytes| {
+            source.read(t, index, opts.threads, &mut values)?;
+            let quantize = |source| BuildError::Quantize {
+                tensor: t.hf_name.clone(),
+                source,
+            };
+            // Quantize in ggml's layout, then move the blocks of an interleaved type into groups.
+            bytes.resize(t.bytes(), 0);
+            encode_rows(t.ty.portable(), &values, t.cols(), bytes, opts.threads)
+                .map_err(quantize)?;
+            // The plan's type came from `interleaved_layout`, which `interleave` follows too.
+            if t.ty.is_interleaved() {
+                *bytes = chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), bytes)
+                    .map_err(quantize)?
+                    .1;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Writes a GGUF file of `metadata` and the tensors of `plan` to `output`, each tensor's bytes
+/// made by `encode(index, tensor, bytes)` one at a time. The file is written to a temporary
+/// sibling that an error, a panic or `cancel` removes, and renamed into place at the end.
+fn write_file(
+    output: &Path,
+    metadata: &Metadata,
+    plan: Vec<TensorPlan>,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+    mut encode: impl FnMut(usize, &TensorPlan, &mut Vec<u8>) -> Result<(), BuildError>,
+) -> Result<Summary, BuildError> {
     let descs: Vec<TensorDesc> = plan
         .iter()
         .map(|t| TensorDesc::new(t.name.clone(), &t.ggml_dims(), t.ty))
         .collect();
-
-    let temp = TempOutput::new(&opts.output);
+    let temp = TempOutput::new(output);
     // Errors name the output the user asked for, not its temporary sibling.
     let io = |source| BuildError::Io {
-        path: opts.output.clone(),
+        path: output.to_path_buf(),
         source,
     };
     let file = File::create(&temp.tmp).map_err(io)?;
-    let mut writer = GgufWriter::new(BufWriter::with_capacity(1 << 20, file), &metadata, &descs)?;
+    let mut writer = GgufWriter::new(BufWriter::with_capacity(1 << 20, file), metadata, &descs)?;
     progress.start(&plan);
-    let mut values = Vec::new();
     let mut bytes = Vec::new();
     for (index, t) in plan.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(BuildError::Interrupted);
         }
-        source.read(t, index, opts.threads, &mut values)?;
-        let quantize = |source| BuildError::Quantize {
-            tensor: t.hf_name.clone(),
-            source,
-        };
-        // Quantize in ggml's layout, then move the blocks of an interleaved type into groups.
-        bytes.resize(t.bytes(), 0);
-        encode_rows(t.ty.portable(), &values, t.cols(), &mut bytes, opts.threads)
-            .map_err(quantize)?;
-        // The plan's type came from `interleaved_layout`, which `interleave` follows too.
-        if t.ty.is_interleaved() {
-            bytes = chatglm_kernels::interleave(t.ty.portable(), t.shape[0], t.cols(), &bytes)
-                .map_err(quantize)?
-                .1;
-        }
+        encode(index, t, &mut bytes)?;
         writer.write_tensor(&t.name, &bytes)?;
         progress.tensor_done(t);
     }

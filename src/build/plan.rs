@@ -2,7 +2,7 @@
 //! type and where its values come from.
 
 use super::mix::{Mix, Place};
-use crate::arch::tensors::{self, Table};
+use crate::arch::tensors::{self, Table, TensorSpec};
 use crate::model::{ConfigError, ModelConfig};
 use chatglm_kernels::GgmlType;
 
@@ -78,7 +78,7 @@ pub fn build_plan(
             let dims = spec
                 .shape(shape)
                 .ok_or(ConfigError::Overflow("tensor shape"))?;
-            let (mut ty, fallback) = match spec.role {
+            let (ty, fallback) = match spec.role {
                 Role::Norm | Role::Bias => (GgmlType::F32, None),
                 Role::Matrix => {
                     let cols = dims.last().copied().unwrap_or(0);
@@ -90,9 +90,7 @@ pub fn build_plan(
                     mix.type_for(spec, at, cols)
                 }
             };
-            if !portable && spec.role == Role::Matrix && spec.gguf != tensors::TOKEN_EMBD.gguf {
-                ty = interleaved_layout(ty, dims[0]);
-            }
+            let ty = stored_type(spec, ty, dims[0], portable);
             Ok(TensorPlan {
                 name: spec.gguf_name(layer),
                 hf_name: spec.hf_name(layer),
@@ -103,6 +101,18 @@ pub fn build_plan(
             })
         })
         .collect()
+}
+
+/// The type tensor `spec` of `ty` (ggml's layout) with `rows` rows is stored as: unless
+/// `portable`, a matrix other than the embedding takes the row-interleaved form of its type
+/// where [`interleaved_layout`] allows; the embedding stays in ggml's layout, since decode
+/// reads one of its rows at a time. The converter and `repack` both follow it.
+pub fn stored_type(spec: &TensorSpec, ty: GgmlType, rows: usize, portable: bool) -> GgmlType {
+    if !portable && spec.role == Role::Matrix && spec.gguf != tensors::TOKEN_EMBD.gguf {
+        interleaved_layout(ty, rows)
+    } else {
+        ty
+    }
 }
 
 /// The type a `rows`-row matrix of `ty` is stored as in a non-portable file: the

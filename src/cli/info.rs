@@ -108,6 +108,24 @@ fn can_run(ty: chatglm_kernels::GgmlType) -> bool {
     chatglm_kernels::matmul::can_multiply(ty)
 }
 
+/// Whether `file` has tensors of this project's row-interleaved types.
+fn is_interleaved(file: &GgufFile) -> bool {
+    file.tensors().iter().any(|t| t.ty.is_interleaved())
+}
+
+/// What other runtimes can do with `file`: a portable file is standard GGUF; an interleaved
+/// one runs only here, and `--repack` gives its portable twin.
+fn layout_note(file: &GgufFile, path: &std::path::Path) -> String {
+    if !is_interleaved(file) {
+        return "portable (ggml's standard types: llama.cpp and other GGUF tools read it)".into();
+    }
+    format!(
+        "interleaved (this runtime's own types, faster decode here; other GGUF tools cannot \
+         read it: `chatglm-convert --repack {} --portable` writes a portable copy)",
+        path.display()
+    )
+}
+
 /// Runs `chatglm info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     let file = GgufFile::open(&args.model).map_err(|source| chatglm::Error::File {
@@ -149,6 +167,7 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
             "tensor_bytes": total_bytes,
             "kernels": chatglm_kernels::isa::active().name(),
             "family": family.as_ref().ok().map(|f| f.name()),
+            "portable": !is_interleaved(&file),
         });
         writeln!(out, "{doc}")?;
         return Ok(());
@@ -177,6 +196,7 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
         count_with_unit(total_params),
         types.join(", ")
     )?;
+    writeln!(out, "layout: {}", layout_note(&file, &args.model))?;
     writeln!(
         out,
         "kernels on this machine: {}",

@@ -144,6 +144,23 @@ pub fn glm4_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> Str
     out
 }
 
+/// The Jinja chat template written to a file of `family` as `tokenizer.chat_template`, for
+/// other GGUF runtimes (this one builds its prompts in code, above): transformers' rendering
+/// of it (`trim_blocks`, `lstrip_blocks`) gives the same prompt text as this module.
+///
+/// ChatGLM3 and GLM-4 get their models' own templates (chatglm3-6b's and glm-4-9b-chat's
+/// `tokenizer_config.json`, which llama.cpp recognises); ChatGLM2 and ChatGLM-6B, which
+/// shipped none, get one of this project's; CodeGeeX2, a code model, none.
+pub fn chat_template(family: Family) -> Option<&'static str> {
+    match family {
+        Family::ChatGlm1 => Some(include_str!("templates/chatglm1.jinja")),
+        Family::ChatGlm2 => Some(include_str!("templates/chatglm2.jinja")),
+        Family::ChatGlm3 => Some(include_str!("templates/chatglm3.jinja")),
+        Family::Glm4 => Some(include_str!("templates/glm4.jinja")),
+        Family::CodeGeeX2 => None,
+    }
+}
+
 /// A CodeGeeX2 prompt: `# language: {language}\n`, then every line of `request` as a `# `
 /// comment, each ending in a newline (CodeGeeX2's documented prompt convention).
 pub fn codegeex2_prompt(language: &str, request: &str) -> String {

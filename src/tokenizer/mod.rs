@@ -38,7 +38,7 @@ use std::path::Path;
 
 pub use crate::arch::GLM4_SPECIAL_TOKENS;
 pub use bytelevel::{gpt2_bytes, gpt2_spelling, ByteLevelParts, GLM4_PRE_PATTERN, MAX_SPECIAL_LEN};
-pub use chat::{chatglm2_prompt, codegeex2_prompt, glm4_prompt, ChatMessage, Role};
+pub use chat::{chat_template, chatglm2_prompt, codegeex2_prompt, glm4_prompt, ChatMessage, Role};
 pub use decode::{DecodeMode, StreamDecoder};
 pub use error::{TokenizerError, VocabError};
 pub use gguf::{family_from_gguf, GgufVocabulary};

@@ -35,6 +35,17 @@ pub enum ConvertError {
     /// `--synthetic` names no preset (clap checks it first; kept for callers of the library).
     #[error("unknown synthetic preset {0}")]
     UnknownPreset(String),
+    /// The model file given to `--repack` is unreadable or not GGUF.
+    #[error("{}: {source}", path.display())]
+    Input {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: chatglm::gguf::GgufError,
+    },
+    /// `--repack` was asked to write over its own input.
+    #[error("{}: the output must be another file than the input", .0.display())]
+    OutputIsInput(std::path::PathBuf),
     /// The checkpoint path is not a directory.
     #[error("{}: not a directory (expected a Hugging Face checkpoint directory)", .0.display())]
     NotADirectory(std::path::PathBuf),

@@ -3,18 +3,21 @@
 //! ```text
 //! chatglm-convert HF_DIR -o OUT.gguf -q q4_0
 //! chatglm-convert --synthetic chatglm2-6b -q q4_0 -o synthetic-q4_0.gguf
+//! chatglm-convert --repack model.gguf --portable -o model-portable.gguf
 //! ```
 
 use chatglm::arch::Family;
+use chatglm::build::repack::Layout;
 use chatglm::build::synthetic::{write_synthetic_mix, Preset};
 use chatglm::build::{Mix, Progress, Summary, TensorPlan, WriteOptions};
+use chatglm::gguf::GgufFile;
 use chatglm_convert::checkpoint::Checkpoint;
 use chatglm_convert::convert::{convert_mix, describe};
 use chatglm_convert::error::ConvertError;
 use chatglm_kernels::GgmlType;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,10 +29,11 @@ use std::time::Instant;
 struct Args {
     /// Checkpoint directory: config.json, tokenizer.model (ChatGLM-6B: ice_text.model), and
     /// *.safetensors or pytorch_model*.bin (sharded or not).
-    #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    #[arg(required_unless_present_any = ["synthetic", "repack"], conflicts_with_all = ["synthetic", "repack"])]
     model_dir: Option<PathBuf>,
 
-    /// Output file [default: <model name>-<type>.gguf in the current directory].
+    /// Output file [default: <model name>-<type>.gguf in the current directory; with
+    /// --repack, <input name>-portable.gguf or -interleaved.gguf beside the input].
     #[arg(short, long)]
     output: Option<PathBuf>,
 
@@ -51,6 +55,12 @@ struct Args {
     /// instead of converting a checkpoint (for benchmarks and demos).
     #[arg(long, value_name = "PRESET", value_parser = clap::builder::PossibleValuesParser::new(Preset::NAMES))]
     synthetic: Option<String>,
+
+    /// Rewrite this GGUF model file instead of converting a checkpoint: its matrices in this
+    /// runtime's interleaved layout, or with --portable in ggml's standard layouts (the same
+    /// blocks, so the same results; no checkpoint needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["synthetic", "qtype", "family"])]
+    repack: Option<PathBuf>,
 
     /// Seed of the synthetic weights.
     #[arg(long, default_value_t = 42, requires = "synthetic")]
@@ -189,6 +199,9 @@ fn run(args: Args) -> Result<(), ConvertError> {
         total: 0,
     };
     let start = Instant::now();
+    if let Some(input) = &args.repack {
+        return repack(input, &args, &mut bar, &cancel, start);
+    }
     let opts = |name: &str| WriteOptions {
         output: args
             .output
@@ -255,6 +268,49 @@ fn run(args: Args) -> Result<(), ConvertError> {
         (result?, opts.output)
     };
     report(&summary, &output, start);
+    Ok(())
+}
+
+/// `--repack INPUT [--portable] [-o OUT]`.
+fn repack(
+    input: &Path,
+    args: &Args,
+    bar: &mut Bar,
+    cancel: &AtomicBool,
+    start: Instant,
+) -> Result<(), ConvertError> {
+    let layout = match args.portable {
+        true => Layout::Portable,
+        false => Layout::Interleaved,
+    };
+    let output = args.output.clone().unwrap_or_else(|| {
+        let stem = input.file_stem().unwrap_or_default().to_string_lossy();
+        let tag = match layout {
+            Layout::Portable => "portable",
+            Layout::Interleaved => "interleaved",
+        };
+        input.with_file_name(format!("{stem}-{tag}.gguf"))
+    });
+    if std::fs::canonicalize(&output).ok() == std::fs::canonicalize(input).ok() && output.exists() {
+        return Err(ConvertError::OutputIsInput(output));
+    }
+    let file = GgufFile::open(input).map_err(|source| ConvertError::Input {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    eprintln!(
+        "repacking {} -> {} ({} layout)",
+        input.display(),
+        output.display(),
+        if args.portable {
+            "portable"
+        } else {
+            "interleaved"
+        }
+    );
+    let result = chatglm::build::repack::repack(&file, layout, &output, bar, cancel);
+    bar.bar.finish_and_clear();
+    report(&result?, &output, start);
     Ok(())
 }
 
