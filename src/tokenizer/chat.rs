@@ -264,8 +264,12 @@ impl Tokenizer {
                 messages.push(ChatMessage::new(Role::User, query));
                 self.apply_glm4_template(&messages, true)
             }
-            Family::ChatGlm2 => Ok(self.encode_chatglm2_prompt(query, &rounds(history)?)),
-            Family::ChatGlm1 => Ok(self.encode_chatglm1_prompt(query, &rounds(history)?)),
+            family @ Family::ChatGlm2 => {
+                Ok(self.encode_chatglm2_prompt(query, &rounds(family, history)?))
+            }
+            family @ Family::ChatGlm1 => {
+                Ok(self.encode_chatglm1_prompt(query, &rounds(family, history)?))
+            }
         }
     }
 
@@ -277,8 +281,15 @@ impl Tokenizer {
 }
 
 /// The `(question, answer)` rounds of a history of alternating user/assistant messages, the
-/// only history ChatGLM-6B and ChatGLM2 understand; other roles or orders are an error.
-fn rounds(history: &[ChatMessage]) -> Result<Vec<(String, String)>, TokenizerError> {
+/// only history ChatGLM-6B and ChatGLM2 (`family`) understand; other roles or orders are an
+/// error.
+fn rounds(
+    family: Family,
+    history: &[ChatMessage],
+) -> Result<Vec<(String, String)>, TokenizerError> {
+    if history.iter().any(|m| m.role == Role::System) {
+        return Err(TokenizerError::NoSystemRole { family });
+    }
     let mut rounds = Vec::new();
     let mut it = history.iter();
     while let Some(q) = it.next() {
@@ -286,7 +297,7 @@ fn rounds(history: &[ChatMessage]) -> Result<Vec<(String, String)>, TokenizerErr
             (Role::User, Some(a)) if a.role == Role::Assistant => {
                 rounds.push((q.content.clone(), a.content.clone()))
             }
-            _ => return Err(TokenizerError::HistoryNotAlternating),
+            _ => return Err(TokenizerError::HistoryNotAlternating { family }),
         }
     }
     Ok(rounds)
@@ -436,6 +447,36 @@ mod tests {
         let mut s = String::new();
         python_float(f, &mut s);
         s
+    }
+
+    #[test]
+    fn rounds_name_the_family_and_refuse_a_system_message() {
+        let m = |role, text: &str| ChatMessage::new(role, text);
+        let ok = [m(Role::User, "q"), m(Role::Assistant, "a")];
+        assert_eq!(
+            rounds(Family::ChatGlm2, &ok).unwrap(),
+            [("q".to_owned(), "a".to_owned())]
+        );
+        let system = [
+            m(Role::System, "s"),
+            m(Role::User, "q"),
+            m(Role::Assistant, "a"),
+        ];
+        for family in [Family::ChatGlm2, Family::ChatGlm1] {
+            let e = rounds(family, &system).unwrap_err();
+            assert!(matches!(e, TokenizerError::NoSystemRole { family: f } if f == family));
+            assert!(e.to_string().contains("no system role"), "{e}");
+        }
+        let e = rounds(Family::ChatGlm1, &[m(Role::Assistant, "a")]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TokenizerError::HistoryNotAlternating {
+                    family: Family::ChatGlm1
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -70,9 +70,21 @@ pub enum TokenizerError {
         /// The tokenizer's family.
         family: crate::arch::Family,
     },
-    /// A ChatGLM2 history is not a sequence of (user, assistant) rounds.
-    #[error("ChatGLM2 history must alternate user and assistant messages")]
-    HistoryNotAlternating,
+    /// A ChatGLM2 or ChatGLM-6B history is not a sequence of (user, assistant) rounds.
+    #[error("{family} history must alternate user and assistant messages")]
+    HistoryNotAlternating {
+        /// The model family.
+        family: crate::arch::Family,
+    },
+    /// A system message for a family whose prompts have no place for one.
+    #[error(
+        "{family} has no system role: its prompts are question/answer rounds only \
+         (leave out the system message; ChatGLM3 and GLM-4 take one)"
+    )]
+    NoSystemRole {
+        /// The model family.
+        family: crate::arch::Family,
+    },
     /// The model is not a SentencePiece BPE model (unigram, word and char models are not supported).
     #[error("unsupported SentencePiece model type {0:?} (only BPE is supported)")]
     UnsupportedModel(crate::tokenizer::proto::ModelType),
