@@ -268,6 +268,14 @@ impl Spm {
         }
     }
 
+    /// [`Tokenizer::encode_ordinary`] for ChatGLM-6B: the whole text preprocessed and encoded
+    /// by SentencePiece, registered specials included as text.
+    pub(crate) fn encode_glm1_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+        let mut chunk = String::new();
+        preprocess(text, &mut chunk);
+        self.encode_sentencepiece_into(&chunk, out);
+    }
+
     /// Whether `id` is dropped by the v1 tokenizer's `decode(skip_special_tokens=True)`: its
     /// bos, eos, mask, pad and unk ids (not `[gMASK]`).
     pub(crate) fn glm1_skips(&self, id: u32) -> bool {

@@ -455,9 +455,16 @@ impl Tokenizer {
     }
 
     /// Encodes `text` with special-token strings as plain text: SentencePiece's `encode`, or
-    /// tiktoken's `encode(text, disallowed_special=())` for GLM-4.
+    /// tiktoken's `encode(text, disallowed_special=())` for GLM-4. For ChatGLM-6B the whole
+    /// text gets the v1 preprocessing (newlines, tabs, blanks) and SentencePiece's `encode`,
+    /// without splitting off the registered specials first.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         match &self.model {
+            Model::Spm(s) if s.glm1 => {
+                let mut out = Vec::new();
+                s.encode_glm1_ordinary_into(text, &mut out);
+                out
+            }
             Model::Spm(_) => self.encode(text),
             Model::ByteLevel(b) => {
                 let mut out = Vec::new();
