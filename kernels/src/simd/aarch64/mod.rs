@@ -8,7 +8,9 @@
 //! attention) and the activation quantizers are [`neon`]'s in both tables.
 
 pub mod dotprod;
+mod dotprod_k;
 pub mod neon;
+mod neon_k;
 
 /// Defines the integer row kernels `q4_0_rows`, `q8_0_rows`, `q4_1_rows`, `q4_0x8_rows` and
 /// `q8_0x8_rows` (the signatures of the [`crate::simd::Kernels`] entries) over
