@@ -12,8 +12,8 @@
 use super::dotprod::sdot;
 use super::neon::{act_halves, by_four, nibbles, row_sums, u8_halves};
 use super::neon_k::{
-    act32, bsums, by_four_acc, crumbs, iq4_table, iq4_values, load_u8, q5_levels, scales4_times,
-    sum_rows,
+    act32, bsums, by_four_acc, crumbs, f16x2, iq4_table, iq4_values, load_u8, q5_levels,
+    scales4_times, sum_rows,
 };
 use crate::act::Q8Row;
 use crate::quant::{BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_1};

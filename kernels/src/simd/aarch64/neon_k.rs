@@ -28,6 +28,7 @@
 
 use super::neon::{
     act_halves, by_four, dot, fold16, load_f32x4, nibbles, row_sums, scales4, u8_halves,
+    widen_f16x4,
 };
 use crate::act::Q8Row;
 use crate::quant::float::bf16_to_f32;
@@ -176,6 +177,17 @@ pub(super) fn bsums(a: &BlockQ8K) -> (int16x8_t, int16x8_t) {
     (vreinterpretq_s16_u8(b0), vreinterpretq_s16_u8(b1))
 }
 
+/// Two little-endian f16 values widened (exact, as `f16_le`; with `fcvtl`, not a call into
+/// `half`, which would make every vector register spill around it).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn f16x2(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+    let h = [u16::from_le_bytes(a), u16::from_le_bytes(b), 0, 0];
+    // SAFETY: 4 readable, aligned u16.
+    let v = widen_f16x4(unsafe { vld1_u16(h.as_ptr()) });
+    (vgetq_lane_f32::<0>(v), vgetq_lane_f32::<1>(v))
+}
+
 /// The 4 f16 fields `field(r)` of 4 rows times the f32 `dy`.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -190,7 +202,7 @@ pub(super) fn scales4_times(field: impl Fn(usize) -> [u8; 2], dy: f32) -> float3
 /// the 16 signed products of `a` and `b` spread over the 4 lanes in any way, exact (as for
 /// [`super::int_rows!`]); with the given attributes on every function. Expects `by_four`,
 /// `row_sums`, `act_halves`, `u8_halves`, `q5_levels`, `iq4_table`, `iq4_values`, `crumbs`,
-/// `act32`, `bsums`, `load_u8`, `by_four_acc`, `scales4`, `scales4_times`, the block types and `core::arch::aarch64`
+/// `act32`, `bsums`, `f16x2`, `load_u8`, `by_four_acc`, `scales4`, `scales4_times`, the block types and `core::arch::aarch64`
 /// in scope.
 macro_rules! sum_rows {
     ($(#[$attr:meta])* ; $dot:path) => {
@@ -228,8 +240,9 @@ macro_rules! sum_rows {
                     $dot($dot(vdupq_n_s32(0), q0, a0), q1, a1)
                 });
                 // Reference (q5_1): (dx * dy) * sumi as f32 + m * s.
-                let dxy = scales4_times(|r| blocks[r].d, act.d());
-                let ms = scales4_times(|r| blocks[r].m, act.s());
+                let (ad, as_) = f16x2(act.d, act.s);
+                let dxy = scales4_times(|r| blocks[r].d, ad);
+                let ms = scales4_times(|r| blocks[r].m, as_);
                 vaddq_f32(vmulq_f32(dxy, vcvtq_f32_s32(row_sums(&s))), ms)
             });
         }
@@ -498,8 +511,9 @@ fn q4_k_rows(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
         }
         let sumi = min_sum(by, std::array::from_fn(|g| i16::from(sm[g].1)));
         // Reference (q4_k): d = f16(x.d) * y.d, dmin = f16(x.dmin) * y.d.
-        let d = bx.d() * by.d();
-        let dmin = bx.dmin() * by.d();
+        let (xd, xdmin) = f16x2(bx.d, bx.dmin);
+        let d = xd * by.d();
+        let dmin = xdmin * by.d();
         (d, aux, Some(dmin * sumi as f32))
     });
 }
@@ -530,8 +544,9 @@ fn q5_k_rows(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
         }
         let sumi = min_sum(by, std::array::from_fn(|g| i16::from(sm[g].1)));
         // Reference (q5_k): as q4_k.
-        let d = bx.d() * by.d();
-        let dmin = bx.dmin() * by.d();
+        let (xd, xdmin) = f16x2(bx.d, bx.dmin);
+        let d = xd * by.d();
+        let dmin = xdmin * by.d();
         (d, aux, Some(dmin * sumi as f32))
     });
 }
@@ -567,7 +582,7 @@ fn q6_k_rows(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
             }
         }
         // Reference (q6_k): d = f16(x.d) * y.d, no minimum.
-        (bx.d() * by.d(), aux, None)
+        (f16x2(bx.d, [0; 2]).0 * by.d(), aux, None)
     });
 }
 
@@ -595,7 +610,7 @@ fn q3_k_rows(w: &[BlockQ3K], a: &[BlockQ8K], y: &mut [f32]) {
             }
         }
         // Reference (q3_k): d = f16(x.d) * y.d, no minimum.
-        (crate::quant::f16_le(bx.d) * by.d(), aux, None)
+        (f16x2(bx.d, [0; 2]).0 * by.d(), aux, None)
     });
 }
 
