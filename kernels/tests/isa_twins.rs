@@ -6,6 +6,7 @@
 
 use chatglm_kernels::act::{ActQ8K, ActQ8_0, ActQ8_1};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
+use chatglm_kernels::quant::float::f32_to_bf16;
 use chatglm_kernels::quant::{
     as_blocks, BlockIq4Nl, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5K, BlockQ5_0,
     BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1,
@@ -531,8 +532,26 @@ fn float_kernels_equal_the_reference() {
         let w16: Vec<u8> = (0..n)
             .flat_map(|_| half::f16::from_f32(rng.unit() * 2.0).to_le_bytes())
             .collect();
+        let wbf: Vec<u8> = (0..n)
+            .flat_map(|_| f32_to_bf16(rng.unit() * 2.0).to_le_bytes())
+            .collect();
         let a = rng.unit();
         for k in simd_tables() {
+            assert!(
+                same((k.dot_bf16)(&wbf, &y), (s.dot_bf16)(&wbf, &y)),
+                "{} bf16 dot {n}",
+                k.isa
+            );
+            if n > 3 {
+                assert!(same(
+                    (k.dot_bf16)(&wbf[..2 * n - 6], &y),
+                    (s.dot_bf16)(&wbf[..2 * n - 6], &y)
+                ));
+                assert!(same(
+                    (k.dot_bf16)(&wbf, &y[..n - 2]),
+                    (s.dot_bf16)(&wbf, &y[..n - 2])
+                ));
+            }
             assert!(
                 same((k.dot_f32)(&w32, &y), (s.dot_f32)(&w32, &y)),
                 "{} f32 dot {n}",
@@ -571,8 +590,20 @@ fn float_kernels_equal_the_reference() {
         .flat_map(|b| b.to_le_bytes())
         .collect();
     let y: Vec<f32> = (0..37).map(|i| i as f32 - 10.0).collect();
+    // bf16: the largest finite, a subnormal, both infinities, -0 and a NaN.
+    let wbf: Vec<u8> = [0x7F7Fu16, 0x0001, 0x7F80, 0xFF80, 0x8000, 0x7FC1]
+        .iter()
+        .cycle()
+        .take(37)
+        .flat_map(|b| b.to_le_bytes())
+        .collect();
     for k in simd_tables() {
         assert!(same((k.dot_f16)(&w16, &y), (s.dot_f16)(&w16, &y)));
+        assert!(same((k.dot_bf16)(&wbf, &y), (s.dot_bf16)(&wbf, &y)));
+        assert!(same(
+            (k.dot_bf16)(&wbf[..32], &y[..16]),
+            (s.dot_bf16)(&wbf[..32], &y[..16])
+        ));
     }
 }
 
@@ -765,7 +796,24 @@ fn check_new_rows(seed: u64, rows: usize, nb: usize, correlated: bool) {
             }
         }
     }
-    let w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
+    let mut w5k = rng.blocks(GgmlType::Q5_K, rows * nb);
+    if correlated && nb > 0 {
+        // Q5_K: levels 31 / 0 (nibbles and fifth bits) where the activation is positive /
+        // negative, and the largest group scales: the largest partial sums of the NEON
+        // kernel's i16 lanes (4 * 31 * 128).
+        for (i, b) in w5k.chunks_exact_mut(176).enumerate() {
+            let q = &ak[i % nb].qs;
+            b[16..48].fill(0);
+            for c in 0..4 {
+                for l in 0..32 {
+                    let (p0, p1) = (q[64 * c + l] >= 0, q[64 * c + 32 + l] >= 0);
+                    b[48 + 32 * c + l] = if p0 { 0x0F } else { 0 } | if p1 { 0xF0 } else { 0 };
+                    b[16 + l] |= u8::from(p0) << (2 * c) | u8::from(p1) << (2 * c + 1);
+                }
+            }
+            b[4..16].fill(0xFF);
+        }
+    }
     let wnl = rng.blocks(GgmlType::IQ4_NL, rows * nb * 8);
     let wxs = rng.blocks(GgmlType::IQ4_XS, rows * nb);
     let wxs: &[chatglm_kernels::quant::BlockIq4Xs] = as_blocks(&wxs).unwrap();

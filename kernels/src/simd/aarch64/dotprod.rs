@@ -20,7 +20,7 @@ use super::neon::{
 use crate::act::Q8Row;
 use crate::isa::Isa;
 use crate::quant::{BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
-use crate::simd::aarch64::int_rows;
+use crate::simd::aarch64::{dotprod_k, int_rows, neon_k};
 use crate::simd::Kernels;
 use core::arch::aarch64::*;
 
@@ -45,22 +45,22 @@ static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
-    rows_q5_0: crate::simd::scalar::rows_q5_0,
-    rows_q5_1: crate::simd::scalar::rows_q5_1,
-    rows_iq4_nl: crate::simd::scalar::rows_iq4_nl,
-    rows_q2_k: crate::simd::scalar::rows_q2_k,
-    rows_q3_k: crate::simd::scalar::rows_q3_k,
-    rows_q4_k: crate::simd::scalar::rows_q4_k,
-    rows_q5_k: crate::simd::scalar::rows_q5_k,
-    rows_q6_k: crate::simd::scalar::rows_q6_k,
-    rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
+    rows_q5_0: dotprod_k::rows_q5_0,
+    rows_q5_1: dotprod_k::rows_q5_1,
+    rows_iq4_nl: dotprod_k::rows_iq4_nl,
+    rows_q2_k: dotprod_k::rows_q2_k,
+    rows_q3_k: neon_k::rows_q3_k,
+    rows_q4_k: neon_k::rows_q4_k,
+    rows_q5_k: neon_k::rows_q5_k,
+    rows_q6_k: neon_k::rows_q6_k,
+    rows_iq4_xs: dotprod_k::rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
-    dot_bf16: crate::simd::scalar::dot_bf16,
+    dot_bf16: neon_k::dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -108,7 +108,7 @@ fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
 /// `sdot`: lane `i` of `acc` plus the 4 products of bytes `4i..4i + 4` of `a` and `b`.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: `sdot` exists (the dotprod feature is enabled for this function, and the table
     // calling it is handed out only after detection); it reads and writes only the three

@@ -6,9 +6,16 @@
 //! `vmull_s8`/`vpaddlq_s16` in [`neon`] and the instruction itself (through `asm!`, since
 //! `vdotq_s32` is not stable Rust) in [`dotprod`]. The float kernels (f32/f16 dots, axpy,
 //! attention) and the activation quantizers are [`neon`]'s in both tables.
+//!
+//! llama.cpp's other types (Q5_0, Q5_1, IQ4_NL, the k-quants, IQ4_XS, BF16) are in `neon_k`
+//! (NEON) and `dotprod_k` (their `sdot` forms, for the types whose reference sums whole
+//! blocks or groups); the k-quants with ggml's 8 integer lanes and BF16 are `neon_k`'s in
+//! both tables.
 
 pub mod dotprod;
+mod dotprod_k;
 pub mod neon;
+mod neon_k;
 
 /// Defines the integer row kernels `q4_0_rows`, `q8_0_rows`, `q4_1_rows`, `q4_0x8_rows` and
 /// `q8_0x8_rows` (the signatures of the [`crate::simd::Kernels`] entries) over

@@ -21,7 +21,7 @@ use crate::isa::Isa;
 use crate::quant::{
     to_f16_le, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, QK,
 };
-use crate::simd::aarch64::int_rows;
+use crate::simd::aarch64::{int_rows, neon_k};
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
 use core::arch::aarch64::*;
@@ -43,22 +43,22 @@ static KERNELS: Kernels = Kernels {
     rows_q4_0,
     rows_q8_0,
     rows_q4_1,
-    rows_q5_0: crate::simd::scalar::rows_q5_0,
-    rows_q5_1: crate::simd::scalar::rows_q5_1,
-    rows_iq4_nl: crate::simd::scalar::rows_iq4_nl,
-    rows_q2_k: crate::simd::scalar::rows_q2_k,
-    rows_q3_k: crate::simd::scalar::rows_q3_k,
-    rows_q4_k: crate::simd::scalar::rows_q4_k,
-    rows_q5_k: crate::simd::scalar::rows_q5_k,
-    rows_q6_k: crate::simd::scalar::rows_q6_k,
-    rows_iq4_xs: crate::simd::scalar::rows_iq4_xs,
+    rows_q5_0: neon_k::rows_q5_0,
+    rows_q5_1: neon_k::rows_q5_1,
+    rows_iq4_nl: neon_k::rows_iq4_nl,
+    rows_q2_k: neon_k::rows_q2_k,
+    rows_q3_k: neon_k::rows_q3_k,
+    rows_q4_k: neon_k::rows_q4_k,
+    rows_q5_k: neon_k::rows_q5_k,
+    rows_q6_k: neon_k::rows_q6_k,
+    rows_iq4_xs: neon_k::rows_iq4_xs,
     rows_q4_0x8,
     rows_q8_0x8,
     gemm_q4_0x8,
     gemm_q8_0x8,
     dot_f32,
     dot_f16,
-    dot_bf16: crate::simd::scalar::dot_bf16,
+    dot_bf16: neon_k::dot_bf16,
     axpy_f32,
     axpy_f16,
     scores_f16,
@@ -170,7 +170,7 @@ fn load_u8x16(p: &[u8; 16]) -> uint8x16_t {
 
 #[inline]
 #[target_feature(enable = "neon")]
-fn load_f32x4(p: &[f32; 4]) -> float32x4_t {
+pub(super) fn load_f32x4(p: &[f32; 4]) -> float32x4_t {
     // SAFETY: 4 readable, aligned f32.
     unsafe { vld1q_f32(p.as_ptr()) }
 }
@@ -281,7 +281,7 @@ pub(super) fn scales4(field: impl Fn(usize) -> [u8; 2]) -> float32x4_t {
 /// accumulated pairwise in i32).
 #[inline]
 #[target_feature(enable = "neon")]
-fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
     vpadalq_s16(acc, vmull_high_s8(a, b))
 }
@@ -526,7 +526,7 @@ fn q8_1_fast(x: &[f32], blocks: &mut [BlockQ8_1]) -> bool {
 /// [`crate::quant::float::dot_in_lanes`] does.
 #[inline]
 #[target_feature(enable = "neon")]
-fn fold16(l: [float32x4_t; 4]) -> f32 {
+pub(super) fn fold16(l: [float32x4_t; 4]) -> f32 {
     // l[i] += l[i + 8] (i < 8), then l[i] += l[i + 4] (i < 4).
     let l4 = vaddq_f32(vaddq_f32(l[0], l[2]), vaddq_f32(l[1], l[3]));
     // l[i] += l[i + 2] (i < 2), then l[0] + l[1].
