@@ -233,3 +233,62 @@ fn glm4_family_through_the_c_abi() {
         unsafe { chatglm_model_free(model) };
     }
 }
+
+/// A GLM-4 file as llama.cpp's `convert_hf_to_gguf.py` (`ChatGLMModel.set_vocab`) writes it
+/// carries none of this project's keys, and sets `unk` to `<|endoftext|>` and `eot` to
+/// `<|user|>`: our file with those keys removed and those ids set loads as GLM-4, and gives the
+/// reference prompts, logits and greedy text.
+#[test]
+fn glm4_file_with_only_llama_cpp_keys_runs() {
+    use chatglm::gguf::{GgufWriter, Metadata, TensorDesc, Value};
+    let name = "glm4-tiny";
+    let (_, _, ours) = load(name, GgmlType::F32);
+    let src = GgufFile::open(&ours).unwrap();
+    let mut md = Metadata::new();
+    for (k, v) in src.metadata().iter() {
+        let own = k.starts_with("chatglm.tokenizer.")
+            || [
+                keys::PROMPT_FORMAT,
+                "chatglm.rope.ratio",
+                keys::PORTABLE_FILE_TYPE,
+            ]
+            .contains(&k);
+        if !own && k != keys::TOKENIZER_UNK_ID {
+            md.push(k, v.clone()).unwrap();
+        }
+    }
+    let eos = src.metadata().get_u32(keys::TOKENIZER_EOS_ID).unwrap();
+    md.push(keys::TOKENIZER_UNK_ID, Value::U32(eos)).unwrap();
+    let descs: Vec<TensorDesc> = src
+        .tensors()
+        .iter()
+        .map(|t| TensorDesc::new(t.name.clone(), &t.dims, t.ty))
+        .collect();
+    let path = ours.with_file_name("llama-cpp-keys.gguf");
+    let out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = GgufWriter::new(out, &md, &descs).unwrap();
+    for t in src.tensors() {
+        w.write_tensor(&t.name, src.tensor_data(t)).unwrap();
+    }
+    drop(w.finish().unwrap());
+
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    assert!(!file.metadata().contains_key(keys::PROMPT_FORMAT));
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    assert_eq!(tok.family(), Family::Glm4);
+    let g = golden_json(name);
+    let case = &g["prefill"];
+    assert_eq!(
+        tok.apply_glm4_template(&messages(&case["messages"]), true)
+            .unwrap(),
+        u32s(&case["input_ids"])
+    );
+    assert_eq!(
+        tok.stop_ids().len(),
+        3,
+        "<|endoftext|>, <|user|>, <|observation|>"
+    );
+    let model = Model::from_gguf(file).unwrap();
+    common::golden::check_logits(name, &model, &g);
+    common::golden::check_greedy(name, &model, &tok, &g);
+}
