@@ -5,6 +5,7 @@
 //! Upstream: ggml-org/llama.cpp `ggml/src/ggml-quants.c` @36491e4 (helpers) and
 //! `ggml/src/ggml-cpu/quants.c` @aec5bf1 (dot products).
 
+use super::{f16_le, to_f16_le};
 use crate::types::QK_K;
 
 /// ggml's `nearest_int`: `fval` rounded to nearest, ties to even, through the bits of
@@ -45,6 +46,77 @@ pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
         }
     }
     s
+}
+
+/// The scales of a Q4_K or Q5_K block and its levels `l` in `0..=nmax`: the common part of
+/// ggml's two reference quantizers. Each group of 32 gets `make_qkx2_quants` (weights
+/// `sqrt(mean x^2) + |x|`, search from `rmin` in `nstep` steps); the 8 scales and minimums
+/// are stored as 6-bit multiples of the block's f16 `d` and `dmin`; then every level is
+/// recomputed from the stored (rounded) scales. Returns `(d, dmin, scales)` as stored.
+// From `quantize_row_q4_K_ref` / `quantize_row_q5_K_ref`, ggml-org/llama.cpp
+// ggml/src/ggml-quants.c @36491e4.
+pub(crate) fn quantize_scale_min_k4(
+    x: &[f32; QK_K],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    l: &mut [u8; QK_K],
+) -> ([u8; 2], [u8; 2], [u8; 12]) {
+    let mut weights = [0.0f32; 32];
+    let mut mins = [0.0f32; 8];
+    let mut scales = [0.0f32; 8];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let sum_x2 = xs.iter().fold(0.0f32, |s, &v| s + v * v);
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        let (s, m) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // C: uint8_t ls = nearest_int(...) keeps the low byte; then MIN(63, ls).
+    let ls: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+    let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
+    let (d, dmin) = (to_f16_le(max_scale / 63.0), to_f16_le(max_min / 63.0));
+    let packed = pack_scale_min_k4(&ls, &lm);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &packed);
+        let dj = f16_le(d) * f32::from(sc);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = f16_le(dmin) * f32::from(m);
+        for ii in 0..32 {
+            let q = nearest_int((x[32 * j + ii] + dm) / dj);
+            l[32 * j + ii] = q.clamp(0, nmax) as u8;
+        }
+    }
+    (d, dmin, packed)
 }
 
 /// `make_qkx2_quants`: levels `l[i]` in `0..=nmax` and `(scale, the_min)` with

@@ -1,12 +1,10 @@
 //! Q5_K: Q4_K's groups and scales with 5-bit levels: the fifth bits in a 32-byte mask
 //! (176 bytes).
 
-use super::k_common::{
-    fold8, lanes8, make_qkx2_quants, nearest_int, pack_scale_min_k4, scale_min_k4,
-};
+use super::k_common::{fold8, lanes8, quantize_scale_min_k4, scale_min_k4};
 use super::q4_k::check_k_scales;
 use super::q8_k::{super_values, super_values_mut, BlockQ8K};
-use super::{f16_le, to_f16_le, Block, RowBlock};
+use super::{f16_le, Block, RowBlock};
 use crate::types::QK_K;
 use crate::{GgmlType, KernelError};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -85,64 +83,13 @@ impl BlockQ5K {
     // Port of `quantize_row_q5_K_ref`, ggml-org/llama.cpp ggml/src/ggml-quants.c @36491e4.
     pub fn quantize(x: &[f32; QK_K]) -> Self {
         let mut l = [0u8; QK_K];
-        let mut weights = [0.0f32; 32];
-        let mut mins = [0.0f32; 8];
-        let mut scales = [0.0f32; 8];
-        let mut max_scale = 0.0f32;
-        let mut max_min = 0.0f32;
-        for j in 0..8 {
-            let xs = &x[32 * j..32 * j + 32];
-            let sum_x2 = xs.iter().fold(0.0f32, |s, &v| s + v * v);
-            let av_x = (sum_x2 / 32.0).sqrt();
-            for (w, &v) in weights.iter_mut().zip(xs) {
-                *w = av_x + v.abs();
-            }
-            let (s, m) = make_qkx2_quants(
-                31,
-                xs,
-                &weights,
-                &mut l[32 * j..32 * j + 32],
-                -0.5,
-                0.1,
-                15,
-                false,
-            );
-            scales[j] = s;
-            mins[j] = m;
-            if s > max_scale {
-                max_scale = s;
-            }
-            if m > max_min {
-                max_min = m;
-            }
-        }
-        let inv_scale = if max_scale > 0.0 {
-            63.0 / max_scale
-        } else {
-            0.0
-        };
-        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-        let ls: [u8; 8] =
-            std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
-        let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
+        let (d, dmin, scales) = quantize_scale_min_k4(x, 31, -0.5, 15, &mut l);
         let mut y = Self {
-            d: to_f16_le(max_scale / 63.0),
-            dmin: to_f16_le(max_min / 63.0),
-            scales: pack_scale_min_k4(&ls, &lm),
+            d,
+            dmin,
+            scales,
             ..Default::default()
         };
-        for j in 0..8 {
-            let (sc, m) = y.scale_min(j);
-            let d = y.d() * f32::from(sc);
-            if d == 0.0 {
-                continue;
-            }
-            let dm = y.dmin() * f32::from(m);
-            for ii in 0..32 {
-                let q = nearest_int((x[32 * j + ii] + dm) / d);
-                l[32 * j + ii] = q.clamp(0, 31) as u8;
-            }
-        }
         let (mut m1, mut m2) = (1u8, 2u8);
         for c in 0..4 {
             for j in 0..32 {
@@ -215,6 +162,7 @@ pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> Result<f32, KernelEr
 mod tests {
     use super::*;
     use crate::quant::tests_common::*;
+    use crate::quant::to_f16_le;
 
     #[test]
     fn hand_computed_levels() {
