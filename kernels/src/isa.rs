@@ -205,6 +205,8 @@ mod tests {
         // aarch64 paths do not exist on x86-64 (and vice versa).
         #[cfg(target_arch = "x86_64")]
         assert!(select("neon").is_err() && select("dotprod").is_err());
+        #[cfg(target_arch = "aarch64")]
+        assert!(select("avxvnni").is_err() && select("avxvnni-evex").is_err());
         assert!(available().contains(&Isa::Scalar));
         assert!(detect().is_available());
     }
@@ -220,6 +222,20 @@ mod tests {
                 std::arch::is_aarch64_feature_detected!("dotprod")
             );
             assert!(!Isa::Avx2.is_available() && !Isa::Avx512.is_available());
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vnni = std::arch::is_x86_feature_detected!("avxvnni");
+            let evex = std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl");
+            let avx2 = Isa::Avx2.is_available();
+            assert_eq!(Isa::Avxvnni.is_available(), avx2 && vnni);
+            assert_eq!(Isa::AvxvnniEvex.is_available(), avx2 && evex);
+            // The EVEX twin is for testing only; AVX-VNNI wins when AVX-512 is missing.
+            assert_ne!(detect(), Isa::AvxvnniEvex);
+            if !Isa::Avx512.is_available() && Isa::Avxvnni.is_available() {
+                assert_eq!(detect(), Isa::Avxvnni);
+            }
         }
         // CI states the fastest path it expects of the (emulated) CPU, e.g. `neon` under
         // `QEMU_CPU=cortex-a72` and `dotprod` under `QEMU_CPU=cortex-a76`.

@@ -66,15 +66,19 @@ impl Tile for BlockQ4_0x8 {
         unsafe {
             let m4 = _mm256_set1_epi8(0x0F);
             // Chunk c: low nibbles are values 4c.. (unit c), high nibbles values 16 + 4c..
-            // (unit 4 + c).
-            std::array::from_fn(|k| {
-                let v = avx2::load_u8x32(&blk.qs[k % 4]);
-                if k < 4 {
-                    _mm256_and_si256(v, m4)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
-                }
-            })
+            // (unit 4 + c). Written out: no closures in the hot loop.
+            let v = [
+                avx2::load_u8x32(&blk.qs[0]),
+                avx2::load_u8x32(&blk.qs[1]),
+                avx2::load_u8x32(&blk.qs[2]),
+                avx2::load_u8x32(&blk.qs[3]),
+            ];
+            let mut u = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                u[c] = _mm256_and_si256(v[c], m4);
+                u[c + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v[c]), m4);
+            }
+            u
         }
     }
 
@@ -104,7 +108,11 @@ impl Tile for BlockQ8_0x8 {
         unsafe {
             // Chunk c holds values 4c..4c + 4 of each row; `xor 0x80` adds 128 (unsigned).
             let flip = _mm256_set1_epi8(-128);
-            std::array::from_fn(|c| _mm256_xor_si256(avx2::load_i8x32(&blk.qs[c]), flip))
+            let mut u = [_mm256_setzero_si256(); 8];
+            for (u, c) in u.iter_mut().zip(&blk.qs) {
+                *u = _mm256_xor_si256(avx2::load_i8x32(c), flip);
+            }
+            u
         }
     }
 
@@ -379,21 +387,23 @@ macro_rules! vnni_kernels {
                 }
                 // SAFETY: this function has AVX2 (`$features` includes it).
                 let (units, dx) = unsafe { (W::units(blk), W::scales(blk)) };
-                let x: [Aux; R] = std::array::from_fn(|r| aux[r][b]);
-                let g: [[i32; 8]; R] = std::array::from_fn(|r| avx2::act_groups(&qs[r][b].qs));
                 // Two partial sums per row (even and odd units), the first from the
                 // unsigned weights' offset; exact integers, so any order gives the same.
-                let mut p: [[__m256i; 2]; R] =
-                    std::array::from_fn(|r| [_mm256_set1_epi32(x[r].off), _mm256_setzero_si256()]);
-                for (k, &u) in units.iter().enumerate() {
+                // (Plain loops: a closure here would not be inlined, having these features.)
+                let mut p = [[_mm256_setzero_si256(); 2]; R];
+                for r in 0..R {
+                    p[r][0] = _mm256_set1_epi32(aux[r][b].off);
+                }
+                for k in 0..8 {
                     for r in 0..R {
-                        p[r][k % 2] = dp(p[r][k % 2], u, _mm256_set1_epi32(g[r][k]));
+                        let g = avx2::act_groups(&qs[r][b].qs)[k];
+                        p[r][k % 2] = dp(p[r][k % 2], units[k], _mm256_set1_epi32(g));
                     }
                 }
                 for r in 0..R {
                     let sumi = _mm256_add_epi32(p[r][0], p[r][1]);
                     // SAFETY: as above.
-                    acc[r] = unsafe { W::step(acc[r], sumi, dx, x[r].dy) };
+                    acc[r] = unsafe { W::step(acc[r], sumi, dx, aux[r][b].dy) };
                 }
             }
             for (acc, yi) in acc.iter().zip(y.iter_mut()) {
