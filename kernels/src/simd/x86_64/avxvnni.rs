@@ -30,9 +30,10 @@ use super::avx2;
 use crate::quant::{BlockQ4_0x8, BlockQ8_0x8};
 use core::arch::x86_64::*;
 
-/// Activation rows per prompt tile: 4 rows with two partial sums each keep the 8 dependency
-/// chains of `vpdpbusd` (latency 5, two per cycle on Golden Cove) and the accumulators in the
-/// 16 ymm registers of the VEX encoding.
+/// Activation rows per prompt tile: 4 rows with two partial sums each give 8 independent
+/// `vpdpbusd` chains (the instruction's latency is several cycles) while the partial sums and
+/// the accumulators still fit the 16 ymm registers of the VEX encoding. Not measured on an
+/// AVX-VNNI CPU yet (docs/PERFORMANCE.md).
 pub(crate) const TILE_ROWS: usize = 4;
 
 /// A row-interleaved block type as the prompt tiles read it (the parts that need only AVX2).
