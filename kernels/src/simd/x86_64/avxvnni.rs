@@ -5,12 +5,14 @@
 //! The kernel bodies are written once (the `vnni_kernels!` macro below) and compiled twice,
 //! the one instruction that differs passed in:
 //!
-//! - [`vex`]: `_mm256_dpbusd_avx_epi32` under `avxvnni`, the table `avxvnni` ([`Isa::Avxvnni`]),
-//!   chosen automatically when AVX-512 VNNI is absent and AVX-VNNI is present;
+//! - [`vex`]: `_mm256_dpbusd_avx_epi32` under `avxvnni`, the table `avxvnni`
+//!   ([`Isa::Avxvnni`](crate::isa::Isa::Avxvnni)), chosen automatically when AVX-512 VNNI is
+//!   absent and AVX-VNNI is present;
 //! - [`evex`]: `_mm256_dpbusd_epi32` under `avx512vnni,avx512vl` (the EVEX encoding of the same
-//!   256-bit operation), the table `avxvnni-evex` ([`Isa::AvxvnniEvex`]), never chosen
-//!   automatically: it runs the same code on CPUs with AVX-512 VNNI but no AVX-VNNI (AMD Zen 4
-//!   and 5), so that the tests compare these bodies with the scalar twins there.
+//!   256-bit operation), the table `avxvnni-evex`
+//!   ([`Isa::AvxvnniEvex`](crate::isa::Isa::AvxvnniEvex)), never chosen automatically: it
+//!   runs the same code on CPUs with AVX-512 VNNI but no AVX-VNNI (AMD Zen 4 and 5), so that
+//!   the tests compare these bodies with the scalar twins there.
 //!
 //! What VNNI speeds up: the row-interleaved products (Q4_0x8, Q8_0x8: one `vpdpbusd` per
 //! 4-value unit of 8 rows, one row per i32 lane), their several-row tiles (the prompt: each
