@@ -51,10 +51,17 @@ fn bench_gemm(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     let pools = [Pool::new(1).expect("pool"), Pool::new(2).expect("pool")];
-    let tables: Vec<_> = [Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod]
-        .into_iter()
-        .filter_map(Isa::kernels)
-        .collect();
+    let tables: Vec<_> = [
+        Isa::Avx2,
+        Isa::Avxvnni,
+        Isa::AvxvnniEvex,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Dotprod,
+    ]
+    .into_iter()
+    .filter_map(Isa::kernels)
+    .collect();
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         for (rows, cols) in SHAPES {
             let (ity, data) =

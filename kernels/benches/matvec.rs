@@ -63,10 +63,17 @@ fn bench_matvec(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     let pools = [Pool::new(1).expect("pool"), Pool::new(2).expect("pool")];
-    let tables: Vec<_> = [Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod]
-        .into_iter()
-        .filter_map(Isa::kernels)
-        .collect();
+    let tables: Vec<_> = [
+        Isa::Avx2,
+        Isa::Avxvnni,
+        Isa::AvxvnniEvex,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Dotprod,
+    ]
+    .into_iter()
+    .filter_map(Isa::kernels)
+    .collect();
 
     // The yardstick: a plain read of the same amount of memory.
     let plain = random_bytes(WORKING_SET, 3);

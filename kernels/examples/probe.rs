@@ -2,14 +2,18 @@
 //!
 //! - `probe [threads]`: every kernel path and layout on the 6B shapes from memory;
 //! - `probe cached`: the same on a 128x4096 matrix that stays in L2 (compute bound);
-//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads.
+//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads;
+//! - `probe gemm`: the prompt kernels (`gemm_q4_0x8`, `gemm_q8_0x8`) alone on a 128x4096
+//!   matrix that stays in L2 with 32 activation rows, 1 thread, best of many (GFLOP/s).
 //!
-//! `cargo run --release -p chatglm-kernels --example probe -- [threads|cached|stream]`.
+//! `cargo run --release -p chatglm-kernels --example probe -- [threads|cached|stream|gemm]`.
 //! On a machine shared with other jobs, `kernels/examples/quiet.sh "CMD"` waits for idle
 //! CPUs first.
 #![allow(missing_docs)]
 
+use chatglm_kernels::act::ActQ8_0;
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
+use chatglm_kernels::quant::{as_blocks, BlockQ4_0x8, BlockQ8_0x8};
 use chatglm_kernels::simd::Kernels;
 use chatglm_kernels::{interleave, GgmlType, Isa, Pool};
 use std::time::Instant;
@@ -35,10 +39,16 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 
 /// Kernel throughput on a matrix that stays in L2 (compute bound), 1 thread, best of many.
 fn cached() {
-    let tables: Vec<&Kernels> = [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter_map(Isa::kernels)
-        .collect();
+    let tables: Vec<&Kernels> = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avxvnni,
+        Isa::AvxvnniEvex,
+        Isa::Avx512,
+    ]
+    .into_iter()
+    .filter_map(Isa::kernels)
+    .collect();
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let (r, c) = (128, 4096);
         let d = weights(ty, r, c);
@@ -57,12 +67,55 @@ fn cached() {
                     best = best.min(t0.elapsed().as_secs_f64());
                 }
                 println!(
-                    "cached {ty} {name:8} {:6}: {:.1} GB/s ({:.1} us)",
+                    "cached {ty} {name:8} {:12}: {:.1} GB/s ({:.1} us)",
                     k.isa.name(),
                     d.len() as f64 / best / 1e9,
                     best * 1e6
                 );
             }
+        }
+    }
+}
+
+/// The prompt kernels alone on an in-L2 matrix (128x4096, 32 activation rows), 1 thread,
+/// best of many runs, in GFLOP/s (2 * rows * cols * n).
+fn gemm() {
+    let tables: Vec<&Kernels> = [Isa::Avx2, Isa::Avxvnni, Isa::AvxvnniEvex, Isa::Avx512]
+        .into_iter()
+        .filter_map(Isa::kernels)
+        .collect();
+    let (r, c, n) = (128, 4096, 32);
+    let x: Vec<f32> = (0..n * c)
+        .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
+        .collect();
+    let mut act = ActQ8_0::new();
+    act.quantize(tables[0], &x, c).unwrap();
+    let a: Vec<_> = (0..n).map(|i| act.row(i).unwrap()).collect();
+    let flop = (2 * r * c * n) as f64;
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let (_, id) = interleave(ty, r, c, &weights(ty, r, c)).unwrap();
+        for k in &tables {
+            let mut y = vec![vec![0f32; r]; n];
+            let mut best = f64::MAX;
+            for _ in 0..2000 {
+                let mut ys: Vec<&mut [f32]> = y.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let t0 = Instant::now();
+                if ty == GgmlType::Q4_0 {
+                    let w: &[BlockQ4_0x8] = as_blocks(&id).unwrap();
+                    (k.gemm_q4_0x8)(w, &a, &mut ys);
+                } else {
+                    let w: &[BlockQ8_0x8] = as_blocks(&id).unwrap();
+                    (k.gemm_q8_0x8)(w, &a, &mut ys);
+                }
+                best = best.min(t0.elapsed().as_secs_f64());
+                std::hint::black_box(&y);
+            }
+            println!(
+                "gemm {ty}x8 {:12}: {:.1} GFLOP/s ({:.1} us)",
+                k.isa.name(),
+                flop / best / 1e9,
+                best * 1e6
+            );
         }
     }
 }
@@ -89,12 +142,15 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("cached") {
         return cached();
     }
+    if std::env::args().nth(1).as_deref() == Some("gemm") {
+        return gemm();
+    }
     if std::env::args().nth(1).as_deref() == Some("stream") {
         return stream();
     }
     let threads: usize = std::env::args().nth(1).map_or(2, |s| s.parse().unwrap());
     let pool = Pool::new(threads).unwrap();
-    let tables: Vec<&Kernels> = [Isa::Avx2, Isa::Avx512]
+    let tables: Vec<&Kernels> = [Isa::Avx2, Isa::Avxvnni, Isa::AvxvnniEvex, Isa::Avx512]
         .into_iter()
         .filter_map(Isa::kernels)
         .collect();

@@ -1,5 +1,6 @@
 //! Which instruction set the kernels use: detected from the CPU once per process, or forced
-//! with `CHATGLM_KERNELS=scalar|avx2|avx512|neon|dotprod` (or `auto`).
+//! with `CHATGLM_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod` (or `auto`; `avxvnni-evex` is a
+//! testing twin of `avxvnni`, see [`Isa::AvxvnniEvex`]).
 //!
 //! No `target-cpu=native` build is needed: the SIMD kernels are compiled with
 //! `#[target_feature]` and chosen at run time. [`kernels`] returns the table in use; it is
@@ -21,6 +22,13 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA and F16C (Haswell, Zen 1 and later).
     Avx2,
+    /// x86-64 AVX2 with AVX-VNNI (`vpdpbusd` on 256-bit registers, VEX-encoded), plus FMA and
+    /// F16C: Intel since Alder Lake, without AVX-512. Chosen when AVX-512 VNNI is absent.
+    Avxvnni,
+    /// The [`Isa::Avxvnni`] kernels compiled with the EVEX `vpdpbusd` of AVX-512 VNNI and VL
+    /// instead, so that CPUs with AVX-512 VNNI but no AVX-VNNI (AMD Zen 4 and 5) run and test
+    /// the same code. Never chosen automatically (the `avx512` table is faster there).
+    AvxvnniEvex,
     /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`), plus AVX2 and F16C (Ice Lake, Zen 4 and
     /// later).
     Avx512,
@@ -32,13 +40,23 @@ pub enum Isa {
 
 impl Isa {
     /// Every instruction set, from the most portable to the fastest of each architecture.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod];
+    pub const ALL: [Isa; 7] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avxvnni,
+        Isa::AvxvnniEvex,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Dotprod,
+    ];
 
     /// The name used by `CHATGLM_KERNELS` and printed by `chatglm info`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::Avxvnni => "avxvnni",
+            Isa::AvxvnniEvex => "avxvnni-evex",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
             Isa::Dotprod => "dotprod",
@@ -59,6 +77,10 @@ impl Isa {
             Isa::Scalar => Some(&scalar::KERNELS),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => crate::simd::x86_64::avx2::kernels(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avxvnni => crate::simd::x86_64::avxvnni::vex::kernels(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxvnniEvex => crate::simd::x86_64::avxvnni::evex::kernels(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => crate::simd::x86_64::avx512::kernels(),
             #[cfg(target_arch = "aarch64")]
@@ -86,12 +108,18 @@ pub fn available() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
 }
 
-/// The fastest instruction set this CPU can run.
+/// The fastest instruction set this CPU can run ([`Isa::AvxvnniEvex`] is never chosen).
 pub fn detect() -> Isa {
-    [Isa::Avx512, Isa::Avx2, Isa::Dotprod, Isa::Neon]
-        .into_iter()
-        .find(|i| i.is_available())
-        .unwrap_or(Isa::Scalar)
+    [
+        Isa::Avx512,
+        Isa::Avxvnni,
+        Isa::Avx2,
+        Isa::Dotprod,
+        Isa::Neon,
+    ]
+    .into_iter()
+    .find(|i| i.is_available())
+    .unwrap_or(Isa::Scalar)
 }
 
 /// The instruction set named `name` (as [`Isa::name`], or `auto` for [`detect`]), if this CPU
@@ -177,6 +205,8 @@ mod tests {
         // aarch64 paths do not exist on x86-64 (and vice versa).
         #[cfg(target_arch = "x86_64")]
         assert!(select("neon").is_err() && select("dotprod").is_err());
+        #[cfg(target_arch = "aarch64")]
+        assert!(select("avxvnni").is_err() && select("avxvnni-evex").is_err());
         assert!(available().contains(&Isa::Scalar));
         assert!(detect().is_available());
     }
@@ -192,6 +222,20 @@ mod tests {
                 std::arch::is_aarch64_feature_detected!("dotprod")
             );
             assert!(!Isa::Avx2.is_available() && !Isa::Avx512.is_available());
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vnni = std::arch::is_x86_feature_detected!("avxvnni");
+            let evex = std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl");
+            let avx2 = Isa::Avx2.is_available();
+            assert_eq!(Isa::Avxvnni.is_available(), avx2 && vnni);
+            assert_eq!(Isa::AvxvnniEvex.is_available(), avx2 && evex);
+            // The EVEX twin is for testing only; AVX-VNNI wins when AVX-512 is missing.
+            assert_ne!(detect(), Isa::AvxvnniEvex);
+            if !Isa::Avx512.is_available() && Isa::Avxvnni.is_available() {
+                assert_eq!(detect(), Isa::Avxvnni);
+            }
         }
         // CI states the fastest path it expects of the (emulated) CPU, e.g. `neon` under
         // `QEMU_CPU=cortex-a72` and `dotprod` under `QEMU_CPU=cortex-a76`.

@@ -20,6 +20,19 @@ fn the_environment_variable_forces_the_path() {
             Err(KernelError::IsaUnavailable { isa: "neon", .. })
         ));
     }
+    // The AVX-VNNI path is known by name on every machine, and refused where it cannot run.
+    for name in ["avxvnni", "AVXVNNI-EVEX"] {
+        std::env::set_var(isa::ENV_VAR, name);
+        let isa = Isa::from_name(name).expect("a known path");
+        if isa.is_available() {
+            assert_eq!(isa::requested(), Ok(Some(isa)));
+        } else {
+            assert!(matches!(
+                isa::requested(),
+                Err(KernelError::IsaUnavailable { isa: n, .. }) if n == isa.name()
+            ));
+        }
+    }
     std::env::set_var(isa::ENV_VAR, "");
     assert_eq!(isa::requested(), Ok(None));
     std::env::set_var(isa::ENV_VAR, "auto");

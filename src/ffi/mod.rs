@@ -39,6 +39,8 @@ pub(crate) fn kernels_name() -> &'static std::ffi::CStr {
     match chatglm_kernels::isa::active() {
         Isa::Scalar => c"scalar",
         Isa::Avx2 => c"avx2",
+        Isa::Avxvnni => c"avxvnni",
+        Isa::AvxvnniEvex => c"avxvnni-evex",
         Isa::Avx512 => c"avx512",
         Isa::Neon => c"neon",
         Isa::Dotprod => c"dotprod",

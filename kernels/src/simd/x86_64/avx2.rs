@@ -39,8 +39,9 @@ pub fn kernels() -> Option<&'static Kernels> {
     }
 }
 
-/// Reachable only through [`kernels`] (see the module docs).
-static KERNELS: Kernels = Kernels {
+/// Reachable only through [`kernels`] (see the module docs), and as the base of the
+/// `avxvnni` tables, which check the same features.
+pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
     quantize_q8_0,
     quantize_q8_1,
@@ -623,7 +624,7 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
 /// accumulates the returned f32 lanes over the blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn by_eight<W>(
+pub(super) fn by_eight<W>(
     w: &[W],
     nb: usize,
     y: &mut [f32],
@@ -663,7 +664,7 @@ const PREFETCH_BLOCKS: usize = 16;
 /// The f16 fields `field(r)` of 8 rows, widened.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gather_f16(field: impl Fn(usize) -> [u8; 2]) -> __m256 {
+pub(super) fn gather_f16(field: impl Fn(usize) -> [u8; 2]) -> __m256 {
     let h: [u16; 8] = std::array::from_fn(|r| u16::from_le_bytes(field(r)));
     let v = _mm_setr_epi16(
         h[0] as i16,
@@ -681,7 +682,7 @@ fn gather_f16(field: impl Fn(usize) -> [u8; 2]) -> __m256 {
 /// The 32 nibbles of a Q4_0/Q4_1 block in element order (low nibbles, then high ones).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     let q = load_i128(qs);
     let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
@@ -908,7 +909,7 @@ pub(super) fn f16_mix(x: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
 /// The 32 fifth bits of a Q5_0 block as bytes `0x10` (set) or 0, in element order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_high_bits(qh: &[u8; 4]) -> __m256i {
+pub(super) fn q5_high_bits(qh: &[u8; 4]) -> __m256i {
     let v = _mm256_set1_epi32(i32::from_le_bytes(*qh));
     // Byte j of the result takes byte j / 8 of qh (each 128-bit lane holds all 4 bytes).
     let pick = _mm256_setr_epi8(
