@@ -5,7 +5,7 @@
 //! always there; a SIMD table is handed out only by its module's `kernels()`, which first
 //! checks the CPU features at run time (memchr's `new() -> Option<Self>` pattern), so the
 //! `unsafe` calls of `#[target_feature]` functions inside a table's wrappers are justified in
-//! that one file. `x86_64/avx2.rs`, `x86_64/avx512.rs`, `aarch64/neon.rs` and `aarch64/dotprod.rs` are the
+//! that one file. `x86_64/avx2.rs`, `x86_64/avx512.rs`, `aarch64/neon.rs`, `aarch64/dotprod.rs` and `aarch64/i8mm.rs` are the
 //! kernel files with `unsafe`.
 //!
 //! Every quantized kernel gives the same bits as the scalar reference (integer block sums are

@@ -206,8 +206,8 @@ impl Tile for BlockQ4_0x8 {
 
     #[inline(always)]
     fn units(blk: &Self) -> [(int8x16_t, int8x16_t); 8] {
-        // SAFETY (here and in every method of the `Tile` impls): NEON only, which every
-        // aarch64 target has in its baseline and the tables check before they are handed out.
+        // SAFETY: NEON only, which every aarch64 target has in its baseline and the tables
+        // check before they are handed out (so for every method of the `Tile` impls).
         unsafe {
             let m4 = vdupq_n_u8(0x0F);
             let v: [(uint8x16_t, uint8x16_t); 4] = std::array::from_fn(|c| u8_halves(&blk.qs[c]));
