@@ -2,7 +2,7 @@
 //! any thread count, and between the ggml layouts (q4_0, q8_0) and their row-interleaved
 //! forms (q4_0x8, q8_0x8). The model is `shared/golden/glm2-small` with its 2-D weights
 //! quantized here. (That every kernel path gives the same bits is tested in
-//! `kernels/tests/isa_twins.rs`; run this file with `CHATGLM_KERNELS=scalar|avx2|avx512|neon|dotprod` to
+//! `kernels/tests/isa_twins.rs`; run this file with `CHATGLM_KERNELS=scalar|avx2|avx512|neon|dotprod|i8mm` to
 //! cover the model on each path.)
 
 mod model_common;

@@ -171,6 +171,7 @@ int_rows!(#[target_feature(enable = "neon,dotprod")]; sdot, q4_0x8_sums, q8_0x8_
 /// Activation rows per tile: the 16 decoded weight vectors, 2 f32 accumulators per row and
 /// the row's activations fit in the 32 vector registers.
 const TILE_ROWS: usize = 4;
+const _: () = assert!(TILE_ROWS <= 4, "`tile` unrolls up to 4 rows");
 
 /// What the prompt tiles need of a row-interleaved weight type. Plain NEON (part of the
 /// aarch64 baseline), so these are safe functions; `#[inline(always)]` puts them into the
@@ -346,12 +347,18 @@ fn tile<W: Tile, const R: usize>(wg: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]
     if a.iter().any(|ai| ai.len() != nb) {
         return;
     }
+    // Each row's blocks, scales and sums cut to `nb` (so that indexing by a block of `wg`
+    // needs no check, and the row loop unrolls with its accumulators in registers).
+    let rows: [(&[BlockQ8_0], &[f32], &[i32]); R] =
+        std::array::from_fn(|r| (&a[r].blocks()[..nb], &a[r].d()[..nb], &a[r].sum()[..nb]));
     let mut acc = [[vdupq_n_f32(0.0); 2]; R];
     for (b, blk) in wg.iter().enumerate() {
         let u = W::units(blk);
         let d = W::scales(blk);
-        for (acc, ai) in acc.iter_mut().zip(a) {
-            let (ab, dy, sum) = (&ai.blocks()[b], ai.d()[b], ai.sum()[b]);
+        // Row r's step; called with constant rows below, so the rows unroll and their
+        // accumulators stay in registers.
+        let mut row = |r: usize| {
+            let (ab, dy, sum) = (&rows[r].0[b], rows[r].1[b], rows[r].2[b]);
             // Activation group k is 32-bit lane k % 4 of a0 (k < 4) or a1 (k >= 4).
             let (a0, a1) = act_halves(&ab.qs);
             let init = vdupq_n_s32(-W::OFFSET * sum);
@@ -373,7 +380,17 @@ fn tile<W: Tile, const R: usize>(wg: &[W], a: &[Q8Row<'_>], y: &mut [&mut [f32]]
             s1 = sdot_lane::<2>(s1, u[6].1, a1);
             s0 = sdot_lane::<3>(s0, u[7].0, a1);
             s1 = sdot_lane::<3>(s1, u[7].1, a1);
-            *acc = W::step(*acc, (s0, s1), d, dy);
+            acc[r] = W::step(acc[r], (s0, s1), d, dy);
+        };
+        row(0);
+        if R > 1 {
+            row(1);
+        }
+        if R > 2 {
+            row(2);
+        }
+        if R > 3 {
+            row(3);
         }
     }
     for (acc, yi) in acc.iter().zip(y.iter_mut()) {

@@ -57,6 +57,7 @@ fn gemm_q8_0x8(w: &[BlockQ8_0x8], a: &[Q8Row<'_>], y: &mut [&mut [f32]]) {
 /// Activation row pairs per tile: 16 weight vectors, 4 f32 accumulators per pair and the
 /// pair's 4 activation vectors and 4 sums stay in the 32 vector registers.
 const TILE_PAIRS: usize = 2;
+const _: () = assert!(TILE_PAIRS <= 2, "`tile` unrolls up to 2 pairs");
 
 /// The weight side of `smmla` for a row-interleaved type: the block split in 4 slices `m` of
 /// 8 elements per row (which 8 is the type's choice; [`MmTile::act_slice`] says it).
@@ -226,13 +227,17 @@ fn tile<W: MmTile, const P: usize>(
     if pairs.iter().any(|p| p.len() != nb) {
         return;
     }
+    // Cut to `nb` (indexing by a block of `wg` needs no check; the pair loop unrolls).
+    let pairs: [&[PairBlock]; P] = std::array::from_fn(|p| &pairs[p][..nb]);
     // acc[p]: rows 0..4 and 4..8 of activation row 2p, then of 2p + 1.
     let mut acc = [[vdupq_n_f32(0.0); 4]; P];
     for (b, blk) in wg.iter().enumerate() {
         let u = W::mm_units(blk);
         let d = W::scales(blk);
-        for (acc, pair) in acc.iter_mut().zip(pairs) {
-            let pb = &pair[b];
+        // Pair q's step; called with constant pairs below, so the pairs unroll and their
+        // accumulators stay in registers.
+        let mut pair = |q: usize| {
+            let pb = &pairs[q][b];
             let av: [int8x16_t; 4] = std::array::from_fn(|m| load_i8x16(&pb.q[m]));
             let off = load_i32x4(&pb.off);
             // s[p]: [row 2p . i, row 2p . j, row 2p+1 . i, row 2p+1 . j].
@@ -245,9 +250,13 @@ fn tile<W: MmTile, const P: usize>(
             // One weight row per lane: activation row i, then j.
             let si = (vuzp1q_s32(s[0], s[1]), vuzp1q_s32(s[2], s[3]));
             let sj = (vuzp2q_s32(s[0], s[1]), vuzp2q_s32(s[2], s[3]));
-            let [a0, a1] = W::step([acc[0], acc[1]], si, d, pb.dy[0]);
-            let [a2, a3] = W::step([acc[2], acc[3]], sj, d, pb.dy[1]);
-            *acc = [a0, a1, a2, a3];
+            let [a0, a1] = W::step([acc[q][0], acc[q][1]], si, d, pb.dy[0]);
+            let [a2, a3] = W::step([acc[q][2], acc[q][3]], sj, d, pb.dy[1]);
+            acc[q] = [a0, a1, a2, a3];
+        };
+        pair(0);
+        if P > 1 {
+            pair(1);
         }
     }
     for (acc, yp) in acc.iter().zip(y.chunks_mut(2)) {
