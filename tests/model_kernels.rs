@@ -3,7 +3,8 @@
 //! forms (q4_0x8, q8_0x8). The model is `shared/golden/glm2-small` with its 2-D weights
 //! quantized here. (That every kernel path gives the same bits is tested in
 //! `kernels/tests/isa_twins.rs`; run this file with
-//! `CHATGLM_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod` to cover the model on each path.)
+//! `CHATGLM_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod|i8mm` to cover the model on each
+//! path.)
 
 mod model_common;
 

@@ -1,6 +1,6 @@
 //! Which instruction set the kernels use: detected from the CPU once per process, or forced
-//! with `CHATGLM_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod` (or `auto`; `avxvnni-evex` is a
-//! testing twin of `avxvnni`, see [`Isa::AvxvnniEvex`]).
+//! with `CHATGLM_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod|i8mm` (or `auto`;
+//! `avxvnni-evex` is a testing twin of `avxvnni`, see [`Isa::AvxvnniEvex`]).
 //!
 //! No `target-cpu=native` build is needed: the SIMD kernels are compiled with
 //! `#[target_feature]` and chosen at run time. [`kernels`] returns the table in use; it is
@@ -36,11 +36,14 @@ pub enum Isa {
     Neon,
     /// aarch64 NEON with `sdot` (Cortex-A76, Raspberry Pi 5).
     Dotprod,
+    /// aarch64 NEON with `sdot` and the int8 matrix multiply `smmla` (Apple M2 and later,
+    /// Graviton 3, Cortex-A510/A710 and later).
+    I8mm,
 }
 
 impl Isa {
     /// Every instruction set, from the most portable to the fastest of each architecture.
-    pub const ALL: [Isa; 7] = [
+    pub const ALL: [Isa; 8] = [
         Isa::Scalar,
         Isa::Avx2,
         Isa::Avxvnni,
@@ -48,6 +51,7 @@ impl Isa {
         Isa::Avx512,
         Isa::Neon,
         Isa::Dotprod,
+        Isa::I8mm,
     ];
 
     /// The name used by `CHATGLM_KERNELS` and printed by `chatglm info`.
@@ -60,6 +64,7 @@ impl Isa {
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
             Isa::Dotprod => "dotprod",
+            Isa::I8mm => "i8mm",
         }
     }
 
@@ -87,6 +92,8 @@ impl Isa {
             Isa::Neon => crate::simd::aarch64::neon::kernels(),
             #[cfg(target_arch = "aarch64")]
             Isa::Dotprod => crate::simd::aarch64::dotprod::kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::I8mm => crate::simd::aarch64::i8mm::kernels(),
             _ => None,
         }
     }
@@ -114,6 +121,7 @@ pub fn detect() -> Isa {
         Isa::Avx512,
         Isa::Avxvnni,
         Isa::Avx2,
+        Isa::I8mm,
         Isa::Dotprod,
         Isa::Neon,
     ]
@@ -204,7 +212,7 @@ mod tests {
         }
         // aarch64 paths do not exist on x86-64 (and vice versa).
         #[cfg(target_arch = "x86_64")]
-        assert!(select("neon").is_err() && select("dotprod").is_err());
+        assert!(select("neon").is_err() && select("dotprod").is_err() && select("i8mm").is_err());
         #[cfg(target_arch = "aarch64")]
         assert!(select("avxvnni").is_err() && select("avxvnni-evex").is_err());
         assert!(available().contains(&Isa::Scalar));
@@ -220,6 +228,11 @@ mod tests {
             assert_eq!(
                 Isa::Dotprod.is_available(),
                 std::arch::is_aarch64_feature_detected!("dotprod")
+            );
+            // i8mm (ARMv8.6, optional from 8.2) comes with dotprod on every core that has it.
+            assert_eq!(
+                Isa::I8mm.is_available(),
+                Isa::Dotprod.is_available() && std::arch::is_aarch64_feature_detected!("i8mm")
             );
             assert!(!Isa::Avx2.is_available() && !Isa::Avx512.is_available());
         }
@@ -238,7 +251,7 @@ mod tests {
             }
         }
         // CI states the fastest path it expects of the (emulated) CPU, e.g. `neon` under
-        // `QEMU_CPU=cortex-a72` and `dotprod` under `QEMU_CPU=cortex-a76`.
+        // `QEMU_CPU=cortex-a72`, `dotprod` under `QEMU_CPU=cortex-a76`, `i8mm` under `max`.
         if let Ok(want) = std::env::var("CHATGLM_EXPECT_ISA") {
             assert_eq!(detect().name(), want.trim(), "available: {:?}", available());
         }

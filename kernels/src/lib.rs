@@ -17,7 +17,8 @@
 //! - [`pool`]: the persistent worker threads; [`stream`]: a plain streaming read, the
 //!   bandwidth yardstick.
 //!
-//! `unsafe` lives in `simd/x86_64/{avx2,avxvnni,avx512}.rs` and `simd/aarch64/{neon,neon_k,dotprod,dotprod_k}.rs`
+//! `unsafe` lives in `simd/x86_64/{avx2,avxvnni,avx512}.rs` and
+//! `simd/aarch64/{neon,neon_k,dotprod,dotprod_k,i8mm}.rs`
 //! (intrinsics behind run-time feature checks) and `pool.rs` (handing a borrowed job to the workers); each block says why
 //! it holds.
 #![deny(unsafe_code)]
@@ -87,7 +88,10 @@ pub enum KernelError {
         value: f32,
     },
     /// `CHATGLM_KERNELS` (or a name passed to [`isa::select`]) names no kernel path.
-    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2, avxvnni, avxvnni-evex, avx512, neon or dotprod)")]
+    #[error(
+        "unknown kernel path `{0}` (expected auto, scalar, avx2, avxvnni, avxvnni-evex, avx512, \
+         neon, dotprod or i8mm)"
+    )]
     UnknownIsa(String),
     /// The kernel path asked for needs CPU features this machine lacks.
     #[error("kernel path {isa} is not available on this CPU (available: {available:?})")]

@@ -44,5 +44,6 @@ pub(crate) fn kernels_name() -> &'static std::ffi::CStr {
         Isa::Avx512 => c"avx512",
         Isa::Neon => c"neon",
         Isa::Dotprod => c"dotprod",
+        Isa::I8mm => c"i8mm",
     }
 }

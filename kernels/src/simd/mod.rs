@@ -6,8 +6,8 @@
 //! checks the CPU features at run time (memchr's `new() -> Option<Self>` pattern), so the
 //! `unsafe` calls of `#[target_feature]` functions inside a table's wrappers are justified in
 //! that one file. `x86_64/avx2.rs`, `x86_64/avxvnni.rs`, `x86_64/avx512.rs`,
-//! `aarch64/neon.rs`, `aarch64/neon_k.rs`, `aarch64/dotprod.rs` and `aarch64/dotprod_k.rs` are
-//! the kernel files with `unsafe`.
+//! `aarch64/neon.rs`, `aarch64/neon_k.rs`, `aarch64/dotprod.rs`, `aarch64/dotprod_k.rs` and
+//! `aarch64/i8mm.rs` are the kernel files with `unsafe`.
 //!
 //! Every quantized kernel gives the same bits as the scalar reference (integer block sums are
 //! exact, and the float operations are the reference's, in the same order, one row per SIMD

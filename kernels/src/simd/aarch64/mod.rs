@@ -1,5 +1,6 @@
-//! aarch64 kernels: NEON without dot products (Cortex-A72, Raspberry Pi 4) and NEON with
-//! `sdot` (Cortex-A76, Raspberry Pi 5).
+//! aarch64 kernels: NEON without dot products (Cortex-A72, Raspberry Pi 4), NEON with
+//! `sdot` (Cortex-A76, Raspberry Pi 5), and [`i8mm`] (`smmla` for the prompt products, the
+//! dotprod table for the rest).
 //!
 //! Both tables share every kernel but the integer block dots: the row kernels are written once
 //! ([`int_rows!`]) over two primitives with `sdot`'s contract, an exact emulation with
@@ -14,6 +15,7 @@
 
 pub mod dotprod;
 mod dotprod_k;
+pub mod i8mm;
 pub mod neon;
 mod neon_k;
 
