@@ -5,7 +5,7 @@
 //!   whole product (activation quantization included) and the row kernel alone (`kernel`);
 //!   `PROBE_ITERS=N` sets the runs per figure (default 2000; a few for callgrind, where the
 //!   instructions per block are `Ir / (N * 16 * 128)` of the kernel function);
-//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads.
+//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads, 1..8 streams each.
 //!
 //! `cargo run --release -p chatglm-kernels --example probe -- [threads|cached|stream]`.
 //! On a machine shared with other jobs, `kernels/examples/quiet.sh "CMD"` waits for idle
@@ -95,19 +95,26 @@ fn cached() {
 
 /// Streaming read of a 4 GB buffer, 1 and 2 threads.
 fn stream() {
-    let anon = vec![1u8; 4 << 30];
+    let mb: usize = std::env::var("PROBE_STREAM_MB").map_or(4096, |s| s.parse().unwrap());
+    let anon = vec![1u8; mb << 20];
     for threads in [1, 2] {
         let pool = Pool::new(threads).unwrap();
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let t = Instant::now();
-            std::hint::black_box(chatglm_kernels::stream::sum_words(Some(&pool), &anon));
-            best = best.min(t.elapsed().as_secs_f64());
+        for streams in chatglm_kernels::stream::STREAMS.into_iter().rev() {
+            let mut best = f64::MAX;
+            for _ in 0..(5 << 12) / mb.max(1) {
+                let t = Instant::now();
+                std::hint::black_box(chatglm_kernels::stream::sum_words_streams(
+                    Some(&pool),
+                    &anon,
+                    streams,
+                ));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "stream {mb} MB t={threads} streams={streams}: {:.1} GB/s",
+                anon.len() as f64 / best / 1e9
+            );
         }
-        println!(
-            "stream 4 GB t={threads}: {:.1} GB/s",
-            anon.len() as f64 / best / 1e9
-        );
     }
 }
 
