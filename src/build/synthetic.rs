@@ -189,11 +189,7 @@ fn glm1_block(mask_token_id: u32, gmask_token_id: u32, sop_token_id: u32) -> Blo
 /// tokenizer uses. No piece is spelled like a special token of any family (those follow the
 /// pieces in the file), so every token string of the vocabulary is unique.
 pub fn placeholder_tokenizer(size: usize) -> SpmModel {
-    let is_special = |w: &str| {
-        Family::ALL
-            .iter()
-            .any(|f| f.special_tokens().contains(&w))
-    };
+    let is_special = |w: &str| Family::ALL.iter().any(|f| f.special_tokens().contains(&w));
     let mut pieces: Vec<SpmPiece> = Vec::with_capacity(size);
     let push = |piece: String, kind: PieceType, pieces: &mut Vec<SpmPiece>| {
         let score = if matches!(kind, PieceType::Normal) {
