@@ -221,6 +221,21 @@ fn bench_reports_json() {
     assert_eq!(v["prefill"]["tokens"], 8);
     assert_eq!(v["decode"]["tokens"], 4);
     assert!(v["decode"]["weight_gb_s"].as_f64().unwrap() > 0.0);
+    // The best read (every core, several streams each) is at least the plain one's order
+    // of magnitude and names how it was reached.
+    let best = v["decode"]["best_read_gb_s"].as_f64().unwrap();
+    assert!(best > 0.0, "{v}");
+    let streams = v["decode"]["best_read_streams_per_thread"]
+        .as_u64()
+        .unwrap();
+    assert!([1, 2, 4, 8].contains(&streams), "{v}");
+    assert!(v["decode"]["best_read_threads"].as_u64().unwrap() >= 1);
+    let ratio = v["decode"]["ratio_to_best_read"].as_f64().unwrap();
+    let weight = v["decode"]["weight_gb_s"].as_f64().unwrap();
+    assert!(
+        (ratio * best - weight).abs() <= 1e-6 * weight.max(1.0),
+        "{v}"
+    );
     assert!(v["kernels"].is_string());
 }
 

@@ -1,8 +1,11 @@
 //! Quick throughput probe while tuning (the criterion bench is `benches/matvec.rs`):
 //!
 //! - `probe [threads]`: every kernel path and layout on the 6B shapes from memory;
-//! - `probe cached`: the same on a 128x4096 matrix that stays in L2 (compute bound);
-//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads;
+//! - `probe cached`: the same on a 128x4096 matrix that stays in L2 (compute bound), the
+//!   whole product (activation quantization included) and the row kernel alone (`kernel`);
+//!   `PROBE_ITERS=N` sets the runs per figure (default 2000; a few for callgrind, where the
+//!   instructions per block are `Ir / (N * 16 * 128)` of the kernel function);
+//! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads, 1..8 streams each;
 //! - `probe gemm`: the prompt kernels (`gemm_q4_0x8`, `gemm_q8_0x8`) alone on a 128x4096
 //!   matrix that stays in L2 with 32 activation rows, 1 thread, best of many (GFLOP/s).
 //!
@@ -57,11 +60,12 @@ fn cached() {
             .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
             .collect();
         let mut y = vec![0.0; r];
+        let iters: usize = std::env::var("PROBE_ITERS").map_or(2000, |s| s.parse().unwrap());
         for k in &tables {
             for (name, t, data) in [("portable", ty, &d), ("x8", ity, &id)] {
                 let w = WeightMatrix::new(t, r, c, data).unwrap();
                 let mut best = f64::MAX;
-                for _ in 0..2000 {
+                for _ in 0..iters {
                     let t0 = Instant::now();
                     matmul_with(k, None, &w, &x, 1, &mut y).unwrap();
                     best = best.min(t0.elapsed().as_secs_f64());
@@ -73,6 +77,26 @@ fn cached() {
                     best * 1e6
                 );
             }
+            // The interleaved row kernel alone, on activations quantized once.
+            let mut act = ActQ8_0::new();
+            act.quantize(k, &x, c).unwrap();
+            let a = act.row(0).unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..iters {
+                let t0 = Instant::now();
+                match ity {
+                    GgmlType::Q4_0x8 => (k.rows_q4_0x8)(as_blocks(&id).unwrap(), a, &mut y),
+                    _ => (k.rows_q8_0x8)(as_blocks(&id).unwrap(), a, &mut y),
+                }
+                std::hint::black_box(&y);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            println!(
+                "cached {ty} kernel   {:6}: {:.1} GB/s ({:.1} us)",
+                k.isa.name(),
+                d.len() as f64 / best / 1e9,
+                best * 1e6
+            );
         }
     }
 }
@@ -122,19 +146,26 @@ fn gemm() {
 
 /// Streaming read of a 4 GB buffer, 1 and 2 threads.
 fn stream() {
-    let anon = vec![1u8; 4 << 30];
+    let mb: usize = std::env::var("PROBE_STREAM_MB").map_or(4096, |s| s.parse().unwrap());
+    let anon = vec![1u8; mb << 20];
     for threads in [1, 2] {
         let pool = Pool::new(threads).unwrap();
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let t = Instant::now();
-            std::hint::black_box(chatglm_kernels::stream::sum_words(Some(&pool), &anon));
-            best = best.min(t.elapsed().as_secs_f64());
+        for streams in chatglm_kernels::stream::STREAMS.into_iter().rev() {
+            let mut best = f64::MAX;
+            for _ in 0..(5 << 12) / mb.max(1) {
+                let t = Instant::now();
+                std::hint::black_box(chatglm_kernels::stream::sum_words_streams(
+                    Some(&pool),
+                    &anon,
+                    streams,
+                ));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "stream {mb} MB t={threads} streams={streams}: {:.1} GB/s",
+                anon.len() as f64 / best / 1e9
+            );
         }
-        println!(
-            "stream 4 GB t={threads}: {:.1} GB/s",
-            anon.len() as f64 / best / 1e9
-        );
     }
 }
 

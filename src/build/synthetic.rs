@@ -186,8 +186,10 @@ fn glm1_block(mask_token_id: u32, gmask_token_id: u32, sop_token_id: u32) -> Blo
 /// pieces, `▁` and the printable ASCII characters, then filler pieces made of lower-case
 /// letters (with and without a leading `▁`) so that text encodes into something word-like.
 /// Identity normalization with a dummy prefix, byte fallback: the settings ChatGLM's own
-/// tokenizer uses.
+/// tokenizer uses. No piece is spelled like a special token of any family (those follow the
+/// pieces in the file), so every token string of the vocabulary is unique.
 pub fn placeholder_tokenizer(size: usize) -> SpmModel {
+    let is_special = |w: &str| Family::ALL.iter().any(|f| f.special_tokens().contains(&w));
     let mut pieces: Vec<SpmPiece> = Vec::with_capacity(size);
     let push = |piece: String, kind: PieceType, pieces: &mut Vec<SpmPiece>| {
         let score = if matches!(kind, PieceType::Normal) {
@@ -227,6 +229,11 @@ pub fn placeholder_tokenizer(size: usize) -> SpmModel {
                     k /= letters.len();
                 }
                 word.extend(chars.iter().rev());
+                // A piece spelled like a special token ("sop", "eop") would give two ids
+                // one string, which other GGUF readers (llama.cpp) refuse.
+                if is_special(&word) {
+                    continue;
+                }
                 push(word, PieceType::Normal, &mut pieces);
             }
         }
@@ -395,6 +402,24 @@ mod tests {
     use super::*;
 
     use chatglm_kernels::GgmlType;
+
+    #[test]
+    fn placeholder_token_strings_are_unique() {
+        // The 6B vocabulary reaches the three-letter filler ("sop", "eop" among them).
+        for family in [Family::ChatGlm2, Family::ChatGlm3] {
+            let parts = TokenizerParts::from_spm(
+                placeholder_tokenizer(Preset::ChatGlm2_6b.sp_vocab_size()),
+                family,
+                Some(Preset::ChatGlm2_6b.config().vocab_size),
+            )
+            .unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for t in &parts.tokens {
+                assert!(seen.insert(t.as_str()), "{family:?}: {t:?} twice");
+            }
+            assert!(parts.tokens.iter().any(|t| t == "sop"));
+        }
+    }
 
     #[test]
     fn glm4_9b_has_glm4_9b_parameters() {

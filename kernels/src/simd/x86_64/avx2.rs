@@ -466,7 +466,9 @@ pub(super) fn q8_1_fast(x: &[f32], blocks: &mut [BlockQ8_1]) -> bool {
 
 // ---- Row-interleaved products.
 
-/// `y[8g + r]` for each group of `a.len()` Q4_0x8 blocks.
+/// `y[8g + r]` for each group of `a.len()` Q4_0x8 blocks, two groups per pass where it can
+/// (the activation broadcasts and per-block scalars then serve 16 rows; two independent
+/// chains). Per lane the same integer sums and float operations as one group at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     let nb = a.len();
@@ -476,27 +478,59 @@ fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     }
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
+    // i16 lanes: 8 products of a nibble (<= 15) and an activation (|a| <= 127),
+    // at most 8 * 2 * 15 * 127 = 30480 in magnitude (so is every partial sum).
+    let block = |blk: &BlockQ4_0x8, u: &[__m256i; 8]| {
+        let mut s16 = _mm256_setzero_si256();
+        for (c, chunk) in blk.qs.iter().enumerate() {
+            let v = load_u8x32(chunk);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, u[c]));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, u[c + 4]));
+        }
+        s16
+    };
+    // Reference (q4_0): sumi as f32 * dx * dy.
+    let step = |acc: __m256, s16: __m256i, off: __m256i, blk: &BlockQ4_0x8, dy: __m256| {
+        let sumi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), off);
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), load_scales(&blk.d));
+        _mm256_add_ps(acc, _mm256_mul_ps(t, dy))
+    };
+    let groups = (y.len() / 8).min(w.len() / nb);
+    let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
+    for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
+        let (wg, wh) = wp.split_at(nb);
+        let (mut acc_g, mut acc_h) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let act = a.blocks().iter().zip(a.d()).zip(a.sum());
+        for ((g, h), ((ab, &dy), &s)) in wg.iter().zip(wh).zip(act) {
+            prefetch_ahead(g);
+            prefetch_ahead(h);
+            let u = act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
+            let (sg, sh) = (block(g, &u), block(h, &u));
+            let (off, dy) = (_mm256_set1_epi32(8 * s), _mm256_set1_ps(dy));
+            acc_g = step(acc_g, sg, off, g, dy);
+            acc_h = step(acc_h, sh, off, h, dy);
+        }
+        let (og, oh) = out.split_at_mut(8);
+        if let (Ok(og), Ok(oh)) = (<&mut [f32; 8]>::try_from(og), <&mut [f32; 8]>::try_from(oh)) {
+            store_f32x8(og, acc_g);
+            store_f32x8(oh, acc_h);
+        }
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        let (group, out) = (&w[g * nb..][..nb], &mut y[8 * g..8 * g + 8]);
         let mut acc = _mm256_setzero_ps();
         for (((blk, ab), &dy), &s) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
             prefetch_ahead(blk);
-            let g = act_groups(&ab.qs);
-            // i16 lanes: 8 products of a nibble (<= 15) and an activation (|a| <= 127),
-            // at most 8 * 2 * 15 * 127 = 30480 in magnitude.
-            let mut s16 = _mm256_setzero_si256();
-            for (c, chunk) in blk.qs.iter().enumerate() {
-                let v = load_u8x32(chunk);
-                let lo = _mm256_and_si256(v, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, _mm256_set1_epi32(g[c])));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, _mm256_set1_epi32(g[c + 4])));
-            }
-            let sumi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(8 * s));
-            // Reference (q4_0): sumi as f32 * dx * dy.
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), load_scales(&blk.d));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(dy)));
+            let u = act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
+            let s16 = block(blk, &u);
+            acc = step(acc, s16, _mm256_set1_epi32(8 * s), blk, _mm256_set1_ps(dy));
         }
-        store_f32x8(out, acc);
+        if let Ok(out) = <&mut [f32; 8]>::try_from(out) {
+            store_f32x8(out, acc);
+        }
     }
 }
 
@@ -584,7 +618,8 @@ fn q4_0x8_tile(w: &[BlockQ4_0x8], a: &[Q8Row<'_>; GEMM_ROWS], out: &mut [f32; 8 
     }
 }
 
-/// `y[8g + r]` for each group of `a.len()` Q8_0x8 blocks.
+/// `y[8g + r]` for each group of `a.len()` Q8_0x8 blocks, two groups per pass where it can
+/// (as in [`q4_0x8_rows`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     let nb = a.len();
@@ -593,27 +628,54 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
         return;
     }
     let ones = _mm256_set1_epi16(1);
-    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
+    let block = |blk: &BlockQ8_0x8, u: &[__m256i; 8]| {
+        let mut s32 = _mm256_setzero_si256();
+        for (chunk, &uc) in blk.qs.iter().zip(u) {
+            let v = load_i8x32(chunk);
+            // |w| * (a * sign(w)) = w * a; |w| <= 128 and |a| <= 127, so a pair is at
+            // most 32512: no saturation in i16.
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(uc, v));
+            s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+        }
+        s32
+    };
+    // Reference (q8_0): sumi as f32 * (dx * dy).
+    let step = |acc: __m256, s32: __m256i, blk: &BlockQ8_0x8, dy: __m256| {
+        let dxy = _mm256_mul_ps(load_scales(&blk.d), dy);
+        _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s32), dxy))
+    };
+    let groups = (y.len() / 8).min(w.len() / nb);
+    let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
+    for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
+        let (wg, wh) = wp.split_at(nb);
+        let (mut acc_g, mut acc_h) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for ((g, h), (ab, &dy)) in wg.iter().zip(wh).zip(a.blocks().iter().zip(a.d())) {
+            prefetch_ahead(g);
+            prefetch_ahead(h);
+            let u = act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
+            let (sg, sh) = (block(g, &u), block(h, &u));
+            let dy = _mm256_set1_ps(dy);
+            acc_g = step(acc_g, sg, g, dy);
+            acc_h = step(acc_h, sh, h, dy);
+        }
+        let (og, oh) = out.split_at_mut(8);
+        if let (Ok(og), Ok(oh)) = (<&mut [f32; 8]>::try_from(og), <&mut [f32; 8]>::try_from(oh)) {
+            store_f32x8(og, acc_g);
+            store_f32x8(oh, acc_h);
+        }
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        let (group, out) = (&w[g * nb..][..nb], &mut y[8 * g..8 * g + 8]);
         let mut acc = _mm256_setzero_ps();
         for ((blk, ab), &dy) in group.iter().zip(a.blocks()).zip(a.d()) {
             prefetch_ahead(blk);
-            let g = act_groups(&ab.qs);
-            let mut s32 = _mm256_setzero_si256();
-            for (c, chunk) in blk.qs.iter().enumerate() {
-                let v = load_i8x32(chunk);
-                // |w| * (a * sign(w)) = w * a; |w| <= 128 and |a| <= 127, so a pair is at
-                // most 32512: no saturation in i16.
-                let p = _mm256_maddubs_epi16(
-                    _mm256_abs_epi8(v),
-                    _mm256_sign_epi8(_mm256_set1_epi32(g[c]), v),
-                );
-                s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
-            }
-            // Reference (q8_0): sumi as f32 * (dx * dy).
-            let dxy = _mm256_mul_ps(load_scales(&blk.d), _mm256_set1_ps(dy));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s32), dxy));
+            let u = act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
+            acc = step(acc, block(blk, &u), blk, _mm256_set1_ps(dy));
         }
-        store_f32x8(out, acc);
+        if let Ok(out) = <&mut [f32; 8]>::try_from(out) {
+            store_f32x8(out, acc);
+        }
     }
 }
 

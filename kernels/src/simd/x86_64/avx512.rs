@@ -251,10 +251,18 @@ fn fold_halves(v: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
 }
 
-// ---- Row-interleaved products.
+// ---- Row-interleaved products (one activation row: decode).
+//
+// Two 8-row groups side by side, as in the prompt tiles below: each 512-bit weight vector
+// holds one 4-byte unit of 16 rows (group `g` in lanes 0..8, group `g + 1` in lanes 8..16),
+// and the activation operand of `vpdpbusd` is the matching 4 activation bytes broadcast from
+// memory. Nothing per block depends on the group but the weights: no activation permutes,
+// and one lane per row, so no halves to fold. A last group without a partner goes through
+// the one-group kernels (`q4_0x8_group`, `q8_0x8_group`). The integer sums are exact in any
+// order and the float part is per lane `acc + (sumi * dx) * dy` (q4_0) or
+// `acc + sumi * (dx * dy)` (q8_0) in block order, so every path gives the scalar twin's bits.
 
-/// Q4_0x8: chunk pair (0, 1) holds values 0..8 (low nibbles) and 16..24 (high nibbles),
-/// chunk pair (2, 3) values 8..16 and 24..32.
+/// Q4_0x8 rows, 16 at a time (see above).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     let nb = a.len();
@@ -262,35 +270,77 @@ fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
         y.fill(0.0);
         return;
     }
-    let m4 = _mm512_set1_epi8(0x0F);
-    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
-        let mut acc = _mm256_setzero_ps();
-        for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
-            let [a_lo01, a_hi01, a_lo23, a_hi23] =
-                act_pairs(&ab.qs, [(0, 1), (4, 5), (2, 3), (6, 7)]);
-            avx2::prefetch_ahead(blk);
-            let (c01, c23) = chunk_pairs(&blk.qs);
-            let v01 = load_u8x64(c01);
-            let v23 = load_u8x64(c23);
-            let lo01 = _mm512_and_si512(v01, m4);
-            let hi01 = _mm512_and_si512(_mm512_srli_epi16::<4>(v01), m4);
-            let lo23 = _mm512_and_si512(v23, m4);
-            let hi23 = _mm512_and_si512(_mm512_srli_epi16::<4>(v23), m4);
-            let mut p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo01, a_lo01);
-            p = _mm512_dpbusd_epi32(p, hi01, a_hi01);
-            p = _mm512_dpbusd_epi32(p, lo23, a_lo23);
-            p = _mm512_dpbusd_epi32(p, hi23, a_hi23);
-            let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(8 * asum));
-            // Reference (q4_0): sumi as f32 * dx * dy.
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), avx2::load_scales(&blk.d));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(dy)));
-        }
-        avx2::store_f32x8(out, acc);
+    let groups = (y.len() / 8).min(w.len() / nb);
+    let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
+    for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
+        let (wg, wh) = wp.split_at(nb);
+        q4_0x8_pair(wg, wh, a, out);
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        q4_0x8_group(&w[g * nb..][..nb], a, &mut y[8 * g..8 * g + 8]);
     }
 }
 
-/// Q8_0x8: chunk pair (2k, 2k + 1) holds values 8k..8k + 8. The weights are made unsigned
-/// by adding 128 (`xor 0x80`), which adds `128 * sum(a)` to each row's sum.
+/// Outputs of the group pair `(wg, wh)` (each `a.len()` blocks). The high nibbles are
+/// masked in place (`v & 0xF0` = 16 x nibble), summed apart and divided by 16 at the end
+/// (exact: every term is a multiple of 16), which saves the four shifts per block pair.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_0x8_pair(wg: &[BlockQ4_0x8], wh: &[BlockQ4_0x8], a: Q8Row<'_>, out: &mut [f32; 16]) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = _mm512_setzero_ps();
+    let act = a.blocks().iter().zip(a.d()).zip(a.sum());
+    for ((g, h), ((ab, &dy), &asum)) in wg.iter().zip(wh).zip(act) {
+        avx2::prefetch_ahead(g);
+        avx2::prefetch_ahead(h);
+        let u = avx2::act_groups(&ab.qs);
+        let mut lo = _mm512_set1_epi32(-8 * asum);
+        let mut hi = _mm512_setzero_si512();
+        for c in 0..4 {
+            let v = join_u8(&g.qs[c], &h.qs[c]);
+            lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, m4), _mm512_set1_epi32(u[c]));
+            hi = _mm512_dpbusd_epi32(hi, _mm512_andnot_si512(m4, v), _mm512_set1_epi32(u[4 + c]));
+        }
+        let sumi = _mm512_add_epi32(lo, _mm512_srai_epi32::<4>(hi));
+        acc = <BlockQ4_0x8 as Tile>::step(acc, sumi, join_scales(&g.d, &h.d), dy);
+    }
+    store_f32x16(out, acc);
+}
+
+/// One group of Q4_0x8 (lanes `r` and `r + 8` hold two units of row `r`, folded per block).
+/// Chunk pair (0, 1) holds values 0..8 (low nibbles) and 16..24 (high nibbles), chunk pair
+/// (2, 3) values 8..16 and 24..32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_0x8_group(group: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    let Ok(out) = <&mut [f32; 8]>::try_from(y) else {
+        return;
+    };
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
+        let [a_lo01, a_hi01, a_lo23, a_hi23] = act_pairs(&ab.qs, [(0, 1), (4, 5), (2, 3), (6, 7)]);
+        avx2::prefetch_ahead(blk);
+        let (c01, c23) = chunk_pairs(&blk.qs);
+        let v01 = load_u8x64(c01);
+        let v23 = load_u8x64(c23);
+        let lo01 = _mm512_and_si512(v01, m4);
+        let hi01 = _mm512_and_si512(_mm512_srli_epi16::<4>(v01), m4);
+        let lo23 = _mm512_and_si512(v23, m4);
+        let hi23 = _mm512_and_si512(_mm512_srli_epi16::<4>(v23), m4);
+        let mut p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo01, a_lo01);
+        p = _mm512_dpbusd_epi32(p, hi01, a_hi01);
+        p = _mm512_dpbusd_epi32(p, lo23, a_lo23);
+        p = _mm512_dpbusd_epi32(p, hi23, a_hi23);
+        let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(8 * asum));
+        // Reference (q4_0): sumi as f32 * dx * dy.
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), avx2::load_scales(&blk.d));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(dy)));
+    }
+    avx2::store_f32x8(out, acc);
+}
+
+/// Q8_0x8 rows, 16 at a time (see above).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
     let nb = a.len();
@@ -298,24 +348,65 @@ fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
         y.fill(0.0);
         return;
     }
-    let flip = _mm512_set1_epi8(-128);
-    for (out, group) in y.as_chunks_mut::<8>().0.iter_mut().zip(w.chunks_exact(nb)) {
-        let mut acc = _mm256_setzero_ps();
-        for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
-            avx2::prefetch_ahead(blk);
-            let acts = act_pairs(&ab.qs, [(0, 1), (2, 3), (4, 5), (6, 7)]);
-            let mut p = _mm512_setzero_si512();
-            for (pair, act) in blk.qs.as_chunks::<2>().0.iter().zip(acts) {
-                let u = _mm512_xor_si512(load_i8x64(pair), flip);
-                p = _mm512_dpbusd_epi32(p, u, act);
-            }
-            let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(128 * asum));
-            // Reference (q8_0): sumi as f32 * (dx * dy).
-            let dxy = _mm256_mul_ps(avx2::load_scales(&blk.d), _mm256_set1_ps(dy));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dxy));
-        }
-        avx2::store_f32x8(out, acc);
+    let groups = (y.len() / 8).min(w.len() / nb);
+    let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
+    for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
+        let (wg, wh) = wp.split_at(nb);
+        q8_0x8_pair(wg, wh, a, out);
     }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        q8_0x8_group(&w[g * nb..][..nb], a, &mut y[8 * g..8 * g + 8]);
+    }
+}
+
+/// Outputs of the group pair `(wg, wh)` (each `a.len()` blocks); two partial sums per block
+/// (shorter dependency chains), the first starting from the unsigned weights' offset.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0x8_pair(wg: &[BlockQ8_0x8], wh: &[BlockQ8_0x8], a: Q8Row<'_>, out: &mut [f32; 16]) {
+    let mut acc = _mm512_setzero_ps();
+    let act = a.blocks().iter().zip(a.d()).zip(a.sum());
+    for ((g, h), ((ab, &dy), &asum)) in wg.iter().zip(wh).zip(act) {
+        avx2::prefetch_ahead(g);
+        avx2::prefetch_ahead(h);
+        let u = avx2::act_groups(&ab.qs);
+        let units = <BlockQ8_0x8 as Tile>::units(g, h);
+        let mut p0 = _mm512_set1_epi32(-128 * asum);
+        let mut p1 = _mm512_setzero_si512();
+        for c in 0..4 {
+            p0 = _mm512_dpbusd_epi32(p0, units[2 * c], _mm512_set1_epi32(u[2 * c]));
+            p1 = _mm512_dpbusd_epi32(p1, units[2 * c + 1], _mm512_set1_epi32(u[2 * c + 1]));
+        }
+        let sumi = _mm512_add_epi32(p0, p1);
+        acc = <BlockQ8_0x8 as Tile>::step(acc, sumi, join_scales(&g.d, &h.d), dy);
+    }
+    store_f32x16(out, acc);
+}
+
+/// One group of Q8_0x8: chunk pair (2k, 2k + 1) holds values 8k..8k + 8. The weights are
+/// made unsigned by adding 128 (`xor 0x80`), which adds `128 * sum(a)` to each row's sum.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0x8_group(group: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
+    let Ok(out) = <&mut [f32; 8]>::try_from(y) else {
+        return;
+    };
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = _mm256_setzero_ps();
+    for (((blk, ab), &dy), &asum) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
+        avx2::prefetch_ahead(blk);
+        let acts = act_pairs(&ab.qs, [(0, 1), (2, 3), (4, 5), (6, 7)]);
+        let mut p = _mm512_setzero_si512();
+        for (pair, act) in blk.qs.as_chunks::<2>().0.iter().zip(acts) {
+            let u = _mm512_xor_si512(load_i8x64(pair), flip);
+            p = _mm512_dpbusd_epi32(p, u, act);
+        }
+        let sumi = _mm256_sub_epi32(fold_halves(p), _mm256_set1_epi32(128 * asum));
+        // Reference (q8_0): sumi as f32 * (dx * dy).
+        let dxy = _mm256_mul_ps(avx2::load_scales(&blk.d), _mm256_set1_ps(dy));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dxy));
+    }
+    avx2::store_f32x8(out, acc);
 }
 
 // ---- Several activation rows at once (the prompt).
