@@ -290,6 +290,11 @@ impl Session {
         self.state.kv_cache().capacity()
     }
 
+    /// The tokens whose keys and values the cache holds, in position order.
+    pub fn cached(&self) -> &[u32] {
+        &self.tokens[..self.tokens.len().min(self.state.kv_cache().len())]
+    }
+
     /// The conversation so far (what [`Session::chat`] adds to).
     pub fn history(&self) -> &[ChatMessage] {
         &self.history
