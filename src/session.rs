@@ -554,7 +554,7 @@ impl Session {
         if self.tokens.len() - active.prompt_len >= active.max_new_tokens {
             return Ok(Some(StopReason::MaxTokens));
         }
-        if self.tokens.len() - 1 >= self.context() {
+        if self.tokens.len() > self.context() {
             return Ok(Some(StopReason::ContextFull));
         }
         Ok(None)

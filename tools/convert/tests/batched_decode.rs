@@ -92,7 +92,7 @@ fn check(name: &str, model: &Model) {
             for (row, &p) in logits.chunks_exact(vocab).zip(&pick) {
                 let bits: Vec<u32> = row.iter().map(|x| x.to_bits()).collect();
                 assert!(
-                    bits == want[p][s],
+                    want[p].get(s) == Some(&bits),
                     "{name}: {n} sequences, step {s}, prompt {p}: logits differ from a single step"
                 );
             }
