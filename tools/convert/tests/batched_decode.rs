@@ -1,7 +1,8 @@
 //! Batched decode ([`Model::decode_batch`]) against single steps on the golden checkpoints:
 //! 1 to 4 sequences with different prompts (and so different positions), advanced together,
 //! get exactly (bit for bit) the logits each gets stepped alone, at f32 and at q4_0 in the
-//! row-interleaved layout, with an f16 cache.
+//! row-interleaved layout, with an f16 cache; ChatGLM-6B (v1) sequences, stepped one at a
+//! time inside the call, too.
 
 mod common;
 
@@ -26,10 +27,16 @@ fn state(model: &Model, threads: usize) -> RunState {
         .unwrap()
 }
 
-/// The prompts of the checkpoint's golden cases, each also cut shorter, for sequences of
-/// different lengths.
-fn prompts(name: &str, model: &Model) -> Vec<Vec<u32>> {
-    let g = golden_json(name);
+/// `../shared/golden-glm1/<name>` (relative to the repository root).
+fn glm1_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/golden-glm1")
+        .join(name)
+}
+
+/// The prompts of the checkpoint's golden cases and its prefill prompt (`g`, its
+/// golden.json), each also cut shorter (`cut`), for sequences of different lengths.
+fn prompts(g: &serde_json::Value, model: &Model, cut: bool) -> Vec<Vec<u32>> {
     let mut all: Vec<Vec<u32>> = g["greedy"]["cases"]
         .as_array()
         .unwrap()
@@ -37,8 +44,10 @@ fn prompts(name: &str, model: &Model) -> Vec<Vec<u32>> {
         .map(|c| u32s(&c["input_ids"]))
         .collect();
     all.push(u32s(&g["prefill"]["input_ids"]));
-    let cut: Vec<Vec<u32>> = all.iter().map(|p| p[..p.len() / 2 + 1].to_vec()).collect();
-    all.extend(cut);
+    if cut {
+        let cut: Vec<Vec<u32>> = all.iter().map(|p| p[..p.len() / 2 + 1].to_vec()).collect();
+        all.extend(cut);
+    }
     let room = model.config().context_length.min(512) - STEPS - 1;
     all.iter_mut().for_each(|p| p.truncate(room));
     all
@@ -64,8 +73,11 @@ fn alone(model: &Model, prompt: &[u32]) -> Vec<Vec<u32>> {
 }
 
 fn check(name: &str, model: &Model) {
+    check_prompts(name, model, &prompts(&golden_json(name), model, true));
+}
+
+fn check_prompts(name: &str, model: &Model, prompts: &[Vec<u32>]) {
     let vocab = model.config().vocab_size;
-    let prompts = prompts(name, model);
     let want: Vec<_> = prompts.iter().map(|p| alone(model, p)).collect();
     let mut batch = model.new_decode_batch(4, 2).unwrap();
     for n in 1..=4 {
@@ -104,8 +116,12 @@ fn check(name: &str, model: &Model) {
 }
 
 fn load(name: &str, ty: GgmlType, portable: bool) -> Model {
+    load_dir(name, &golden_dir(name), ty, portable)
+}
+
+fn load_dir(name: &str, dir: &std::path::Path, ty: GgmlType, portable: bool) -> Model {
     let out = temp_dir(name).join(format!("{name}-{ty}.gguf"));
-    convert_checkpoint_as(&golden_dir(name), ty, &out, portable).unwrap();
+    convert_checkpoint_as(dir, ty, &out, portable).unwrap();
     let model = Model::from_gguf(Arc::new(GgufFile::open(&out).unwrap())).unwrap();
     let _ = std::fs::remove_file(&out);
     model
@@ -124,6 +140,20 @@ fn batched_steps_give_the_logits_of_single_steps_glm4() {
     for name in GOLDEN_GLM4 {
         check(name, &load(name, GgmlType::F32, true));
         check(name, &load(name, GgmlType::Q4_0, false));
+    }
+}
+
+/// ChatGLM-6B (v1) sequences are stepped one at a time inside the batched call: the same
+/// logits too. (Its prompts end with `[gMASK] <sop>`, so they are not cut.)
+#[test]
+fn batched_steps_give_the_logits_of_single_steps_chatglm1() {
+    let name = "glm1-tiny";
+    let dir = glm1_dir(name);
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    for (ty, portable) in [(GgmlType::F32, true), (GgmlType::Q4_0, false)] {
+        let model = load_dir(name, &dir, ty, portable);
+        check_prompts(name, &model, &prompts(&g, &model, false));
     }
 }
 
