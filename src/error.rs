@@ -78,6 +78,13 @@ pub enum Error {
     /// A conversation to reply to does not end with a user message.
     #[error("the conversation must end with a user message")]
     LastMessageNotUser,
+    /// A step of a generation was asked of a session that has none begun
+    /// ([`crate::Session::begin`]), or a decode step before its prompt was read.
+    #[error("no generation is in progress on this session (begin one and read its prompt first)")]
+    NotGenerating,
+    /// A batched decode step was given sessions of different engines.
+    #[error("the sessions of one batched decode step must share one engine")]
+    OtherEngine,
 }
 
 impl Error {

@@ -26,6 +26,6 @@ mod mmap;
 pub use error::{Error, Result};
 pub use mmap::install_bus_error_handler;
 pub use session::{
-    resolve_threads, Engine, GenerateOptions, Generation, Session, SessionOptions, StopReason,
-    Timings, DEFAULT_CONTEXT,
+    resolve_threads, Engine, GenerateOptions, Generation, Piece, Session, SessionOptions,
+    StopReason, Timings, DEFAULT_CONTEXT,
 };

@@ -4,7 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::{Block, Glm1Layout, KvType, Logits, Model, ModelConfig, RunState, StateOptions};
+use crate::model::{
+    Block, DecodeBatch, Glm1Layout, KvType, Logits, Model, ModelConfig, RunState, StateOptions,
+};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{ChatMessage, DecodeMode, Family, Role, StreamDecoder, Tokenizer};
 use std::path::{Path, PathBuf};
@@ -231,6 +233,8 @@ pub struct Session {
     /// Draws the next token from `logits` (reset with each generation's settings).
     sampler: Sampler,
     history: Vec<ChatMessage>,
+    /// The generation in progress, between [`Session::begin`] and [`Session::finish`].
+    active: Option<Active>,
 }
 
 impl std::fmt::Debug for Session {
@@ -267,6 +271,7 @@ impl Session {
             logits,
             sampler: Sampler::new(SamplerConfig::default())?,
             history: Vec::new(),
+            active: None,
         })
     }
 
@@ -283,6 +288,11 @@ impl Session {
     /// Positions of the KV cache.
     pub fn context(&self) -> usize {
         self.state.kv_cache().capacity()
+    }
+
+    /// The tokens whose keys and values the cache holds, in position order.
+    pub fn cached(&self) -> &[u32] {
+        &self.tokens[..self.tokens.len().min(self.state.kv_cache().len())]
     }
 
     /// The conversation so far (what [`Session::chat`] adds to).
@@ -391,12 +401,41 @@ impl Session {
     /// Generates after the prompt `prompt` (ids, the prefix included), reusing the cached
     /// positions the prompt starts with, and streams the text through `on_text` (return
     /// `false` to stop). The text never splits a UTF-8 character; end tokens print nothing.
+    ///
+    /// This is [`Session::begin`], [`Session::prefill`] until the prompt is read, then
+    /// [`Session::next_piece`] and [`Session::advance`] until a stop, and
+    /// [`Session::finish`]: callers that interleave several sessions (a server stepping them
+    /// together with [`Session::decode_batch`]) call those steps themselves.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.begin(prompt, options)?;
+        while !self.prefill(usize::MAX)? {}
+        let stop = loop {
+            match self.next_piece()? {
+                Piece::Stop(reason) => break reason,
+                Piece::Text(piece) => {
+                    if !piece.is_empty() && !on_text(&piece) {
+                        break StopReason::Cancelled;
+                    }
+                }
+            }
+            if let Some(reason) = self.advance()? {
+                break reason;
+            }
+        };
+        self.finish(stop, on_text)
+    }
+
+    /// Starts a generation after `prompt` (checked as [`Session::generate`] does): resets the
+    /// sampler to `options` and finds the cached positions the prompt starts with. Nothing
+    /// runs yet: [`Session::prefill`] reads the rest of the prompt. A generation in progress
+    /// is abandoned.
+    pub fn begin(&mut self, prompt: &[u32], options: &GenerateOptions) -> Result<()> {
+        self.active = None;
         if options.max_new_tokens == 0 {
             return Err(Error::NoTokensToGenerate);
         }
@@ -412,9 +451,7 @@ impl Session {
             });
         }
         self.sampler.reset(options.sampler)?;
-        let engine = Arc::clone(&self.engine);
-        let (model, tok) = (engine.model(), engine.tokenizer());
-        let stops = tok.stop_ids();
+        let model = self.engine.model();
 
         // Reuse the cached positions the prompt starts with; at least the last prompt token
         // runs, for its logits.
@@ -427,78 +464,249 @@ impl Session {
             .count()
             .min(prompt.len() - 1);
         let reused = reusable_prefix(model, &self.state, prompt, reused);
-        let mut timings = Timings {
-            prompt_tokens: prompt.len() - reused,
-            reused_tokens: reused,
-            ..Timings::default()
-        };
         self.tokens.truncate(reused);
         self.tokens.extend_from_slice(&prompt[reused..]);
-        let start = Instant::now();
-        model.forward_into(
-            &mut self.state,
-            &prompt[reused..],
-            reused,
-            Logits::Last,
-            &mut self.logits,
-        )?;
-        timings.prefill = start.elapsed();
+        // The cache holds exactly the positions of `tokens` read so far.
+        self.state.kv_cache_mut().truncate(reused);
+        self.active = Some(Active {
+            prompt_len: prompt.len(),
+            max_new_tokens: options.max_new_tokens,
+            read: reused,
+            text: String::new(),
+            decoder: StreamDecoder::new(DecodeMode::SkipSpecial),
+            timings: Timings {
+                prompt_tokens: prompt.len() - reused,
+                reused_tokens: reused,
+                ..Timings::default()
+            },
+            prefill_time: Duration::ZERO,
+            decode_start: None,
+        });
+        Ok(())
+    }
 
-        let mut text = String::new();
-        let mut decoder = StreamDecoder::new(DecodeMode::SkipSpecial);
-        let mut emit = |piece: &str, text: &mut String| -> bool {
-            // A reply starts at its first visible character.
-            let piece = if text.is_empty() {
-                piece.trim_start()
-            } else {
-                piece
-            };
-            if piece.is_empty() {
-                return true;
-            }
-            text.push_str(piece);
-            on_text(piece)
+    /// Reads up to `max_tokens` more tokens of the prompt of the generation begun (a
+    /// ChatGLM-6B prompt, whose context attends to all of itself, is read in one call);
+    /// returns whether the prompt is read (the logits of its last token are then ready for
+    /// [`Session::next_piece`]). The results do not depend on how the prompt is cut.
+    pub fn prefill(&mut self, max_tokens: usize) -> Result<bool> {
+        let active = self.active.as_mut().ok_or(Error::NotGenerating)?;
+        let end = active.prompt_len;
+        if active.read == end {
+            return Ok(true);
+        }
+        let engine = Arc::clone(&self.engine);
+        let model = engine.model();
+        // Whole batches of the state, so that the cut does not change the passes.
+        let batch = self.state.batch();
+        let take = match model.config().block {
+            Block::Glm2 => (max_tokens.max(1).div_ceil(batch))
+                .saturating_mul(batch)
+                .min(end - active.read),
+            Block::Glm1(_) => end - active.read,
         };
-        let decode_start = Instant::now();
-        let stop = loop {
-            // The penalty sees the prompt and every id generated so far.
-            let next = self.sampler.sample(&self.logits, &self.tokens)?;
-            self.tokens.push(next);
-            if stops.contains(&next) {
-                break StopReason::Eos;
-            }
-            let piece = decoder.push(tok, next)?;
-            if !emit(&piece, &mut text) {
-                break StopReason::Cancelled;
-            }
-            if self.tokens.len() - prompt.len() >= options.max_new_tokens {
-                break StopReason::MaxTokens;
-            }
-            let pos = self.tokens.len() - 1;
-            if pos >= context {
-                break StopReason::ContextFull;
-            }
+        let start = Instant::now();
+        let part = &self.tokens[active.read..active.read + take];
+        let last = active.read + take == end;
+        if last {
             model.forward_into(
                 &mut self.state,
-                &[next],
-                pos,
+                part,
+                active.read,
                 Logits::Last,
                 &mut self.logits,
             )?;
-            timings.decode_tokens += 1;
-        };
-        timings.decode = decode_start.elapsed();
-        let rest = decoder.finish();
-        if stop != StopReason::Cancelled {
-            emit(&rest, &mut text);
+        } else {
+            model.forward_into(&mut self.state, part, active.read, Logits::None, &mut [])?;
         }
+        active.read += take;
+        active.prefill_time += start.elapsed();
+        if last {
+            active.timings.prefill = active.prefill_time;
+        }
+        Ok(last)
+    }
+
+    /// Draws the next token from the logits (of the prompt's last token, or of the last
+    /// [`Session::advance`]) and returns its visible text (a reply starts at its first
+    /// visible character; the text may be empty), or [`Piece::Stop`] for an end token.
+    pub fn next_piece(&mut self) -> Result<Piece> {
+        let active = self.active.as_mut().ok_or(Error::NotGenerating)?;
+        if active.read < active.prompt_len {
+            return Err(Error::NotGenerating);
+        }
+        active.decode_start.get_or_insert_with(Instant::now);
+        let tok = self.engine.tokenizer();
+        // The penalty sees the prompt and every id generated so far.
+        let next = self.sampler.sample(&self.logits, &self.tokens)?;
+        self.tokens.push(next);
+        if tok.stop_ids().contains(&next) {
+            return Ok(Piece::Stop(StopReason::Eos));
+        }
+        let piece = active.decoder.push(tok, next)?;
+        Ok(Piece::Text(active.visible(&piece)))
+    }
+
+    /// The reason the generation stops after the token [`Session::next_piece`] drew
+    /// (`max_new_tokens` reached, or the context full), or `None` when it goes on.
+    pub fn limit(&self) -> Result<Option<StopReason>> {
+        let active = self.active.as_ref().ok_or(Error::NotGenerating)?;
+        if self.tokens.len() - active.prompt_len >= active.max_new_tokens {
+            return Ok(Some(StopReason::MaxTokens));
+        }
+        if self.tokens.len() > self.context() {
+            return Ok(Some(StopReason::ContextFull));
+        }
+        Ok(None)
+    }
+
+    /// Unless [`Session::limit`] stops the generation (the reason is returned), runs the
+    /// token [`Session::next_piece`] drew, for the logits of the next one.
+    pub fn advance(&mut self) -> Result<Option<StopReason>> {
+        if let Some(reason) = self.limit()? {
+            return Ok(Some(reason));
+        }
+        let (token, pos) = self.last_token();
+        self.engine.model().forward_into(
+            &mut self.state,
+            &[token],
+            pos,
+            Logits::Last,
+            &mut self.logits,
+        )?;
+        self.count_step();
+        Ok(None)
+    }
+
+    /// [`Session::advance`] for several sessions at once, in one pass over the weights
+    /// (`batch` from [`Session::new_decode_batch`]): each session must have drawn a token
+    /// with [`Session::next_piece`] and not be stopped by [`Session::limit`]. Each gets the
+    /// logits it would get alone, bit for bit.
+    pub fn decode_batch(batch: &mut DecodeBatch, sessions: &mut [&mut Session]) -> Result<()> {
+        let Some(first) = sessions.first() else {
+            return Ok(());
+        };
+        let engine = Arc::clone(&first.engine);
+        let mut tokens = Vec::with_capacity(sessions.len());
+        let mut positions = Vec::with_capacity(sessions.len());
+        for s in sessions.iter() {
+            if !Arc::ptr_eq(&s.engine, &engine) {
+                return Err(Error::OtherEngine);
+            }
+            if s.active.as_ref().is_none_or(|a| a.decode_start.is_none()) {
+                return Err(Error::NotGenerating);
+            }
+            let (token, pos) = s.last_token();
+            tokens.push(token);
+            positions.push(pos);
+        }
+        let vocab = engine.config().vocab_size;
+        let mut logits = vec![0.0; sessions.len() * vocab];
+        let mut states: Vec<&mut RunState> = sessions.iter_mut().map(|s| &mut s.state).collect();
+        engine
+            .model()
+            .decode_batch(batch, &mut states, &tokens, &positions, &mut logits)?;
+        for (s, row) in sessions.iter_mut().zip(logits.chunks_exact(vocab)) {
+            s.logits.copy_from_slice(row);
+            s.count_step();
+        }
+        Ok(())
+    }
+
+    /// Buffers for [`Session::decode_batch`] of up to `max_sessions` sessions of `engine`, on
+    /// `threads` threads (0: one per CPU).
+    pub fn new_decode_batch(
+        engine: &Engine,
+        max_sessions: usize,
+        threads: usize,
+    ) -> Result<DecodeBatch> {
+        Ok(engine
+            .model()
+            .new_decode_batch(max_sessions, resolve_threads(threads))?)
+    }
+
+    /// Ends the generation begun with `stop` as its reason: the decoder's last bytes go to
+    /// `on_text` (unless cancelled) and the result is returned.
+    pub fn finish(
+        &mut self,
+        stop: StopReason,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let mut active = self.active.take().ok_or(Error::NotGenerating)?;
+        if let Some(start) = active.decode_start {
+            active.timings.decode = start.elapsed();
+        }
+        let rest = active.decoder.finish();
+        if stop != StopReason::Cancelled {
+            let rest = active.visible(&rest);
+            if !rest.is_empty() {
+                on_text(&rest);
+            }
+        }
+        let prompt_len = active.prompt_len;
+        let generated = self.tokens.get(prompt_len..).unwrap_or_default().to_vec();
         Ok(Generation {
-            prompt_ids: prompt.to_vec(),
-            ids: self.tokens[prompt.len()..].to_vec(),
-            text,
+            prompt_ids: self.tokens[..prompt_len.min(self.tokens.len())].to_vec(),
+            ids: generated,
+            text: active.text,
             stop,
-            timings,
+            timings: active.timings,
         })
+    }
+
+    /// The last token drawn and its position.
+    fn last_token(&self) -> (u32, usize) {
+        let pos = self.tokens.len() - 1;
+        (self.tokens[pos], pos)
+    }
+
+    /// Counts one decode step.
+    fn count_step(&mut self) {
+        if let Some(a) = self.active.as_mut() {
+            a.timings.decode_tokens += 1;
+        }
+    }
+}
+
+/// What [`Session::next_piece`] drew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Visible text (possibly empty: a partial UTF-8 character, a leading space, a special
+    /// token).
+    Text(String),
+    /// The generation stops (an end token).
+    Stop(StopReason),
+}
+
+/// A generation in progress on a session.
+struct Active {
+    /// Tokens of the prompt (the first of `Session::tokens`).
+    prompt_len: usize,
+    /// Most tokens to generate.
+    max_new_tokens: usize,
+    /// Prompt tokens whose keys and values are in the cache.
+    read: usize,
+    /// The visible text so far.
+    text: String,
+    decoder: StreamDecoder,
+    timings: Timings,
+    /// Time spent reading the prompt so far.
+    prefill_time: Duration,
+    /// When the first token was drawn.
+    decode_start: Option<Instant>,
+}
+
+impl Active {
+    /// The part of `piece` that is shown, added to the text: a reply starts at its first
+    /// visible character.
+    fn visible(&mut self, piece: &str) -> String {
+        let piece = if self.text.is_empty() {
+            piece.trim_start()
+        } else {
+            piece
+        };
+        self.text.push_str(piece);
+        piece.to_owned()
     }
 }
 

@@ -77,6 +77,104 @@ fn slow() -> &'static Path {
     })
 }
 
+/// `../shared/golden-glm4/<name>` (relative to the repository root).
+fn golden_glm4(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden-glm4")
+        .join(name)
+}
+
+/// The f16 safetensors shards of a golden checkpoint, as f32 by Hugging Face name.
+struct Shards(std::collections::HashMap<String, Vec<f32>>);
+
+impl chatglm::build::TensorSource for Shards {
+    fn read(
+        &mut self,
+        t: &chatglm::build::plan::TensorPlan,
+        _: usize,
+        _: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), chatglm::build::BuildError> {
+        let values = self
+            .0
+            .get(&t.hf_name)
+            .unwrap_or_else(|| panic!("{}", t.hf_name));
+        assert_eq!(values.len(), t.numel(), "{}", t.hf_name);
+        out.clear();
+        out.extend_from_slice(values);
+        Ok(())
+    }
+}
+
+/// The golden GLM-4 checkpoint `glm4-small` (f16 safetensors) written as a GGUF file with f32
+/// matrices and its toy tiktoken tokenizer.
+fn glm4_small() -> &'static Path {
+    static M: OnceLock<PathBuf> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = golden_glm4("glm4-small");
+        let c: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let n = |k: &str| c[k].as_u64().unwrap() as usize;
+        let config = chatglm::model::ModelConfig {
+            vocab_size: n("padded_vocab_size"),
+            hidden_size: n("hidden_size"),
+            num_layers: n("num_layers"),
+            num_heads: n("num_attention_heads"),
+            num_kv_groups: n("multi_query_group_num"),
+            head_dim: n("kv_channels"),
+            ffn_hidden_size: n("ffn_hidden_size"),
+            context_length: n("seq_length"),
+            rms_eps: c["layernorm_epsilon"].as_f64().unwrap() as f32,
+            rope_base: 10000.0,
+            rope_scaling: chatglm::model::RopeScaling::MultiplyBase(
+                c["rope_ratio"].as_f64().unwrap() as f32,
+            ),
+            block: chatglm::model::Block::Glm2,
+        };
+        let mut tensors = std::collections::HashMap::new();
+        for shard in [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ] {
+            let bytes = std::fs::read(dir.join(shard)).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            for (name, view) in st.tensors() {
+                assert_eq!(view.dtype(), safetensors::Dtype::F16, "{name}");
+                let values = view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect();
+                tensors.insert(name, values);
+            }
+        }
+        let text = std::fs::read_to_string(dir.join("tokenizer.model")).unwrap();
+        let vocab =
+            chatglm::tokenizer::ByteLevelParts::glm4_from_tiktoken(&text, Some(config.vocab_size))
+                .unwrap();
+        let out = self::dir().join("glm4-small.gguf");
+        let opts = WriteOptions {
+            output: out.clone(),
+            matrix_type: GgmlType::F32,
+            portable: true,
+            threads: 2,
+            name: "glm4-small".into(),
+        };
+        write_model(
+            &config,
+            &vocab,
+            build_plan(&config, GgmlType::F32, true).unwrap(),
+            &mut Shards(tensors),
+            &opts,
+            &mut NoProgress,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        out
+    })
+}
+
 /// A running `chatglm serve`, killed when dropped.
 struct Server {
     child: Child,
@@ -719,6 +817,171 @@ fn parallel_requests_give_the_text_of_one_alone() {
         assert_eq!(text(&got[0]), text(&alone));
         assert_eq!(text(&got[1]), text(&alone2));
         assert_eq!(text(&got[2]), text(&alone));
+    }
+}
+
+/// The bounded load test: 8 concurrent clients x 10 requests on 4 slots (the rest queue),
+/// all complete, and every greedy text is the one the request gets alone.
+#[test]
+fn eight_clients_times_ten_requests_all_complete_with_the_text_of_one_alone() {
+    let server = Server::start(tiny(), &["--parallel", "4"]);
+    let body = |c: usize| {
+        json!({"messages": [user(&format!("question number {c}"))], "max_tokens": 6 + c % 3,
+               "temperature": 0})
+    };
+    let text = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let alone: Vec<String> = (0..8)
+        .map(|c| text(&server.post("/v1/chat/completions", &body(c)).json()))
+        .collect();
+    let addr = server.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let b = body(c).to_string();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| {
+                        let r = http(addr, "POST", "/v1/chat/completions", &[], b.as_bytes());
+                        assert_eq!(r.status, 200, "{}", r.body);
+                        r.json()
+                    })
+                    .collect::<Vec<Value>>()
+            })
+        })
+        .collect();
+    for (c, client) in clients.into_iter().enumerate() {
+        let replies = client.join().unwrap();
+        assert_eq!(replies.len(), 10);
+        for r in &replies {
+            assert_eq!(text(r), alone[c], "client {c}");
+        }
+    }
+    let h = server.health();
+    assert_eq!(h["slots_free"], 4, "{h}");
+    assert_eq!(h["queued"], 0, "{h}");
+}
+
+/// A long prompt is read in parts between the steps of the others: a short request started
+/// after it is answered first. A client that leaves while its prompt is read is cancelled
+/// then, before any token.
+#[test]
+fn a_long_prompt_does_not_hold_up_the_others_and_its_client_can_leave_during_it() {
+    let server = Server::start(slow(), &["--parallel", "2", "-b", "16"]);
+    let text = long_prompt(1900);
+    let long_body =
+        |t: &str| json!({"messages": [user(t)], "max_tokens": 2, "temperature": 0}).to_string();
+    let addr = server.addr;
+    let b = long_body(&text);
+    let long =
+        std::thread::spawn(move || http(addr, "POST", "/v1/chat/completions", &[], b.as_bytes()));
+    server.wait_health("the long request running", |h| h["slots_free"] == 1);
+    let short = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [user("hi")], "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(short.status, 200, "{}", short.body);
+    assert!(
+        !long.is_finished(),
+        "the long prompt was read before the short request was answered"
+    );
+    assert_eq!(long.join().unwrap().status, 200);
+
+    // Another long prompt (nothing cached to reuse); the client leaves while it is read.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let b = long_body(&format!("again {text}"));
+    send_request(
+        &mut stream,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        b.as_bytes(),
+    )
+    .unwrap();
+    server.wait_health("the request running", |h| h["slots_free"] == 1);
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    server.wait_health("the slot free again", |h| h["slots_free"] == 2);
+    let log = server.wait_log("a cancellation", |l| l.contains("499 (client closed)"));
+    assert!(log.contains("client gone after 0 tokens"), "{log}");
+}
+
+/// GLM-4 chats through the server (the golden checkpoint `glm4-small`, greedy), alone and
+/// two at once (batched decode), stream or not: the reply is the reference's text.
+#[test]
+fn glm4_chat_replies_are_the_golden_text() {
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_glm4("glm4-small").join("golden.json")).unwrap(),
+    )
+    .unwrap();
+    let engine = Engine::open(glm4_small()).unwrap();
+    let eos: Vec<u32> = g["greedy"]["settings"]["eos_token_id"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let mut stops = engine.tokenizer().stop_ids().to_vec();
+    stops.sort_unstable();
+    assert_eq!(stops, eos);
+    let max = g["greedy"]["settings"]["max_new_tokens"].as_u64().unwrap();
+    // The cases without tools (their messages are OpenAI messages as they are).
+    let cases: Vec<&Value> = g["greedy"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m.get("tools").is_none())
+        })
+        .collect();
+    assert_eq!(cases.len(), 2);
+    let server = Server::start(glm4_small(), &["--parallel", "2"]);
+    let ask = |case: &Value, stream: bool| {
+        let body = chat_body(case["messages"].clone(), max, stream);
+        let r = http(
+            server.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        if !stream {
+            return r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        r.events()
+            .iter()
+            .filter(|e| *e != "[DONE]")
+            .filter_map(|e| {
+                let v: Value = serde_json::from_str(e).unwrap();
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    for case in &cases {
+        let want = case["text"].as_str().unwrap().trim();
+        assert!(!want.is_empty());
+        assert_eq!(ask(case, false), want);
+        assert_eq!(ask(case, true), want);
+    }
+    let both: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases.iter().map(|c| s.spawn(|| ask(c, false))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (case, got) in cases.iter().zip(&both) {
+        assert_eq!(got, case["text"].as_str().unwrap().trim());
     }
 }
 

@@ -59,7 +59,7 @@ mod ops;
 mod weights;
 
 pub use config::{Block, ConfigError, Family, Glm1Params, ModelConfig, RopeScaling};
-pub use forward::{Glm1Layout, Logits, RunState, StateOptions, DEFAULT_BATCH};
+pub use forward::{DecodeBatch, Glm1Layout, Logits, RunState, StateOptions, DEFAULT_BATCH};
 pub use kv_cache::{KvCache, KvType};
 pub use weights::{ModelWeights, Storage, TensorEntry};
 
@@ -190,6 +190,14 @@ pub enum ModelError {
         tokens: usize,
         /// The state's batch size.
         batch: usize,
+    },
+    /// A batched decode step was given more sequences than its buffers hold.
+    #[error("{seqs} sequences in one decode step, but the batch holds {max}")]
+    TooManySequences {
+        /// Sequences given.
+        seqs: usize,
+        /// The batch's capacity.
+        max: usize,
     },
     /// The state was created for a model of another configuration.
     #[error("run state was created for a different model configuration")]

@@ -4,8 +4,8 @@
 //! implementation in Rust, tokio its runtime, and axum a thin, well-kept router over both
 //! (by the tokio team) with streaming bodies for Server-Sent Events and a body-size limit;
 //! built with HTTP/1 only and no TLS (put a reverse proxy in front for either). The async
-//! side only parses, queues and streams: generation runs on one dedicated thread per slot
-//! ([`slots`]), never on the executor.
+//! side only parses, queues and streams: generation runs on one dedicated scheduler thread
+//! that advances every slot together ([`slots`]), never on the executor.
 //!
 //! Files: [`routes`] (endpoints, key check, log), [`types`] (the OpenAI request bodies),
 //! [`prompt`] (a request to prompt ids and settings, per family), [`tools`] (tool-call
@@ -60,15 +60,39 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     ctx_size: usize,
-    /// Threads of each slot's matrix products [default: the cores divided among the slots].
-    #[arg(short = 't', long, value_name = "N")]
-    threads: Option<usize>,
+    /// Threads of the matrix products (all slots are advanced together on them) [default:
+    /// one per core].
+    #[arg(
+        short = 't',
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    threads: usize,
+    /// Prompt tokens per pass over the weights; also the most prompt tokens a request reads
+    /// between two decode steps of the others.
+    #[arg(short = 'b', long = "batch", value_name = "N", default_value_t = chatglm::model::DEFAULT_BATCH)]
+    batch: usize,
+    /// How the generating slots advance: `batched` (one pass over the weights per step for
+    /// all of them) or `one-by-one` (a pass each; for measuring what batching gains).
+    #[arg(long, value_name = "HOW", default_value = "batched", hide = true)]
+    decode: DecodeArg,
     /// Every request (but /health) must send `Authorization: Bearer KEY`.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
     /// Read the whole model file into memory instead of mapping it.
     #[arg(long)]
     no_mmap: bool,
+}
+
+/// `--decode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DecodeArg {
+    /// One pass over the weights per step for all generating slots.
+    Batched,
+    /// A pass per slot.
+    OneByOne,
 }
 
 /// Runs `chatglm serve` until SIGTERM or SIGINT.
@@ -78,13 +102,11 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     }
     let engine = Arc::new(open_engine(&args.model, args.no_mmap)?);
     let slots = usize::from(args.parallel);
-    let threads = args.threads.unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / slots).max(1)
-    });
+    let threads = chatglm::resolve_threads(args.threads);
     let options = SessionOptions {
         context: args.ctx_size,
         threads,
+        batch: args.batch.max(1),
         ..SessionOptions::default()
     };
     let sessions = (0..slots)
@@ -101,16 +123,25 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     )
     .unwrap_or(0);
     eprintln!(
-        "chatglm serve: {} ({}), {slots} slot(s) of {context} tokens, {threads} thread(s) each; \
-         KV caches {:.1} MiB ({:.1} MiB per slot)",
+        "chatglm serve: {} ({}), {slots} slot(s) of {context} tokens, {threads} thread(s), \
+         {} decode; KV caches {:.1} MiB ({:.1} MiB per slot)",
         engine.path().display(),
         engine.tokenizer().family(),
+        match args.decode {
+            DecodeArg::Batched => "batched",
+            DecodeArg::OneByOne => "one-by-one",
+        },
         (kv_bytes * slots) as f64 / (1 << 20) as f64,
         kv_bytes as f64 / (1 << 20) as f64,
     );
     let queue = args.queue.unwrap_or(4 * slots);
     let scheduler = Arc::new(slots::Scheduler::new(slots, queue));
-    let workers = slots::spawn_workers(sessions, &scheduler)?;
+    let batch = Session::new_decode_batch(&engine, slots, threads)?;
+    let decode = match args.decode {
+        DecodeArg::Batched => slots::Decode::Batched,
+        DecodeArg::OneByOne => slots::Decode::OneByOne,
+    };
+    let worker = slots::spawn_scheduler(sessions, batch, args.batch.max(1), decode, &scheduler)?;
 
     let model_id = engine
         .path()
@@ -145,11 +176,10 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         app,
         &scheduler,
     ))?;
-    // In-flight requests are done or cancelled; the workers finish the queue's cancelled jobs.
+    // In-flight requests are done or cancelled; the scheduler finishes the queue's cancelled
+    // jobs.
     scheduler.close();
-    for w in workers {
-        let _ = w.join();
-    }
+    let _ = worker.join();
     Ok(())
 }
 

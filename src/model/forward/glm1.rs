@@ -144,6 +144,7 @@ impl Model {
         let first = match want {
             Logits::Last => n - 1,
             Logits::All => 0,
+            Logits::None => n,
         };
         let w = &self.weights;
         for (x, out) in st.all_x[first * h..n * h]

@@ -8,7 +8,8 @@ use super::{Logits, RunState};
 use crate::model::ops::{rmsnorm, rope, rope_table, silu, softmax};
 use crate::model::weights::LayerWeights;
 use crate::model::{Model, ModelError};
-use chatglm_kernels::pool::ChunksMut;
+use chatglm_kernels::pool::{ChunksMut, Pool};
+use std::sync::Arc;
 
 impl Model {
     /// The ChatGLM2/3 pass over `tokens` at `start_pos..` in batches: the final-RMSNorm
@@ -35,6 +36,7 @@ impl Model {
         let first = match want {
             Logits::Last => n - 1,
             Logits::All => 0,
+            Logits::None => n,
         };
         for (x, out) in st.x[first * h..n * h]
             .chunks_exact(h)
@@ -78,7 +80,7 @@ impl Model {
 
     /// The RoPE rotation of positions `pos0..pos0 + n` into `st.rope_cos` / `st.rope_sin`
     /// (row `i` for position `pos0 + i`), once for every layer.
-    fn rope_tables(&self, st: &mut RunState, pos0: usize, n: usize) {
+    pub(super) fn rope_tables(&self, st: &mut RunState, pos0: usize, n: usize) {
         let half = self.config().rope_dims() / 2;
         let prefix = st.cache.prefix_len();
         for (i, (cos, sin)) in st
@@ -101,9 +103,25 @@ impl Model {
         n: usize,
         pos0: usize,
     ) -> Result<(), ModelError> {
+        self.attention_in(st, lw, n)?;
+        self.qkv_to_cache(st, l, lw, n, pos0);
+        let pool = Arc::clone(&st.pool);
+        for i in 0..n {
+            self.attention(&pool, st, l, i, pos0 + i);
+        }
+        self.attention_out(st, lw, n)
+    }
+
+    /// `st.qkv = qkv(rmsnorm(x))` for the `n` rows (bias not yet added).
+    pub(super) fn attention_in(
+        &self,
+        st: &mut RunState,
+        lw: &LayerWeights,
+        n: usize,
+    ) -> Result<(), ModelError> {
         let cfg = self.config();
-        let (h, q_dim) = (cfg.hidden_size, cfg.q_dim());
-        let qkv_dim = q_dim + 2 * cfg.kv_dim();
+        let h = cfg.hidden_size;
+        let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
         for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {
             rmsnorm(xb, x, &lw.attn_norm, cfg.rms_eps);
         }
@@ -113,11 +131,18 @@ impl Model {
             &st.xb[..n * h],
             n,
             &mut st.qkv[..n * qkv_dim],
-        )?;
-        self.qkv_to_cache(st, l, lw, n, pos0);
-        for i in 0..n {
-            self.attention(st, l, i, pos0 + i);
-        }
+        )
+    }
+
+    /// `x += attn_output(st.att_out)` for the `n` rows.
+    pub(super) fn attention_out(
+        &self,
+        st: &mut RunState,
+        lw: &LayerWeights,
+        n: usize,
+    ) -> Result<(), ModelError> {
+        let cfg = self.config();
+        let (h, q_dim) = (cfg.hidden_size, cfg.q_dim());
         self.product(
             &st.pool,
             &lw.attn_output,
@@ -133,7 +158,14 @@ impl Model {
 
     /// Adds the QKV bias, rotates the first half of every q and k head (RoPE), and stores
     /// the keys and values of the `n` rows at positions `pos0..` of layer `l`.
-    fn qkv_to_cache(&self, st: &mut RunState, l: usize, lw: &LayerWeights, n: usize, pos0: usize) {
+    pub(super) fn qkv_to_cache(
+        &self,
+        st: &mut RunState,
+        l: usize,
+        lw: &LayerWeights,
+        n: usize,
+        pos0: usize,
+    ) {
         let cfg = self.config();
         let (d, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
         let (rot, half) = (cfg.rope_dims(), cfg.rope_dims() / 2);
@@ -158,8 +190,8 @@ impl Model {
     /// Multi-query attention of query row `i` (at position `pos`) of layer `l`, into row `i`
     /// of `st.att_out`: query head `hd` reads kv group `hd / heads_per_group`, causal over
     /// cache positions `0..=pos`, scale `1/sqrt(head_dim)`. The heads are shared among the
-    /// threads, each with its own outputs and scores.
-    fn attention(&self, st: &mut RunState, l: usize, i: usize, pos: usize) {
+    /// threads of `pool`, each with its own outputs and scores.
+    pub(super) fn attention(&self, pool: &Pool, st: &mut RunState, l: usize, i: usize, pos: usize) {
         let cfg = self.config();
         let (d, q_dim) = (cfg.head_dim, cfg.q_dim());
         let qkv_dim = q_dim + 2 * cfg.kv_dim();
@@ -171,7 +203,7 @@ impl Model {
         let scores = &mut st.att[..cfg.num_heads * ctx];
         let cache = &st.cache;
         let parts = (ChunksMut::new(out, d), ChunksMut::new(scores, ctx));
-        st.pool.run_split(parts, |_, heads, (o, a)| {
+        pool.run_split(parts, |_, heads, (o, a)| {
             // The thread's heads, one kv group at a time.
             let mut hd = heads.start;
             while hd < heads.end {
@@ -190,7 +222,12 @@ impl Model {
     }
 
     /// `x += ffn_down(silu(gate) * up)` with `[gate | up] = ffn_up(rmsnorm(x))`.
-    fn mlp_block(&self, st: &mut RunState, lw: &LayerWeights, n: usize) -> Result<(), ModelError> {
+    pub(super) fn mlp_block(
+        &self,
+        st: &mut RunState,
+        lw: &LayerWeights,
+        n: usize,
+    ) -> Result<(), ModelError> {
         let cfg = self.config();
         let (h, ffn) = (cfg.hidden_size, cfg.ffn_hidden_size);
         for (x, xb) in st.x[..n * h].chunks_exact(h).zip(st.xb.chunks_exact_mut(h)) {

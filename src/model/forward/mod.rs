@@ -3,9 +3,11 @@
 //! (ChatGLM2/3) or `glm1.rs` (ChatGLM-6B), each written to be read next to its reference.
 //! The output layer is shared.
 
+mod batch;
 mod glm1;
 mod glm2;
 
+pub use batch::DecodeBatch;
 pub use glm1::Glm1Layout;
 
 use super::kv_cache::{zeroed, KvCache, KvType};
@@ -23,6 +25,9 @@ pub enum Logits {
     /// Every token's (scoring, tests). The returned slice is `[tokens, vocab]`; the call may
     /// then not have more tokens than the state's batch.
     All,
+    /// None: only the keys and values are wanted (a prompt read in parts, all but the last).
+    /// The returned slice is empty.
+    None,
 }
 
 /// Tokens per pass over the weights while reading a prompt, unless asked otherwise.
@@ -319,6 +324,7 @@ impl Model {
         let rows = match want {
             Logits::Last => 1,
             Logits::All => tokens.len(),
+            Logits::None => 0,
         };
         let expected = rows
             .checked_mul(self.config().vocab_size)
