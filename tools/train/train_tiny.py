@@ -388,7 +388,7 @@ def main():
     log(f"{len(rounds)} chat rounds ({skipped} skipped: prompt/answer boundary inside a piece or too long)")
 
     config = {
-        "_name_or_path": "tiny-poems",
+        "_name_or_path": "chatglm2-tiny-poems",
         "model_type": "chatglm",
         "architectures": ["ChatGLMModel"],
         "add_bias_linear": False,
@@ -457,7 +457,7 @@ def main():
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
-        json.dump({"name_or_path": "tiny-poems", "remove_space": False, "do_lower_case": False,
+        json.dump({"name_or_path": "chatglm2-tiny-poems", "remove_space": False, "do_lower_case": False,
                    "tokenizer_class": "ChatGLMTokenizer"}, f, indent=2)
     info = {
         "seed": args.seed, "args": vars(args), "packages": versions, "poems": len(poems),
