@@ -92,7 +92,9 @@ fn doc_perplexity(logits: &[f32], docs: &[Vec<u32>], vocab: usize) -> f64 {
     let (mut nll, mut count) = (0.0f64, 0usize);
     for ids in docs {
         for (i, row) in rows.by_ref().take(ids.len()).enumerate() {
-            let Some(&next) = ids.get(i + 1) else { continue };
+            let Some(&next) = ids.get(i + 1) else {
+                continue;
+            };
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
             let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
             nll += max + sum.ln() - row[next as usize] as f64;
@@ -152,7 +154,14 @@ fn trained_model_quantization_quality() {
         // 0.0120, 98.1%, -0.22%
         (Mix::Pure(GgmlType::Q8_0), true, "q8_0", 0.015, 0.965, 0.006),
         // the same blocks, row-interleaved: the same figures
-        (Mix::Pure(GgmlType::Q8_0), false, "q8_0x8", 0.015, 0.965, 0.006),
+        (
+            Mix::Pure(GgmlType::Q8_0),
+            false,
+            "q8_0x8",
+            0.015,
+            0.965,
+            0.006,
+        ),
         // 0.0291, 95.5%, -0.14%
         (Mix::Q6K, true, "q6_k", 0.036, 0.935, 0.006),
         // 0.0470, 92.4%, -0.82%
@@ -176,7 +185,14 @@ fn trained_model_quantization_quality() {
         // 0.1097, 83.4%, -0.68%
         (Mix::Pure(GgmlType::Q4_0), true, "q4_0", 0.137, 0.81, 0.015),
         // the same blocks, row-interleaved: the same figures
-        (Mix::Pure(GgmlType::Q4_0), false, "q4_0x8", 0.137, 0.81, 0.015),
+        (
+            Mix::Pure(GgmlType::Q4_0),
+            false,
+            "q4_0x8",
+            0.137,
+            0.81,
+            0.015,
+        ),
         // 0.1446, 78.6%, +0.85%
         (Mix::Q3KM, true, "q3_k_m", 0.18, 0.76, 0.015),
         // 0.2772, 58.9%, +11.60%
@@ -211,7 +227,10 @@ fn trained_model_quantization_quality() {
             100.0 * agree,
         );
         assert!(rms <= max_rms, "{tag}: rms {rms:.4} > {max_rms}");
-        assert!(agree >= min_agree, "{tag}: top-1 agreement {agree:.4} < {min_agree}");
+        assert!(
+            agree >= min_agree,
+            "{tag}: top-1 agreement {agree:.4} < {min_agree}"
+        );
         assert!(
             change.abs() <= max_ppl,
             "{tag}: perplexity change {change:+.4}, more than {max_ppl}"
