@@ -776,3 +776,24 @@ mod terminal {
         s.exp_eof().unwrap();
     }
 }
+
+/// `chatglm demo` runs the shipped trained model (found from the source tree, whatever the
+/// working directory) and answers "写一首诗" in kind: a title in 《》, an author line, lines
+/// of Chinese ending in ，or 。, ended by the model (eos).
+#[test]
+fn demo_streams_a_poem_from_the_trained_model() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chatglm"))
+        .args(["demo", "-n", "96"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("tiny-poems.gguf"), "{stderr}");
+    let reply = stdout.strip_prefix("> 写一首诗\n").expect(&stdout);
+    assert!(reply.starts_with('《'), "{reply}");
+    assert!(reply.contains("》\n作者："), "{reply}");
+    assert!(reply.contains('。'), "{reply}");
+    assert!(stderr.contains("stop: eos"), "{stderr}");
+}
