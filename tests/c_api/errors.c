@@ -208,7 +208,7 @@ int main(int argc, char **argv) {
     if (info.family == 2) {
         expect("respond with a system prompt (ChatGLM2)",
                chatglm_respond(session, msgs, 2, &go, NULL, NULL, NULL),
-               CHATGLM_ERR_INVALID_ARGUMENT, "alternate user and assistant");
+               CHATGLM_ERR_INVALID_ARGUMENT, "has no system role");
     }
 
     /* The context: a message that cannot fit. */
