@@ -790,6 +790,18 @@ impl Family {
         }
     }
 
+    /// The family's name as its makers write it, for messages: `ChatGLM-6B`, `ChatGLM2`,
+    /// `ChatGLM3`, `CodeGeeX2`, `GLM-4`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Family::ChatGlm1 => "ChatGLM-6B",
+            Family::ChatGlm2 => "ChatGLM2",
+            Family::ChatGlm3 => "ChatGLM3",
+            Family::CodeGeeX2 => "CodeGeeX2",
+            Family::Glm4 => "GLM-4",
+        }
+    }
+
     /// Parses [`Family::name`]; also accepts `chatglm-6b`/`glm1`/`1`, `glm2`/`2`, `glm3`/`3`
     /// and `chatglm4`/`4`, in any case.
     pub fn from_name(s: &str) -> Option<Self> {

@@ -71,15 +71,16 @@ pub enum TokenizerError {
         family: crate::arch::Family,
     },
     /// A ChatGLM2 or ChatGLM-6B history is not a sequence of (user, assistant) rounds.
-    #[error("{family} history must alternate user and assistant messages")]
+    #[error("{} history must alternate user and assistant messages", family.title())]
     HistoryNotAlternating {
         /// The model family.
         family: crate::arch::Family,
     },
     /// A system message for a family whose prompts have no place for one.
     #[error(
-        "{family} has no system role: its prompts are question/answer rounds only \
-         (leave out the system message; ChatGLM3 and GLM-4 take one)"
+        "{} has no system role: its prompts are question/answer rounds only \
+         (leave out the system message; ChatGLM3 and GLM-4 take one)",
+        family.title()
     )]
     NoSystemRole {
         /// The model family.
