@@ -4,7 +4,9 @@
 //! - `probe cached`: the same on a 128x4096 matrix that stays in L2 (compute bound), the
 //!   whole product (activation quantization included) and the row kernel alone (`kernel`);
 //!   `PROBE_ITERS=N` sets the runs per figure (default 2000; a few for callgrind, where the
-//!   instructions per block are `Ir / (N * 16 * 128)` of the kernel function);
+//!   instructions per block are `Ir / (N * 16 * 128)` of the kernel function); then Q4_K,
+//!   Q5_K, Q6_K and Q5_0 (the whole product; the k-quant row kernels alone, `kernel`), or only
+//!   those with `PROBE_K=only`;
 //! - `probe stream`: a plain streaming read of 4 GB, 1 and 2 threads, 1..8 streams each;
 //! - `probe gemm`: the prompt kernels (`gemm_q4_0x8`, `gemm_q8_0x8`) alone on a 128x4096
 //!   matrix that stays in L2 with 32 activation rows, 1 thread, best of many (GFLOP/s).
@@ -14,9 +16,9 @@
 //! CPUs first.
 #![allow(missing_docs)]
 
-use chatglm_kernels::act::ActQ8_0;
+use chatglm_kernels::act::{ActQ8K, ActQ8_0};
 use chatglm_kernels::matmul::{matmul_with, row_bytes, WeightMatrix};
-use chatglm_kernels::quant::{as_blocks, BlockQ4_0x8, BlockQ8_0x8};
+use chatglm_kernels::quant::{as_blocks, BlockQ4K, BlockQ4_0x8, BlockQ5K, BlockQ6K, BlockQ8_0x8};
 use chatglm_kernels::simd::Kernels;
 use chatglm_kernels::{interleave, GgmlType, Isa, Pool};
 use std::time::Instant;
@@ -34,10 +36,83 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         })
         .collect();
     let scale = half::f16::from_f32(0.002).to_le_bytes();
+    // Where the block's f16 scales sit (Q4_K/Q5_K: `d` and `dmin`; Q6_K: `d` last).
+    let at: &[usize] = match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[0],
+    };
     for block in data.chunks_exact_mut(ty.block_bytes()) {
-        block[..2].copy_from_slice(&scale);
+        for &o in at {
+            block[o..o + 2].copy_from_slice(&scale);
+        }
     }
     data
+}
+
+/// The k-quants (and Q5_0, which Q4_K_M files hold where rows are not whole super-blocks) on
+/// an in-L2 matrix: the whole product, and the k-quant row kernels alone.
+fn cached_k(tables: &[&Kernels], iters: usize) {
+    let (r, c) = (128, 4096);
+    let x: Vec<f32> = (0..c)
+        .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
+        .collect();
+    let mut y = vec![0.0; r];
+    let mut act = ActQ8K::new();
+    act.quantize(&x, c).unwrap();
+    let a = act.row(0).unwrap();
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+    ] {
+        let d = weights(ty, r, c);
+        for k in tables {
+            let w = WeightMatrix::new(ty, r, c, &d).unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..iters {
+                let t0 = Instant::now();
+                matmul_with(k, None, &w, &x, 1, &mut y).unwrap();
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            println!(
+                "cached {ty} portable {:12}: {:.1} GB/s ({:.1} us)",
+                k.isa.name(),
+                d.len() as f64 / best / 1e9,
+                best * 1e6
+            );
+            if ty == GgmlType::Q5_0 {
+                continue;
+            }
+            let mut best = f64::MAX;
+            for _ in 0..iters {
+                let t0 = Instant::now();
+                match ty {
+                    GgmlType::Q4_K => {
+                        let w: &[BlockQ4K] = as_blocks(&d).unwrap();
+                        (k.rows_q4_k)(w, a, &mut y)
+                    }
+                    GgmlType::Q5_K => {
+                        let w: &[BlockQ5K] = as_blocks(&d).unwrap();
+                        (k.rows_q5_k)(w, a, &mut y)
+                    }
+                    _ => {
+                        let w: &[BlockQ6K] = as_blocks(&d).unwrap();
+                        (k.rows_q6_k)(w, a, &mut y)
+                    }
+                }
+                std::hint::black_box(&y);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            println!(
+                "cached {ty} kernel   {:6}: {:.1} GB/s ({:.1} us)",
+                k.isa.name(),
+                d.len() as f64 / best / 1e9,
+                best * 1e6
+            );
+        }
+    }
 }
 
 /// Kernel throughput on a matrix that stays in L2 (compute bound), 1 thread, best of many.
@@ -52,6 +127,10 @@ fn cached() {
     .into_iter()
     .filter_map(Isa::kernels)
     .collect();
+    let iters: usize = std::env::var("PROBE_ITERS").map_or(2000, |s| s.parse().unwrap());
+    if std::env::var("PROBE_K").is_ok_and(|v| v == "only") {
+        return cached_k(&tables, iters);
+    }
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let (r, c) = (128, 4096);
         let d = weights(ty, r, c);
@@ -60,7 +139,6 @@ fn cached() {
             .map(|j| ((j * 7919 % 1000) as f32 - 500.0) / 300.0)
             .collect();
         let mut y = vec![0.0; r];
-        let iters: usize = std::env::var("PROBE_ITERS").map_or(2000, |s| s.parse().unwrap());
         for k in &tables {
             for (name, t, data) in [("portable", ty, &d), ("x8", ity, &id)] {
                 let w = WeightMatrix::new(t, r, c, data).unwrap();
@@ -99,6 +177,7 @@ fn cached() {
             );
         }
     }
+    cached_k(&tables, iters);
 }
 
 /// The prompt kernels alone on an in-L2 matrix (128x4096, 32 activation rows), 1 thread,

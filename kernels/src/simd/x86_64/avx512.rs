@@ -118,14 +118,15 @@ fn rows_q5_0(w: &[BlockQ5_0], a: Q8Row<'_>, y: &mut [f32]) {
     unsafe { avx2::q5_0_rows(w, a, y) }
 }
 
+// The k-quants Q4_K, Q5_K and Q6_K have 512-bit kernels of their own (`avx512_k.rs`).
 fn rows_q4_k(w: &[BlockQ4K], a: &[BlockQ8K], y: &mut [f32]) {
-    // SAFETY: as in `rows_q5_0`.
-    unsafe { avx2::q4_k_rows(w, a, y) }
+    // SAFETY: as in `rows_q5_0` (the AVX-512 features are checked as well).
+    unsafe { super::avx512_k::q4_k_rows(w, a, y) }
 }
 
 fn rows_q5_k(w: &[BlockQ5K], a: &[BlockQ8K], y: &mut [f32]) {
     // SAFETY: as in `rows_q5_0`.
-    unsafe { avx2::q5_k_rows(w, a, y) }
+    unsafe { super::avx512_k::q5_k_rows(w, a, y) }
 }
 
 fn rows_iq4_nl(w: &[BlockIq4Nl], a: Q8Row<'_>, y: &mut [f32]) {
@@ -155,7 +156,7 @@ fn rows_iq4_xs(w: &[BlockIq4Xs], a: &[BlockQ8K], y: &mut [f32]) {
 
 fn rows_q6_k(w: &[BlockQ6K], a: &[BlockQ8K], y: &mut [f32]) {
     // SAFETY: as in `rows_q5_0`.
-    unsafe { avx2::q6_k_rows(w, a, y) }
+    unsafe { super::avx512_k::q6_k_rows(w, a, y) }
 }
 
 fn dot_bf16(x: &[u8], y: &[f32]) -> f32 {

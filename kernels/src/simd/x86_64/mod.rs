@@ -3,4 +3,5 @@
 
 pub mod avx2;
 pub mod avx512;
+mod avx512_k;
 pub mod avxvnni;
