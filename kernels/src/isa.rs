@@ -159,6 +159,22 @@ pub fn requested() -> Result<Option<Isa>, KernelError> {
     }
 }
 
+/// Overrides the x86 decode kernels' prefetch distance in bytes (0: none; default 3072);
+/// read once, when the kernel table is chosen. For tuning on a new CPU (docs/DECODE_X86.md).
+pub const PREFETCH_ENV_VAR: &str = "CHATGLM_PREFETCH";
+
+/// Applies [`PREFETCH_ENV_VAR`] if it holds a byte count below 64 KiB (else ignored).
+fn set_prefetch_from_env() {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(d) = std::env::var(PREFETCH_ENV_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&d| d < 1 << 16)
+    {
+        crate::simd::x86_64::avx2::PREFETCH_DISTANCE.store(d, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
 
 /// The kernel table in use, fixed on first call: what `CHATGLM_KERNELS` asks for if that is
@@ -166,6 +182,7 @@ static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
 /// silently here; a program that wants to report it calls [`requested`] first.
 pub fn kernels() -> &'static Kernels {
     ACTIVE.get_or_init(|| {
+        set_prefetch_from_env();
         let isa = requested().ok().flatten().unwrap_or_else(detect);
         isa.kernels().unwrap_or(&scalar::KERNELS)
     })

@@ -26,6 +26,7 @@ use crate::quant::{
 use crate::simd::{scalar, Kernels};
 use crate::KernelError;
 use core::arch::x86_64::*;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The AVX2 kernels, if this CPU has AVX2, FMA and F16C.
 pub fn kernels() -> Option<&'static Kernels> {
@@ -283,19 +284,38 @@ pub(super) fn act_groups(qs: &[i8; QK]) -> [i32; 8] {
 
 // ---- Prefetching.
 
-/// How far ahead of the block in hand the interleaved kernels ask for the weights. With two
-/// threads each streaming ~25 GB/s against ~120 ns of memory latency, ~3 KB per thread must
-/// be in flight; the hardware prefetcher alone falls short of that while the core is busy
-/// computing. Measured on Zen 5 (27392x4096, 2 threads): q4_0x8 41 GB/s without, 45-64 GB/s
-/// with every line 4 KB ahead; one line per block 1 KB ahead was worse than none (40).
-pub(super) const PREFETCH_AHEAD: usize = 4096;
+/// How far ahead of the block in hand the interleaved kernels ask for the weights, unless
+/// `CHATGLM_PREFETCH` says otherwise ([`PREFETCH_DISTANCE`]). With two threads each streaming
+/// ~25 GB/s against ~120 ns of memory latency, ~3 KB per thread must be in flight; the
+/// hardware prefetcher alone falls short of that while the core is busy computing. Measured
+/// on Zen 5 (27392x4096, 2 threads): q4_0x8 41 GB/s without, 45-64 GB/s with every line 4 KB
+/// ahead; one line per block 1 KB ahead was worse than none (40). On an Intel Xeon (Sapphire
+/// Rapids class, 15.7 GB/s streaming read per core), swept in one process over 1.5 GB of 6B
+/// matrices (docs/DECODE_X86.md), avx512 q4_0x8, 1 thread: 1 KB 16.1 GB/s, 2 KB 17.1, 3 KB
+/// 17.3, 4 KB 15.7 (none 14.3, 8 KB 14.2 in another sweep where 4 KB gave 15.2); the L2 hint
+/// (T1) and every other line were slower. 3 KB is as good as 2 KB there at 1 and 2 threads
+/// and for q8_0x8 and the avx2 and avxvnni kernels, and nearest the distance tuned on AMD.
+pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
-/// Asks for every cache line of the block `PREFETCH_AHEAD` bytes after `blk` (a hint:
+/// The prefetch distance in use (bytes; 0 turns prefetching off): [`PREFETCH_AHEAD`], or
+/// `CHATGLM_PREFETCH` when the kernel table is chosen (`crate::isa::kernels`). Read once per
+/// block, not a constant: on the Intel Xeon above the same kernels with the distance read at
+/// run time decoded the 6B q4_0 file 20% faster than with it folded into the addresses
+/// (4.97 vs 4.14 tok/s on 1 thread, 9.4 vs 7.7 on 2, alternated in one window), where the
+/// compiler spreads the prefetches among the block's loads and products instead of issuing
+/// them together.
+pub(crate) static PREFETCH_DISTANCE: AtomicUsize = AtomicUsize::new(PREFETCH_AHEAD);
+
+/// Asks for every cache line of the block [`PREFETCH_DISTANCE`] bytes after `blk` (a hint:
 /// nothing is read, any address is allowed, so running past the end of the matrix is fine).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn prefetch_ahead<T>(blk: &T) {
-    let p = (blk as *const T).cast::<i8>().wrapping_add(PREFETCH_AHEAD);
+    let dist = PREFETCH_DISTANCE.load(Relaxed);
+    if dist == 0 {
+        return;
+    }
+    let p = (blk as *const T).cast::<i8>().wrapping_add(dist);
     let mut off = 0;
     while off < size_of::<T>() {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
