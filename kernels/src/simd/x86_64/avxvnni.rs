@@ -239,17 +239,9 @@ macro_rules! vnni_kernels {
         // ---- Row-interleaved products: lane r is row r, no folding.
 
         /// `y[8g + r]` for each group of `a.len()` Q4_0x8 blocks (as `avx2`'s, whose i16
-        /// sums become one `vpdpbusd` per unit), two groups per pass where it can: the
-        /// activation broadcasts and per-block scalars then serve 16 rows, and two weight
-        /// streams are in flight (one group per pass read 15% slower from memory on an Intel
-        /// Xeon). Per lane the same integer sums and float operations as one group alone.
+        /// sums become one `vpdpbusd` per unit), through [`by_group_pairs`].
         #[target_feature(enable = $features)]
         fn q4_0x8_rows(w: &[BlockQ4_0x8], a: Q8Row<'_>, y: &mut [f32]) {
-            let nb = a.len();
-            if nb == 0 {
-                y.fill(0.0);
-                return;
-            }
             let m4 = _mm256_set1_epi8(0x0F);
             // Two chains (low and high nibbles), the first from the `- 8` offset.
             let block = |blk: &BlockQ4_0x8, u: &[__m256i; 8], s: i32| {
@@ -269,48 +261,14 @@ macro_rules! vnni_kernels {
                 let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), avx2::load_scales(&blk.d));
                 _mm256_add_ps(acc, _mm256_mul_ps(t, dy))
             };
-            let groups = (y.len() / 8).min(w.len() / nb);
-            let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
-            for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
-                let (wg, wh) = wp.split_at(nb);
-                let (mut acc_g, mut acc_h) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let act = a.blocks().iter().zip(a.d()).zip(a.sum());
-                for ((g, h), ((ab, &dy), &s)) in wg.iter().zip(wh).zip(act) {
-                    avx2::prefetch_ahead(g);
-                    avx2::prefetch_ahead(h);
-                    let u = avx2::act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
-                    let (sg, sh) = (block(g, &u, s), block(h, &u, s));
-                    let dy = _mm256_set1_ps(dy);
-                    acc_g = step(acc_g, sg, g, dy);
-                    acc_h = step(acc_h, sh, h, dy);
-                }
-                store_pair(out, acc_g, acc_h);
-            }
-            if groups % 2 == 1 {
-                let g = groups - 1;
-                let (group, out) = (&w[g * nb..][..nb], &mut y[8 * g..8 * g + 8]);
-                let mut acc = _mm256_setzero_ps();
-                for (((blk, ab), &dy), &s) in group.iter().zip(a.blocks()).zip(a.d()).zip(a.sum()) {
-                    avx2::prefetch_ahead(blk);
-                    let u = avx2::act_groups(&ab.qs).map(|v| _mm256_set1_epi32(v));
-                    acc = step(acc, block(blk, &u, s), blk, _mm256_set1_ps(dy));
-                }
-                if let Ok(out) = <&mut [f32; 8]>::try_from(out) {
-                    avx2::store_f32x8(out, acc);
-                }
-            }
+            by_group_pairs(w, a, y, block, step);
         }
 
-        /// `y[8g + r]` for each group of `a.len()` Q8_0x8 blocks: the weights made unsigned
-        /// by `xor 0x80` (+128), which adds `128 * sum(a)` to each row's sum. Two groups
-        /// per pass where it can, as in [`q4_0x8_rows`].
+        /// `y[8g + r]` for each group of `a.len()` Q8_0x8 blocks, through
+        /// [`by_group_pairs`]: the weights made unsigned by `xor 0x80` (+128), which adds
+        /// `128 * sum(a)` to each row's sum.
         #[target_feature(enable = $features)]
         fn q8_0x8_rows(w: &[BlockQ8_0x8], a: Q8Row<'_>, y: &mut [f32]) {
-            let nb = a.len();
-            if nb == 0 {
-                y.fill(0.0);
-                return;
-            }
             let flip = _mm256_set1_epi8(-128);
             let block = |blk: &BlockQ8_0x8, u: &[__m256i; 8], s: i32| {
                 let mut p = [_mm256_set1_epi32(-128 * s), _mm256_setzero_si256()];
@@ -325,6 +283,29 @@ macro_rules! vnni_kernels {
                 let dxy = _mm256_mul_ps(avx2::load_scales(&blk.d), dy);
                 _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dxy))
             };
+            by_group_pairs(w, a, y, block, step);
+        }
+
+        /// The row-interleaved decode loop: `y[8g + r]` for each group of `a.len()` blocks,
+        /// two groups per pass where it can (the activation broadcasts and per-block scalars
+        /// then serve 16 rows, and two weight streams are in flight: one group per pass read
+        /// 15% slower from memory on an Intel Xeon), a last group without a partner alone.
+        /// `block(blk, units, sum(a))` is a block's integer sums per lane, `step(acc, sumi,
+        /// blk, dy)` adds its float part: per lane the same operations as one group alone.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn by_group_pairs<W>(
+            w: &[W],
+            a: Q8Row<'_>,
+            y: &mut [f32],
+            block: impl Fn(&W, &[__m256i; 8], i32) -> __m256i,
+            step: impl Fn(__m256, __m256i, &W, __m256) -> __m256,
+        ) {
+            let nb = a.len();
+            if nb == 0 {
+                y.fill(0.0);
+                return;
+            }
             let groups = (y.len() / 8).min(w.len() / nb);
             let (pairs, _) = y[..16 * (groups / 2)].as_chunks_mut::<16>();
             for (out, wp) in pairs.iter_mut().zip(w.chunks_exact(2 * nb)) {
@@ -340,7 +321,13 @@ macro_rules! vnni_kernels {
                     acc_g = step(acc_g, sg, g, dy);
                     acc_h = step(acc_h, sh, h, dy);
                 }
-                store_pair(out, acc_g, acc_h);
+                let (og, oh) = out.split_at_mut(8);
+                if let (Ok(og), Ok(oh)) =
+                    (<&mut [f32; 8]>::try_from(og), <&mut [f32; 8]>::try_from(oh))
+                {
+                    avx2::store_f32x8(og, acc_g);
+                    avx2::store_f32x8(oh, acc_h);
+                }
             }
             if groups % 2 == 1 {
                 let g = groups - 1;
@@ -354,18 +341,6 @@ macro_rules! vnni_kernels {
                 if let Ok(out) = <&mut [f32; 8]>::try_from(out) {
                     avx2::store_f32x8(out, acc);
                 }
-            }
-        }
-
-        /// Stores the two groups' outputs of a pair (`out[..8]` from `g`, `out[8..]` from `h`).
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn store_pair(out: &mut [f32; 16], g: __m256, h: __m256) {
-            let (og, oh) = out.split_at_mut(8);
-            if let (Ok(og), Ok(oh)) = (<&mut [f32; 8]>::try_from(og), <&mut [f32; 8]>::try_from(oh))
-            {
-                avx2::store_f32x8(og, g);
-                avx2::store_f32x8(oh, h);
             }
         }
 
