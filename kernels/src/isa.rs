@@ -159,7 +159,7 @@ pub fn requested() -> Result<Option<Isa>, KernelError> {
     }
 }
 
-/// Overrides the x86 decode kernels' prefetch distance in bytes (0: none; default 3072);
+/// Overrides the x86 decode kernels' prefetch distance in bytes (0: none; default 3 KB);
 /// read once, when the kernel table is chosen. For tuning on a new CPU (docs/DECODE_X86.md).
 pub const PREFETCH_ENV_VAR: &str = "CHATGLM_PREFETCH";
 

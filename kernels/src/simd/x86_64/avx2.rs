@@ -299,11 +299,12 @@ pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
 /// The prefetch distance in use (bytes; 0 turns prefetching off): [`PREFETCH_AHEAD`], or
 /// `CHATGLM_PREFETCH` when the kernel table is chosen (`crate::isa::kernels`). Read once per
-/// block, not a constant: on the Intel Xeon above the same kernels with the distance read at
-/// run time decoded the 6B q4_0 file 20% faster than with it folded into the addresses
-/// (4.97 vs 4.14 tok/s on 1 thread, 9.4 vs 7.7 on 2, alternated in one window), where the
+/// block, not a constant: in one window on the Intel Xeon above, the same kernels with the
+/// distance read at run time decoded the 6B q4_0 file 20% faster than with it folded into the
+/// addresses (4.97 vs 4.14 tok/s on 1 thread, 9.4 vs 7.7 on 2, alternated), where the
 /// compiler spreads the prefetches among the block's loads and products instead of issuing
-/// them together.
+/// them together; a later window showed no such gap, so the cause is not settled
+/// (docs/DECODE_X86.md). The load costs nothing measurable either way.
 pub(crate) static PREFETCH_DISTANCE: AtomicUsize = AtomicUsize::new(PREFETCH_AHEAD);
 
 /// Asks for every cache line of the block [`PREFETCH_DISTANCE`] bytes after `blk` (a hint:
